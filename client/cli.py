@@ -1,0 +1,83 @@
+"""``corral-client``: parse options, set up logging, and run the daemon until signalled."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import gevent
+
+from client.daemon import ClientConfig, ClientDaemon
+from client.identity import default_state_dir, load_node_id
+from client.protocol import Identity
+from common import auth
+from common.errors import CorralError
+
+
+def parse_master(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral-client", description="Run a corral client daemon on this machine."
+    )
+    parser.add_argument("--master", required=True, type=parse_master, metavar="HOST:PORT")
+    parser.add_argument("--name", default=socket.gethostname(), help="default: the host name")
+    parser.add_argument("--token-file", type=Path, help="default: $CORRAL_TOKEN, then "
+                        f"{auth.default_token_path()}")
+    parser.add_argument("--state-dir", type=Path,
+                        help="where the node id and state live (default: "
+                        "$XDG_STATE_HOME/corral/NAME)")
+    parser.add_argument("--workdir", type=Path, help="default: STATE_DIR/work")
+    parser.add_argument("--log-dir", type=Path, help="process logs (default: STATE_DIR/logs)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=f"%(asctime)s corral-client[{args.name}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        token = auth.client_token(args.token_file)
+    except CorralError as exc:
+        print(f"corral-client: {exc.message}", file=sys.stderr)
+        return 2
+    state_dir = (args.state_dir or default_state_dir(args.name)).resolve()
+    workdir = (args.workdir or state_dir / "work").resolve()
+    log_dir = (args.log_dir or state_dir / "logs").resolve()
+    for folder in (state_dir, workdir, log_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    identity = Identity(
+        node_id=load_node_id(state_dir), name=args.name, host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+    config = ClientConfig(
+        master=args.master, name=args.name, workdir=workdir, log_dir=log_dir,
+        state_dir=state_dir,
+    )
+    daemon = ClientDaemon(config, identity, token)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, daemon.stop)
+    logging.getLogger("corral.client").info(
+        "node %s (id %s) work folder %s, master %s:%d",
+        args.name, identity.node_id, workdir, *args.master,
+    )
+    daemon.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""The client daemon's connection: connect, authenticate, heartbeat, serve requests, and
+reconnect with capped exponential back-off whenever the master goes away."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.pool
+import gevent.socket
+
+from client import metrics
+from client.protocol import Identity, handshake, send_error_quietly
+from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
+from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame
+from common.messages import ErrorFrame, FailReply, Message, Ping, Reply, decode, error_code
+
+log = logging.getLogger("corral.client")
+
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+CONNECT_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 10.0
+
+Handler = Callable[[Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    master: tuple[str, int]
+    name: str
+    workdir: Path
+    log_dir: Path
+    state_dir: Path
+    max_frame: int = DEFAULT_MAX_FRAME
+
+
+class Backoff:
+    """Exponential back-off with full jitter, capped: a restarted master is not stampeded."""
+
+    def __init__(self, first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> None:
+        self.first, self.cap = first, cap
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.first * (2**self._attempt))
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class ClientDaemon:
+    def __init__(self, config: ClientConfig, identity: Identity, token: bytes) -> None:
+        self.config = config
+        self.identity = identity
+        self.token = token
+        self.handlers: dict[type[Message], Handler] = {Ping: lambda _msg: None}
+        self.running_processes: Callable[[], int] = lambda: 0
+        self._stopping = gevent.event.Event()
+        self._connection: _Connection | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._connection is not None:
+            self._connection.close()
+
+    def run_forever(self) -> None:
+        backoff = Backoff()
+        host, port = self.config.master
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                sock = gevent.socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            except OSError as exc:
+                # Say it once, then only now and then: a master may be away for hours.
+                level = logging.INFO if failures % 60 == 0 else logging.DEBUG
+                log.log(level, "cannot reach master %s:%d: %s (retrying)", host, port,
+                        exc.strerror or exc)
+                failures += 1
+            else:
+                failures = 0
+                self._connection = _Connection(self, sock)
+                if self._connection.run():
+                    backoff.reset()
+                self._connection = None
+            delay = backoff.next_delay()
+            self._stopping.wait(delay)
+
+
+class _Connection:
+    """One connection to the master, from handshake to close."""
+
+    def __init__(self, daemon: ClientDaemon, sock: Any) -> None:
+        self.daemon = daemon
+        self.sock = sock
+        self.reader = FrameReader(sock, daemon.config.max_frame)
+        self._write_lock = gevent.lock.Semaphore()
+        self._workers = gevent.pool.Group()
+
+    def run(self) -> bool:
+        """Serve until the connection ends; True if the handshake had succeeded."""
+        daemon = self.daemon
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        authenticated = False
+        try:
+            self.sock.settimeout(HANDSHAKE_TIMEOUT)
+            welcome = handshake(self.sock, self.reader, daemon.identity, daemon.token)
+            self.sock.settimeout(None)
+            authenticated = True
+            log.info(
+                "registered with master %s:%d as %s (id %s)",
+                *daemon.config.master,
+                daemon.identity.name,
+                daemon.identity.node_id,
+            )
+            self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
+            self._serve()
+        except RemoteError as exc:
+            log.warning("%s", exc.message)
+        except (ProtocolError, CorralError) as exc:
+            if isinstance(exc, ConnectionClosed):
+                log.info("master %s:%d closed the connection", *daemon.config.master)
+            else:
+                log.warning("closing connection to master: %s", exc.message)
+                if exc.code is not ErrorCode.AUTH_FAILED:
+                    send_error_quietly(self.sock, exc.code, exc.message)
+        except TimeoutError:
+            log.warning("master did not complete the handshake in %g s", HANDSHAKE_TIMEOUT)
+        except OSError as exc:
+            log.info("connection to master lost: %s", exc.strerror or exc)
+        finally:
+            self._workers.kill(block=False)
+            self.sock.close()
+        return authenticated
+
+    def send(self, message: Message) -> None:
+        frame = pack_frame(message.to_wire())
+        with self._write_lock:
+            self.sock.sendall(frame)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _heartbeat_loop(self, interval: float) -> None:
+        seq = 0
+        workdir = self.daemon.config.workdir
+        while True:
+            seq += 1
+            beat = metrics.heartbeat(seq, workdir, self.daemon.running_processes())
+            try:
+                self.send(beat)
+            except OSError:
+                return  # the read loop notices the broken socket and reconnects
+            gevent.sleep(interval)
+
+    def _serve(self) -> None:
+        handlers = self.daemon.handlers
+        while True:
+            message = decode(self.reader.read_frame())
+            if isinstance(message, ErrorFrame):
+                raise RemoteError(f"master closed the session: {message.message}",
+                                  error_code(message.code))
+            handler = handlers.get(type(message))
+            if handler is None:
+                raise ProtocolError(f"unexpected {message.TAG} from the master")
+            self._workers.spawn(self._answer, handler, message)
+
+    def _answer(self, handler: Handler, request: Any) -> None:
+        try:
+            reply: Message = Reply(req=request.req, value=handler(request))
+        except CorralError as exc:
+            reply = FailReply(req=request.req, code=int(exc.code), message=exc.message)
+        except Exception as exc:
+            log.exception("request %s failed", request.TAG)
+            reply = FailReply(req=request.req, code=int(ErrorCode.INTERNAL), message=repr(exc))
+        try:
+            self.send(reply)
+        except OSError:
+            pass

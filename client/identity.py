@@ -1,0 +1,37 @@
+"""The client's state folder and the stable node id kept in it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+def default_state_dir(name: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "corral" / name
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def load_node_id(state_dir: Path) -> str:
+    """The id this client registers under; the same across restarts of this state folder."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "node-id"
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if len(existing) == 32 and all(ch in "0123456789abcdef" for ch in existing):
+        return existing
+    node_id = uuid.uuid4().hex
+    write_atomically(path, node_id + "\n")
+    return node_id

@@ -1,0 +1,71 @@
+"""The client's half of the handshake, shared by the daemon and the benchmark's simulated
+clients so that both speak exactly the same protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from common import PROTOCOL_VERSION, auth
+from common.errors import AuthError, ErrorCode, ProtocolError, RemoteError
+from common.framing import FrameReader, pack_frame
+from common.messages import ErrorFrame, Hello, Message, Register, Welcome, decode, error_code
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    node_id: str
+    name: str
+    host: str
+    pid: int = 0
+
+
+def send(sock: Any, message: Message) -> None:
+    sock.sendall(pack_frame(message.to_wire()))
+
+
+def send_error_quietly(sock: Any, code: ErrorCode, text: str) -> None:
+    try:
+        send(sock, ErrorFrame(code=int(code), message=text))
+    except OSError:
+        pass
+
+
+def handshake(sock: Any, reader: FrameReader, identity: Identity, token: bytes) -> Welcome:
+    """Authenticate to the master and prove that it holds the token too.
+
+    Raises AuthError, ProtocolError or RemoteError (the master refused us) with a message
+    fit for a log line. Nothing is run for a master until this has returned.
+    """
+    hello = decode(reader.read_frame())
+    if isinstance(hello, ErrorFrame):
+        raise RemoteError(hello.message, error_code(hello.code))
+    if not isinstance(hello, Hello):
+        raise ProtocolError(f"expected hello, got {hello.TAG}")
+    if hello.version != PROTOCOL_VERSION:
+        text = f"master speaks protocol {hello.version}, this client {PROTOCOL_VERSION}"
+        send_error_quietly(sock, ErrorCode.VERSION_MISMATCH, text)
+        raise ProtocolError(text, ErrorCode.VERSION_MISMATCH)
+    client_nonce = auth.new_nonce()
+    send(
+        sock,
+        Register(
+            version=PROTOCOL_VERSION,
+            node_id=identity.node_id,
+            name=identity.name,
+            host=identity.host,
+            nonce=client_nonce,
+            mac=auth.client_proof(token, hello.nonce, client_nonce),
+            pid=identity.pid,
+        ),
+    )
+    answer = decode(reader.read_frame())
+    if isinstance(answer, ErrorFrame):
+        raise RemoteError(f"master refused: {answer.message}", error_code(answer.code))
+    if not isinstance(answer, Welcome):
+        raise ProtocolError(f"expected welcome, got {answer.TAG}")
+    if not auth.verify(auth.master_proof(token, hello.nonce, client_nonce), answer.mac):
+        text = "master failed authentication: it does not hold our token"
+        send_error_quietly(sock, ErrorCode.AUTH_FAILED, text)
+        raise AuthError(text)
+    return answer

@@ -1,0 +1,80 @@
+"""The shared token and the mutual HMAC-SHA256 proofs exchanged in the handshake.
+
+Each side proves it holds the token by a MAC over both nonces, with a different label per
+direction so one side's proof can never be replayed as the other's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from common.errors import AuthError
+
+TOKEN_ENV = "CORRAL_TOKEN"
+NONCE_BYTES = 32
+_CLIENT_LABEL = b"corral-client-v1"
+_MASTER_LABEL = b"corral-master-v1"
+
+
+def default_token_path() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(config) / "corral" / "token"
+
+
+def new_nonce() -> bytes:
+    return secrets.token_bytes(NONCE_BYTES)
+
+
+def read_token(path: Path) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise AuthError(f"token file {path} does not exist") from None
+    except OSError as exc:
+        raise AuthError(f"cannot read token file {path}: {exc.strerror}") from None
+    if not text:
+        raise AuthError(f"token file {path} is empty")
+    return text.encode()
+
+
+def ensure_token(path: Path) -> tuple[bytes, bool]:
+    """Read the master's token, creating it (mode 0600) first if absent; True if created."""
+    if path.exists():
+        return read_token(path), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    # O_EXCL: never clobber a token another master wrote a moment ago.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token.encode(), True
+
+
+def client_token(token_file: Path | None) -> bytes:
+    """The token a client uses: --token-file, else $CORRAL_TOKEN, else the default file."""
+    if token_file is not None:
+        return read_token(token_file)
+    from_env = os.environ.get(TOKEN_ENV, "").strip()
+    if from_env:
+        return from_env.encode()
+    return read_token(default_token_path())
+
+
+def _mac(token: bytes, label: bytes, master_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.new(token, label + master_nonce + client_nonce, hashlib.sha256).digest()
+
+
+def client_proof(token: bytes, master_nonce: bytes, client_nonce: bytes) -> bytes:
+    return _mac(token, _CLIENT_LABEL, master_nonce, client_nonce)
+
+
+def master_proof(token: bytes, master_nonce: bytes, client_nonce: bytes) -> bytes:
+    return _mac(token, _MASTER_LABEL, master_nonce, client_nonce)
+
+
+def verify(expected: bytes, given: bytes) -> bool:
+    return hmac.compare_digest(expected, given)

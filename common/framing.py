@@ -1,0 +1,77 @@
+"""Length-prefixed msgpack frames: a 4-byte big-endian length, then one msgpack map.
+
+Works on any socket-like object with ``recv_into`` and ``sendall`` (stdlib or gevent), so
+the master, the client and a third-party client share the same code.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Protocol
+
+import msgpack
+
+from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 8 * 1024 * 1024
+_INITIAL_BUFFER = 4096  # thousands of idle sessions must stay cheap
+
+
+class ByteStream(Protocol):
+    def recv_into(self, buffer: Any, nbytes: int = ..., /) -> int: ...
+    def sendall(self, data: Any, /) -> Any: ...
+
+
+def pack_frame(payload: dict[str, Any]) -> bytes:
+    body = msgpack.packb(payload, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def unpack_body(body: bytes | memoryview) -> dict[str, Any]:
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"undecodable frame body: {exc.__class__.__name__}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"frame body is a {type(value).__name__}, not a map")
+    return value
+
+
+class FrameReader:
+    """Reads whole frames from a stream into one reusable buffer.
+
+    The buffer starts small and grows only when a frame needs it; the length is checked
+    against ``max_frame`` before a single body byte is read, so a hostile length prefix
+    costs nothing.
+    """
+
+    def __init__(self, stream: ByteStream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._stream = stream
+        self.max_frame = max_frame
+        self._buffer = bytearray(_INITIAL_BUFFER)
+
+    def _read_exactly(self, view: memoryview, at_frame_start: bool) -> None:
+        filled = 0
+        while filled < len(view):
+            got = self._stream.recv_into(view[filled:], len(view) - filled)
+            if got == 0:
+                if at_frame_start and filled == 0:
+                    raise ConnectionClosed("connection closed by peer")
+                raise ConnectionClosed("connection closed in the middle of a frame")
+            filled += got
+            at_frame_start = False
+
+    def read_frame(self) -> dict[str, Any]:
+        header = memoryview(self._buffer)[: HEADER.size]
+        self._read_exactly(header, at_frame_start=True)
+        (length,) = HEADER.unpack(header)
+        if length > self.max_frame:
+            raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
+        if length == 0:
+            raise ProtocolError("empty frame")
+        if length > len(self._buffer):
+            self._buffer = bytearray(length)
+        body = memoryview(self._buffer)[:length]
+        self._read_exactly(body, at_frame_start=False)
+        return unpack_body(body)

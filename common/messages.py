@@ -1,0 +1,217 @@
+"""Every message on the wire: one frozen dataclass per type, decoded through one registry.
+
+A frame holds a map whose key ``t`` names the type; the other keys are the dataclass
+fields. Decoding checks the tag against the registry and every field against its declared
+type, so the rest of the program only ever sees well-formed messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
+
+from common.errors import ErrorCode, ProtocolError
+
+TYPE_KEY = "t"
+
+_REGISTRY: dict[str, type[Message]] = {}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+M = TypeVar("M", bound="Message")
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    TAG: ClassVar[str] = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        wire[TYPE_KEY] = self.TAG
+        return wire
+
+
+def register(cls: type[M]) -> type[M]:
+    """Class decorator: enter a message dataclass in the registry under its TAG."""
+    if not cls.TAG or cls.TAG in _REGISTRY:
+        raise ValueError(f"message tag {cls.TAG!r} missing or registered twice")
+    _REGISTRY[cls.TAG] = cls
+    return cls
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arm) for arm in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _matches(k, key) and _matches(v, item) for k, v in value.items()
+        )
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    raise TypeError(f"unsupported field type {hint!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def decode(wire: dict[str, Any]) -> Message:
+    """Turn a decoded frame map into its message, or raise ProtocolError saying why."""
+    tag = wire.get(TYPE_KEY)
+    if not isinstance(tag, str):
+        raise ProtocolError("message has no type tag")
+    cls = _REGISTRY.get(tag)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {tag!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in wire.items():
+        if name == TYPE_KEY:
+            continue
+        if name not in fields:
+            raise ProtocolError(f"{tag}: unexpected field {name!r}")
+        if not _matches(value, hints[name]):
+            raise ProtocolError(f"{tag}: field {name!r} has the wrong type")
+        values[name] = value
+    for name, field in fields.items():
+        required = (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
+        if required and name not in values:
+            raise ProtocolError(f"{tag}: missing field {name!r}")
+    return cls(**values)
+
+
+def registered_tags() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# --- handshake -----------------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Hello(Message):
+    """master -> client, first frame on a connection."""
+
+    TAG: ClassVar[str] = "hello"
+
+    version: int
+    nonce: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Register(Message):
+    """client -> master: who I am, and proof that I hold the token."""
+
+    TAG: ClassVar[str] = "register"
+
+    version: int
+    node_id: str
+    name: str
+    host: str
+    nonce: bytes
+    mac: bytes
+    pid: int = 0
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Welcome(Message):
+    """master -> client: proof that the master holds the token, and session settings."""
+
+    TAG: ClassVar[str] = "welcome"
+
+    mac: bytes
+    heartbeat: float
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ErrorFrame(Message):
+    """Either side: the connection is being closed for this reason."""
+
+    TAG: ClassVar[str] = "error"
+
+    code: int
+    message: str
+
+
+# --- after the handshake --------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Heartbeat(Message):
+    """client -> master, every heartbeat interval."""
+
+    TAG: ClassVar[str] = "hb"
+
+    seq: int
+    load: list[float]
+    cpu_percent: float
+    mem_available: int
+    mem_total: int
+    disk_free: int
+    processes: int
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Reply(Message):
+    """client -> master: the result of request ``req``."""
+
+    TAG: ClassVar[str] = "reply"
+
+    req: int
+    value: Any = None
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FailReply(Message):
+    """client -> master: request ``req`` failed."""
+
+    TAG: ClassVar[str] = "fail"
+
+    req: int
+    code: int
+    message: str
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Ping(Message):
+    """master -> client request; the reply measures round-trip time."""
+
+    TAG: ClassVar[str] = "ping"
+
+    req: int
+
+
+REQUEST_TYPES: tuple[type[Message], ...] = (Ping,)
+
+
+def error_code(value: int) -> ErrorCode:
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.INTERNAL

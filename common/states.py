@@ -1,0 +1,25 @@
+"""Node states and the one table of transitions allowed between them."""
+
+from __future__ import annotations
+
+import enum
+
+
+class NodeState(enum.Enum):
+    CONNECTING = "CONNECTING"  # authenticated, first heartbeat not yet seen
+    READY = "READY"
+    MISSING = "MISSING"  # heartbeats stopped for a while; the socket is still open
+    GONE = "GONE"  # socket closed, or silent for too long
+
+    def __str__(self) -> str:
+        return self.value
+
+
+NODE_TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
+    NodeState.CONNECTING: frozenset({NodeState.READY, NodeState.GONE}),
+    NodeState.READY: frozenset({NodeState.MISSING, NodeState.GONE}),
+    NodeState.MISSING: frozenset({NodeState.READY, NodeState.GONE}),
+    NodeState.GONE: frozenset({NodeState.CONNECTING}),
+}
+
+REACHABLE_STATES = frozenset({NodeState.CONNECTING, NodeState.READY, NodeState.MISSING})

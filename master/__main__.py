@@ -1,0 +1,3 @@
+from master.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The gevent hub in its own native thread, and the bridge the console thread calls it by.
+
+The master is not monkey-patched: cmd2 4.x reads input through prompt-toolkit's asyncio
+loop in the main thread, while every socket, session and timer lives on one gevent hub in
+a dedicated thread. A call from another thread schedules a greenlet on the hub with
+``loop.run_callback_threadsafe`` and waits on a ``concurrent.futures.Future`` that the
+greenlet resolves. Ctrl-C in the waiting thread kills that greenlet through the same path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import gevent
+import gevent.event
+
+from common.errors import CorralError, ErrorCode
+
+T = TypeVar("T")
+
+
+class Cancelled(CorralError):
+    code = ErrorCode.CANCELLED
+
+
+class HubThread:
+    def __init__(self, name: str = "corral-hub") -> None:
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._loop: Any = None
+        self._stop: gevent.event.Event | None = None
+
+    def start(self, setup: Callable[[], T]) -> T:
+        """Start the hub thread, run ``setup`` on it, and return what it returned."""
+        started: Future[T] = Future()
+
+        def main() -> None:
+            self._loop = gevent.get_hub().loop
+            self._stop = gevent.event.Event()
+            # A started async watcher keeps the loop alive while nothing else is pending,
+            # so waiting for stop never ends in LoopExit.
+            keepalive = self._loop.async_()
+            keepalive.start(lambda: None)
+            try:
+                started.set_result(setup())
+            except BaseException as exc:
+                started.set_exception(exc)
+                return
+            try:
+                self._stop.wait()
+            finally:
+                keepalive.close()
+
+        self._thread = threading.Thread(target=main, name=self._name, daemon=True)
+        self._thread.start()
+        return started.result()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` in a new greenlet on the hub; its outcome resolves the future."""
+        future: Future[T] = Future()
+
+        def launch() -> None:
+            greenlet = gevent.spawn(fn, *args)
+            future.greenlet = greenlet  # type: ignore[attr-defined]
+            greenlet.link(lambda g: _settle(future, g))
+
+        self._loop.run_callback_threadsafe(launch)
+        return future
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the hub and wait for it; Ctrl-C cancels it there."""
+        future = self.submit(fn, *args)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self.cancel(future)
+            raise
+
+    def cancel(self, future: Future[Any]) -> None:
+        def kill() -> None:
+            greenlet = getattr(future, "greenlet", None)
+            if greenlet is not None:
+                greenlet.kill(block=False)
+
+        self._loop.run_callback_threadsafe(kill)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None or self._stop is None:
+            return
+        stop_event = self._stop
+        self._loop.run_callback_threadsafe(stop_event.set)
+        self._thread.join(timeout)
+
+
+def _settle(future: Future[Any], greenlet: gevent.Greenlet) -> None:
+    if future.done():
+        return
+    if greenlet.successful():
+        value = greenlet.value
+        if isinstance(value, gevent.GreenletExit):
+            future.set_exception(Cancelled("cancelled"))
+        else:
+            future.set_result(value)
+    else:
+        future.set_exception(greenlet.exception or Cancelled("cancelled"))

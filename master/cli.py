@@ -1,0 +1,89 @@
+"""``corral-master``: start the engine on its hub thread, then the console in this thread.
+
+Positional arguments are console commands run in order first (cmd2's convention), so a
+script can drive the real console: ``corral-master "list --wait 3 --timeout 20" quit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from common.errors import CorralError
+from master.api import MasterAPI, load_master_token
+from master.console import CorralConsole
+from master.server import MasterConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral-master",
+        description="Run the corral master and its console.",
+        epilog="Commands after the options run in order before (or instead of) the prompt.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=7070, help="0 picks a free port")
+    parser.add_argument("--token-file", type=Path, help="created (mode 0600) if missing")
+    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
+    parser.add_argument("--log-dir", type=Path, default=Path("logs"))
+    parser.add_argument("--handshake-timeout", type=float, default=5.0, metavar="SECONDS")
+    parser.add_argument("--max-frame", type=int, default=8 * 1024 * 1024, metavar="BYTES")
+    parser.add_argument("commands", nargs="*", help="console commands to run first")
+    return parser
+
+
+def setup_logging(log_dir: Path) -> Path:
+    """Log to a file: a handler writing to the terminal from the hub thread would garble
+    the prompt."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "master.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("corral")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.heartbeat <= 0:
+        print("corral-master: --heartbeat must be positive", file=sys.stderr)
+        return 2
+    log_path = setup_logging(args.log_dir)
+    try:
+        token, token_path, created = load_master_token(args.token_file)
+    except (CorralError, OSError) as exc:
+        print(f"corral-master: {exc}", file=sys.stderr)
+        return 2
+    if created:
+        print(f"corral-master: created token file {token_path} (mode 0600); "
+              "give it to the clients", file=sys.stderr)
+    config = MasterConfig(
+        host=args.host, port=args.port, token_file=token_path, heartbeat=args.heartbeat,
+        log_dir=args.log_dir, max_frame=args.max_frame,
+        handshake_timeout=args.handshake_timeout,
+    )
+    try:
+        api = MasterAPI.start(config, token)
+    except OSError as exc:
+        print(f"corral-master: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    host, port = api.address
+    print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path})",
+          flush=True)
+    console = CorralConsole(api, interactive=sys.stdin.isatty())
+    try:
+        stopped = console.runcmds_plus_hooks(args.commands) if args.commands else False
+        if not stopped:
+            console.cmdloop()
+    finally:
+        api.shutdown()
+    return console.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

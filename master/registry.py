@@ -1,0 +1,232 @@
+"""The live node list: who is connected, in which state, and what their heartbeats say.
+
+Lives on the hub thread. Every state change goes through ``change_state``, which checks the
+transition table and publishes one event; readers get frozen ``NodeView`` snapshots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent.event
+
+from common.errors import CorralError, ErrorCode
+from common.messages import Heartbeat, Register
+from common.states import NODE_TRANSITIONS, REACHABLE_STATES, NodeState
+
+if TYPE_CHECKING:
+    from master.session import Session
+
+MISSING_AFTER = 3  # heartbeat intervals without a heartbeat
+GONE_AFTER = 10
+
+
+class DuplicateName(CorralError):
+    code = ErrorCode.DUPLICATE_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeView:
+    """A snapshot of one node, safe to hand to another thread."""
+
+    name: str
+    node_id: str
+    host: str
+    address: str
+    state: NodeState
+    since_heartbeat: float | None
+    rtt_ms: float | None
+    load: tuple[float, float, float] | None
+    cpu_percent: float | None
+    mem_available: int | None
+    mem_total: int | None
+    disk_free: int | None
+    processes: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEvent:
+    """Something the operator should hear about: a node joined, changed state, was refused."""
+
+    name: str
+    old: NodeState | None
+    new: NodeState | None
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.new is None:
+            return f"node {self.name} refused: {self.detail}"
+        if self.old is None:
+            return f"node {self.name} joined ({self.detail})"
+        tail = f" ({self.detail})" if self.detail else ""
+        return f"node {self.name}: {self.old} -> {self.new}{tail}"
+
+
+@dataclasses.dataclass
+class Node:
+    node_id: str
+    name: str
+    host: str
+    address: str
+    state: NodeState = NodeState.CONNECTING
+    session: Session | None = None
+    last_heartbeat: float | None = None  # monotonic
+    heartbeat: Heartbeat | None = None
+    rtt_ms: float | None = None
+
+    def view(self, now: float) -> NodeView:
+        hb = self.heartbeat
+        since = None if self.last_heartbeat is None else max(0.0, now - self.last_heartbeat)
+        return NodeView(
+            name=self.name,
+            node_id=self.node_id,
+            host=self.host,
+            address=self.address,
+            state=self.state,
+            since_heartbeat=since,
+            rtt_ms=self.rtt_ms,
+            load=None if hb is None else (hb.load[0], hb.load[1], hb.load[2]),
+            cpu_percent=None if hb is None else hb.cpu_percent,
+            mem_available=None if hb is None else hb.mem_available,
+            mem_total=None if hb is None else hb.mem_total,
+            disk_free=None if hb is None else hb.disk_free,
+            processes=None if hb is None else hb.processes,
+        )
+
+
+Listener = Callable[[NodeEvent], Any]
+
+
+class NodeRegistry:
+    def __init__(self, heartbeat_interval: float) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self._by_id: dict[str, Node] = {}
+        self._listeners: list[Listener] = []
+        self._changed = gevent.event.Event()
+
+    # --- events ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, event: NodeEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+        changed, self._changed = self._changed, gevent.event.Event()
+        changed.set()
+
+    def wait_for_change(self, timeout: float | None) -> None:
+        self._changed.wait(timeout)
+
+    # --- membership -----------------------------------------------------------------------
+
+    def admit(self, hello: Register, session: Session) -> Node:
+        """Bind an authenticated session to its node entry, creating it on first sight."""
+        for other in self._by_id.values():
+            if (
+                other.name == hello.name
+                and other.node_id != hello.node_id
+                and other.state in REACHABLE_STATES
+            ):
+                raise DuplicateName(
+                    f"name {hello.name!r} is already used by node {other.node_id[:8]} "
+                    f"connected from {other.address}"
+                )
+        # A GONE entry under the same name but another id is a machine that was rebuilt.
+        stale = [
+            n.node_id
+            for n in self._by_id.values()
+            if n.name == hello.name and n.node_id != hello.node_id
+        ]
+        for node_id in stale:
+            del self._by_id[node_id]
+
+        node = self._by_id.get(hello.node_id)
+        if node is not None and node.session is not None and node.session is not session:
+            # The same client reconnected before its old socket was noticed dead.
+            old_session = node.session
+            node.session = None
+            old_session.close("replaced by a new connection from the same node")
+            if node.state is not NodeState.GONE:
+                self.change_state(node, NodeState.GONE, "reconnected")
+        if node is None:
+            node = Node(hello.node_id, hello.name, hello.host, session.address)
+            self._by_id[node.node_id] = node
+            node.session = session
+            self.publish(NodeEvent(node.name, None, NodeState.CONNECTING, session.address))
+        else:
+            node.name, node.host, node.address = hello.name, hello.host, session.address
+            node.session = session
+            node.heartbeat = None
+            node.last_heartbeat = None
+            self.change_state(node, NodeState.CONNECTING, f"from {session.address}")
+        return node
+
+    def disconnected(self, node: Node, session: Session, reason: str) -> None:
+        if node.session is not session:
+            return  # a newer session already took this node over
+        node.session = None
+        if node.state is not NodeState.GONE:
+            self.change_state(node, NodeState.GONE, reason)
+
+    def refused(self, name: str, reason: str) -> None:
+        self.publish(NodeEvent(name, None, None, reason))
+
+    # --- liveness -------------------------------------------------------------------------
+
+    def heartbeat(self, node: Node, beat: Heartbeat) -> None:
+        node.heartbeat = beat
+        node.last_heartbeat = time.monotonic()
+        if node.state in (NodeState.CONNECTING, NodeState.MISSING):
+            self.change_state(node, NodeState.READY)
+
+    def check_liveness(self, now: float) -> None:
+        interval = self.heartbeat_interval
+        for node in list(self._by_id.values()):
+            if node.state not in (NodeState.READY, NodeState.MISSING):
+                continue
+            assert node.last_heartbeat is not None
+            silent = now - node.last_heartbeat
+            if silent >= GONE_AFTER * interval:
+                reason = f"no heartbeat for {silent:.1f} s"
+                session = node.session
+                node.session = None
+                self.change_state(node, NodeState.GONE, reason)
+                if session is not None:
+                    session.close(reason)
+            elif silent >= MISSING_AFTER * interval and node.state is NodeState.READY:
+                self.change_state(node, NodeState.MISSING, f"no heartbeat for {silent:.1f} s")
+
+    def change_state(self, node: Node, new: NodeState, detail: str = "") -> None:
+        old = node.state
+        if new not in NODE_TRANSITIONS[old]:
+            raise AssertionError(f"node {node.name}: illegal transition {old} -> {new}")
+        node.state = new
+        self.publish(NodeEvent(node.name, old, new, detail))
+
+    # --- queries --------------------------------------------------------------------------
+
+    def nodes(self) -> list[Node]:
+        return sorted(self._by_id.values(), key=lambda n: _natural_key(n.name))
+
+    def views(self) -> list[NodeView]:
+        now = time.monotonic()
+        return [node.view(now) for node in self.nodes()]
+
+    def by_name(self, name: str) -> Node:
+        for node in self._by_id.values():
+            if node.name == name:
+                return node
+        raise CorralError(f"unknown node {name!r}", ErrorCode.UNKNOWN_NODE)
+
+    def count(self, state: NodeState) -> int:
+        return sum(1 for node in self._by_id.values() if node.state is state)
+
+
+def _natural_key(name: str) -> list[Any]:
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

@@ -1,0 +1,77 @@
+"""The master engine: the TCP server, its sessions, the node registry and liveness checks.
+
+Everything here runs on the hub thread (see ``master.bridge``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.server import StreamServer
+
+from common.framing import DEFAULT_MAX_FRAME
+from master.registry import NodeRegistry
+from master.session import Session
+
+log = logging.getLogger("corral.master")
+
+
+@dataclasses.dataclass(frozen=True)
+class MasterConfig:
+    host: str = "127.0.0.1"
+    port: int = 7070
+    token_file: Path | None = None
+    heartbeat: float = 1.0
+    log_dir: Path = Path("logs")
+    max_frame: int = DEFAULT_MAX_FRAME
+    handshake_timeout: float = 5.0
+
+
+class MasterEngine:
+    def __init__(self, config: MasterConfig, token: bytes) -> None:
+        self.config = config
+        self.token = token
+        self.registry = NodeRegistry(config.heartbeat)
+        self._server: StreamServer | None = None
+        self._ticker: gevent.Greenlet | None = None
+        self.sessions: set[Session] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.address[:2]
+        return host, port
+
+    def start(self) -> None:
+        self._server = StreamServer((self.config.host, self.config.port), self._handle)
+        self._server.max_accept = 1000  # drain a reconnect storm in big gulps
+        self._server.start()
+        self._ticker = gevent.spawn(self._check_liveness)
+        log.info("listening on %s:%d", *self.address)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.kill()
+        for session in list(self.sessions):
+            session.close("master shutting down")
+        if self._server is not None:
+            self._server.stop(timeout=1)
+
+    def _handle(self, sock: Any, address: tuple[str, int]) -> None:
+        session = Session(sock, address, self)
+        self.sessions.add(session)
+        try:
+            session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def _check_liveness(self) -> None:
+        # Twice per interval, so MISSING is noticed within half an interval of its due time.
+        while True:
+            gevent.sleep(self.config.heartbeat / 2)
+            self.registry.check_liveness(time.monotonic())

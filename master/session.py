@@ -1,0 +1,228 @@
+"""One authenticated client connection on the master: handshake, read loop, requests.
+
+A session owns its socket. It runs the handshake, hands heartbeats to the registry, matches
+replies to the requests in flight (several may be outstanding), and closes with one log
+line that says why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+import gevent.lock
+
+from common import PROTOCOL_VERSION, auth
+from common.errors import (
+    AuthError,
+    ConnectionClosed,
+    CorralError,
+    ErrorCode,
+    ProtocolError,
+    RemoteError,
+)
+from common.framing import FrameReader, pack_frame
+from common.messages import (
+    ErrorFrame,
+    FailReply,
+    Heartbeat,
+    Hello,
+    Message,
+    Ping,
+    Register,
+    Reply,
+    Welcome,
+    decode,
+    error_code,
+)
+from master.registry import DuplicateName, Node
+
+if TYPE_CHECKING:
+    from master.server import MasterEngine
+
+log = logging.getLogger("corral.master.session")
+
+RTT_EVERY = 5  # heartbeat intervals between round-trip measurements
+
+
+class Session:
+    def __init__(self, sock: Any, address: tuple[str, int], engine: MasterEngine) -> None:
+        self.sock = sock
+        self.address = f"{address[0]}:{address[1]}"
+        self.engine = engine
+        self.node: Node | None = None
+        self._reader = FrameReader(sock, engine.config.max_frame)
+        self._write_lock = gevent.lock.Semaphore()
+        self._pending: dict[int, gevent.event.AsyncResult] = {}
+        self._request_ids = itertools.count(1)
+        self._closed_reason: str | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+
+    @property
+    def label(self) -> str:
+        return f"{self.node.name} ({self.address})" if self.node else self.address
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reason = "connection closed by peer"
+        try:
+            with gevent.Timeout(self.engine.config.handshake_timeout, _HandshakeTimeout):
+                self.node = self._handshake()
+            self._greenlets.append(gevent.spawn(self._measure_rtt))
+            self._read_loop()
+        except _HandshakeTimeout:
+            reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
+            self._send_error(ErrorCode.HANDSHAKE_TIMEOUT, reason)
+        except DuplicateName as exc:
+            reason = exc.message
+            self._send_error(exc.code, exc.message)
+            self.engine.registry.refused(self._claimed_name, exc.message)
+        except (AuthError, ProtocolError) as exc:
+            reason = exc.message
+            self._send_error(exc.code, exc.message)
+        except RemoteError as exc:
+            reason = f"peer reported: {exc.message}"
+        except ConnectionClosed as exc:
+            reason = exc.message
+        except OSError as exc:
+            reason = f"socket error: {exc.strerror or exc}"
+        except Exception as exc:
+            log.exception("internal error on %s", self.label)
+            reason = f"internal error: {exc!r}"
+        finally:
+            self._finish(self._closed_reason or reason)
+
+    def close(self, reason: str) -> None:
+        """Close from outside the read loop (liveness gave up, or replaced)."""
+        if self._closed_reason is None:
+            self._closed_reason = reason
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _finish(self, reason: str) -> None:
+        gevent.killall(self._greenlets, block=False)
+        for result in self._pending.values():
+            result.set_exception(
+                CorralError(f"connection lost: {reason}", ErrorCode.DISCONNECTED)
+            )
+        self._pending.clear()
+        log.info("closed %s: %s", self.label, reason)
+        if self.node is not None:
+            self.engine.registry.disconnected(self.node, self, reason)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # --- handshake ------------------------------------------------------------------------
+
+    _claimed_name = "?"
+
+    def _handshake(self) -> Node:
+        master_nonce = auth.new_nonce()
+        self.send(Hello(version=PROTOCOL_VERSION, nonce=master_nonce))
+        first = self._read_message()
+        if isinstance(first, ErrorFrame):
+            raise RemoteError(first.message, error_code(first.code))
+        if not isinstance(first, Register):
+            raise ProtocolError(f"expected register, got {first.TAG}")
+        self._claimed_name = first.name
+        if first.version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {first.version} not supported (master speaks "
+                f"{PROTOCOL_VERSION})",
+                ErrorCode.VERSION_MISMATCH,
+            )
+        token = self.engine.token
+        if not auth.verify(auth.client_proof(token, master_nonce, first.nonce), first.mac):
+            raise AuthError(f"authentication failed for {first.name!r}: wrong token")
+        node = self.engine.registry.admit(first, self)
+        self.send(
+            Welcome(
+                mac=auth.master_proof(token, master_nonce, first.nonce),
+                heartbeat=self.engine.config.heartbeat,
+            )
+        )
+        log.info("registered %s id=%s host=%s", first.name, first.node_id, first.host)
+        return node
+
+    # --- traffic --------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        frame = pack_frame(message.to_wire())
+        with self._write_lock:
+            self.sock.sendall(frame)
+
+    def _send_error(self, code: ErrorCode, text: str) -> None:
+        try:
+            with gevent.Timeout(1):
+                self.send(ErrorFrame(code=int(code), message=text))
+        except (OSError, gevent.Timeout):
+            pass
+
+    def _read_message(self) -> Message:
+        return decode(self._reader.read_frame())
+
+    def _read_loop(self) -> None:
+        assert self.node is not None
+        registry = self.engine.registry
+        while True:
+            message = self._read_message()
+            if isinstance(message, Heartbeat):
+                registry.heartbeat(self.node, message)
+            elif isinstance(message, Reply):
+                self._resolve(message.req, lambda r: r.set(message.value))
+            elif isinstance(message, FailReply):
+                error = RemoteError(message.message, error_code(message.code))
+                self._resolve(message.req, lambda r: r.set_exception(error))
+            elif isinstance(message, ErrorFrame):
+                raise RemoteError(message.message, error_code(message.code))
+            else:
+                raise ProtocolError(f"unexpected {message.TAG} from a client")
+
+    def _resolve(self, req: int, settle: Callable[[gevent.event.AsyncResult], None]) -> None:
+        result = self._pending.pop(req, None)
+        if result is not None:  # else: cancelled or timed out; a late reply is dropped
+            settle(result)
+
+    def request(self, make: Callable[[int], Message], timeout: float) -> Any:
+        """Send the request ``make(req_id)`` and wait for its reply's value."""
+        if self._closed_reason is not None:
+            raise CorralError(f"{self.label}: not connected", ErrorCode.DISCONNECTED)
+        req = next(self._request_ids)
+        result = gevent.event.AsyncResult()
+        self._pending[req] = result
+        try:
+            self.send(make(req))
+            return result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
+        finally:
+            self._pending.pop(req, None)
+
+    def _measure_rtt(self) -> None:
+        interval = self.engine.config.heartbeat
+        while True:
+            started = time.perf_counter()
+            try:
+                self.request(lambda req: Ping(req=req), timeout=interval * 3)
+            except CorralError:
+                pass
+            else:
+                if self.node is not None:
+                    self.node.rtt_ms = (time.perf_counter() - started) * 1000
+            gevent.sleep(interval * RTT_EVERY)
+
+
+class _HandshakeTimeout(Exception):
+    pass
