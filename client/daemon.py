@@ -3,6 +3,7 @@ reconnect with capped exponential back-off whenever the master goes away."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -149,10 +150,8 @@ class _Connection:
             self.sock.sendall(frame)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _heartbeat_loop(self, interval: float) -> None:
         seq = 0
@@ -186,7 +185,5 @@ class _Connection:
         except Exception as exc:
             log.exception("request %s failed", request.TAG)
             reply = FailReply(req=request.req, code=int(ErrorCode.INTERNAL), message=repr(exc))
-        try:
+        with contextlib.suppress(OSError):
             self.send(reply)
-        except OSError:
-            pass

@@ -3,6 +3,7 @@ clients so that both speak exactly the same protocol."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -25,10 +26,8 @@ def send(sock: Any, message: Message) -> None:
 
 
 def send_error_quietly(sock: Any, code: ErrorCode, text: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         send(sock, ErrorFrame(code=int(code), message=text))
-    except OSError:
-        pass
 
 
 def handshake(sock: Any, reader: FrameReader, identity: Identity, token: bytes) -> Welcome:

@@ -43,7 +43,9 @@ def fold(names: Iterable[str]) -> str:
 
 
 def _split_top_level(expression: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in expression.strip():
         if ch == "[":
             depth += 1

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import auth
+from common.states import NodeState
 from master.bridge import HubThread
 from master.registry import NodeEvent, NodeView
 from master.server import MasterConfig, MasterEngine
-from common.states import NodeState
 
 log = logging.getLogger("corral.master")
 
@@ -67,6 +67,7 @@ class MasterAPI:
 
     def _wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
         registry = self._engine.registry
+        log.info("waiting for %d READY nodes (timeout %s)", count, timeout)
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         while True:

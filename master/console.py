@@ -42,9 +42,13 @@ class CorralConsole(cmd2.Cmd):
         self.prompt = "corral> "
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
-        if interactive:
-            # Alerts are drained only while a prompt is shown, so batch runs skip them.
-            api.subscribe(self._alert)
+        self._interactive = interactive
+
+    def preloop(self) -> None:
+        # Alerts are drained only while a prompt is shown: batch runs never subscribe, and
+        # commands given on the command line have already reported what they saw.
+        if self._interactive:
+            self.api.subscribe(self._alert)
 
     def _alert(self, event: NodeEvent) -> None:
         self.add_alert(msg=event.describe())

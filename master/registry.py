@@ -7,6 +7,7 @@ transition table and publishes one event; readers get frozen ``NodeView`` snapsh
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from common.states import NODE_TRANSITIONS, REACHABLE_STATES, NodeState
 
 if TYPE_CHECKING:
     from master.session import Session
+
+log = logging.getLogger("corral.master.nodes")
 
 MISSING_AFTER = 3  # heartbeat intervals without a heartbeat
 GONE_AFTER = 10
@@ -113,6 +116,7 @@ class NodeRegistry:
         self._listeners.append(listener)
 
     def publish(self, event: NodeEvent) -> None:
+        log.info("%s", event.describe())
         for listener in list(self._listeners):
             listener(event)
         changed, self._changed = self._changed, gevent.event.Event()

@@ -7,6 +7,7 @@ line that says why.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
@@ -104,10 +105,8 @@ class Session:
         """Close from outside the read loop (liveness gave up, or replaced)."""
         if self._closed_reason is None:
             self._closed_reason = reason
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _finish(self, reason: str) -> None:
         gevent.killall(self._greenlets, block=False)
@@ -119,10 +118,8 @@ class Session:
         log.info("closed %s: %s", self.label, reason)
         if self.node is not None:
             self.engine.registry.disconnected(self.node, self, reason)
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     # --- handshake ------------------------------------------------------------------------
 
@@ -176,24 +173,21 @@ class Session:
     def _read_loop(self) -> None:
         assert self.node is not None
         registry = self.engine.registry
+        # A reply whose request was cancelled or timed out finds no waiter and is dropped.
         while True:
             message = self._read_message()
             if isinstance(message, Heartbeat):
                 registry.heartbeat(self.node, message)
             elif isinstance(message, Reply):
-                self._resolve(message.req, lambda r: r.set(message.value))
+                if (waiting := self._pending.pop(message.req, None)) is not None:
+                    waiting.set(message.value)
             elif isinstance(message, FailReply):
-                error = RemoteError(message.message, error_code(message.code))
-                self._resolve(message.req, lambda r: r.set_exception(error))
+                if (waiting := self._pending.pop(message.req, None)) is not None:
+                    waiting.set_exception(RemoteError(message.message, error_code(message.code)))
             elif isinstance(message, ErrorFrame):
                 raise RemoteError(message.message, error_code(message.code))
             else:
                 raise ProtocolError(f"unexpected {message.TAG} from a client")
-
-    def _resolve(self, req: int, settle: Callable[[gevent.event.AsyncResult], None]) -> None:
-        result = self._pending.pop(req, None)
-        if result is not None:  # else: cancelled or timed out; a late reply is dropped
-            settle(result)
 
     def request(self, make: Callable[[int], Message], timeout: float) -> Any:
         """Send the request ``make(req_id)`` and wait for its reply's value."""

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from master.api import MasterAPI
+from master.server import MasterConfig
+from tests.harness import ClientProcess, MasterProcess
+
+TOKEN = "test-token-0123456789"
+FAST_HEARTBEAT = 0.2
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def master_log(tmp_path: Path) -> Path:
+    return tmp_path / "master.log"
+
+
+@pytest.fixture
+def master(tmp_path: Path, master_log: Path) -> Iterator[MasterAPI]:
+    """The real master engine on its hub thread, in this process, on an ephemeral port."""
+    handler = logging.FileHandler(master_log)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("corral")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    config = MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
+                          handshake_timeout=1.0)
+    api = MasterAPI.start(config, TOKEN.encode())
+    try:
+        yield api
+    finally:
+        api.shutdown()
+        logger.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def spawn_client(tmp_path: Path, token_file: Path) -> Iterator[object]:
+    """Start real client processes; every one is stopped when the test ends."""
+    started: list[ClientProcess] = []
+
+    def start(name: str, master: tuple[str, int], extra: list[str] | None = None,
+              token: Path | None = None) -> ClientProcess:
+        client = ClientProcess(name, master, token or token_file, tmp_path, extra).start()
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.stop()
+
+
+@pytest.fixture
+def spawn_master(tmp_path: Path, token_file: Path) -> Iterator[object]:
+    started: list[MasterProcess] = []
+
+    def start(commands: list[str] | None = None, port: int = 0,
+              extra: list[str] | None = None, **kwargs: object) -> MasterProcess:
+        process = MasterProcess(tmp_path, token_file, port, extra).start(commands, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,140 @@
+"""Frames, message validation, the handshake proofs and node sets, without any network."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import msgpack
+import pytest
+
+from common import auth
+from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError, UsageError
+from common.framing import FrameReader, pack_frame
+from common.messages import Heartbeat, Hello, Ping, Reply, decode
+from common.nodeset import fold, select
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair()
+
+
+def test_frames_round_trip_in_order() -> None:
+    left, right = _pair()
+    beat = Heartbeat(seq=1, load=[0.5, 0.25, 0.0], cpu_percent=3.0, mem_available=1,
+                     mem_total=2, disk_free=3, processes=0)
+    left.sendall(pack_frame(beat.to_wire()) + pack_frame(Ping(req=7).to_wire()))
+    reader = FrameReader(right)
+    assert decode(reader.read_frame()) == beat
+    assert decode(reader.read_frame()) == Ping(req=7)
+
+
+def test_big_frame_grows_the_buffer() -> None:
+    left, right = _pair()
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    payload = pack_frame(Reply(req=1, value=blob).to_wire())
+    left.setblocking(True)
+    import threading
+
+    sender = threading.Thread(target=left.sendall, args=(payload,))
+    sender.start()
+    message = decode(FrameReader(right).read_frame())
+    sender.join()
+    assert isinstance(message, Reply) and message.value == blob
+
+
+def test_oversize_length_is_refused_before_reading_the_body() -> None:
+    left, right = _pair()
+    left.sendall(struct.pack(">I", 2**31))  # no body follows: reading it would hang
+    with pytest.raises(FrameTooLarge, match="exceeds"):
+        FrameReader(right, max_frame=1024).read_frame()
+
+
+def test_garbage_body_is_a_protocol_error() -> None:
+    left, right = _pair()
+    left.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+    with pytest.raises(ProtocolError, match="undecodable"):
+        FrameReader(right).read_frame()
+
+
+def test_non_map_body_is_a_protocol_error() -> None:
+    left, right = _pair()
+    body = msgpack.packb([1, 2, 3])
+    left.sendall(struct.pack(">I", len(body)) + body)
+    with pytest.raises(ProtocolError, match="not a map"):
+        FrameReader(right).read_frame()
+
+
+def test_close_between_frames_and_inside_a_frame() -> None:
+    left, right = _pair()
+    left.close()
+    with pytest.raises(ConnectionClosed, match="closed by peer"):
+        FrameReader(right).read_frame()
+    left, right = _pair()
+    left.sendall(struct.pack(">I", 10) + b"abc")
+    left.close()
+    with pytest.raises(ConnectionClosed, match="middle of a frame"):
+        FrameReader(right).read_frame()
+
+
+@pytest.mark.parametrize(
+    ("wire", "complaint"),
+    [
+        ({"x": 1}, "no type tag"),
+        ({"t": "launch-missiles"}, "unknown message type"),
+        ({"t": "ping"}, "missing field 'req'"),
+        ({"t": "ping", "req": "seven"}, "wrong type"),
+        ({"t": "ping", "req": True}, "wrong type"),
+        ({"t": "ping", "req": 1, "extra": 2}, "unexpected field"),
+        ({"t": "hb", "seq": 1, "load": ["high"], "cpu_percent": 1.0, "mem_available": 1,
+          "mem_total": 1, "disk_free": 1, "processes": 1}, "wrong type"),
+    ],
+)
+def test_decode_rejects_malformed_messages(wire: dict[str, object], complaint: str) -> None:
+    with pytest.raises(ProtocolError, match=complaint):
+        decode(wire)
+
+
+def test_decode_accepts_ints_for_floats() -> None:
+    hello = decode({"t": "hello", "version": 1, "nonce": b"n"})
+    assert hello == Hello(version=1, nonce=b"n")
+    beat = decode({"t": "hb", "seq": 1, "load": [1, 2, 3], "cpu_percent": 5,
+                   "mem_available": 1, "mem_total": 1, "disk_free": 1, "processes": 1})
+    assert isinstance(beat, Heartbeat) and beat.load == [1, 2, 3]
+
+
+def test_proofs_depend_on_token_nonces_and_direction() -> None:
+    master_nonce, client_nonce = auth.new_nonce(), auth.new_nonce()
+    client_mac = auth.client_proof(b"t", master_nonce, client_nonce)
+    assert auth.verify(client_mac, auth.client_proof(b"t", master_nonce, client_nonce))
+    assert not auth.verify(client_mac, auth.client_proof(b"u", master_nonce, client_nonce))
+    assert not auth.verify(client_mac, auth.client_proof(b"t", client_nonce, master_nonce))
+    # One side's proof can never be replayed as the other's.
+    assert not auth.verify(client_mac, auth.master_proof(b"t", master_nonce, client_nonce))
+
+
+def test_master_creates_a_private_token_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "sub" / "token"
+    token, created = auth.ensure_token(path)
+    assert created and len(token) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert auth.ensure_token(path) == (token, False)
+
+
+def test_client_token_from_environment(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(auth.TOKEN_ENV, "from-env")
+    assert auth.client_token(None) == b"from-env"
+    (tmp_path / "t").write_text("from-file\n")
+    assert auth.client_token(tmp_path / "t") == b"from-file"
+
+
+def test_node_sets() -> None:
+    names = ["n1", "n2", "n3", "n10", "web1"]
+    assert select("n[1-3]", names) == ["n1", "n2", "n3"]
+    assert select("n[1,10],web1", names) == ["n1", "n10", "web1"]
+    assert select("web*", names) == ["web1"]
+    with pytest.raises(UsageError, match="unknown node: n4"):
+        select("n[3-4]", names)
+    with pytest.raises(UsageError, match="no node matches"):
+        select("db*", names)
+    assert fold(["n1", "n2", "n3"]) == "n[1-3]"
