@@ -48,7 +48,8 @@ class MasterEngine:
         return host, port
 
     def start(self) -> None:
-        self._server = StreamServer((self.config.host, self.config.port), self._handle)
+        self._server = StreamServer((self.config.host, self.config.port), self._handle,
+                                    backlog=2048)
         self._server.max_accept = 1000  # drain a reconnect storm in big gulps
         self._server.start()
         self._ticker = gevent.spawn(self._check_liveness)

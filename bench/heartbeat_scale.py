@@ -1,0 +1,188 @@
+"""Master CPU and memory with many clients heartbeating at 1 Hz.
+
+Simulated clients run in two helper processes, each holding half the connections as
+greenlets; they use the client's own handshake code and send real heartbeat frames, and
+answer the master's round-trip pings. Baseline, in the same run: a bare gevent server that
+only reads and discards frames (no decoding, no registry, no handshake), the floor that
+framing and the event loop cost on this machine.
+
+    .venv/bin/python bench/heartbeat_scale.py [--counts 1000 5000] [--window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKEN = "bench-token"
+
+
+# --- the simulated clients (run as a helper process) ---------------------------------------
+
+def simulate(host: str, port: int, count: int, prefix: str, raw: bool) -> None:
+    import gevent
+    import gevent.socket
+
+    from client.protocol import Identity, handshake
+    from common.framing import FrameReader, pack_frame
+    from common.messages import Heartbeat, Ping, Reply, decode
+
+    def one(index: int) -> None:
+        gevent.sleep(random.uniform(0, 2))  # spread the connection storm over 2 s
+        sock = gevent.socket.create_connection((host, port))
+        reader = FrameReader(sock)
+        if not raw:
+            name = f"{prefix}{index}"
+            handshake(sock, reader, Identity(node_id=f"{name:0>32}"[-32:], name=name,
+                                             host="sim"), TOKEN.encode())
+        if raw:
+            beat(sock)
+        gevent.spawn(beat, sock)
+        while True:
+            message = decode(reader.read_frame())
+            if isinstance(message, Ping):
+                sock.sendall(pack_frame(Reply(req=message.req).to_wire()))
+
+    def beat(sock: object) -> None:
+        seq = 0
+        gevent.sleep(random.uniform(0, 1))
+        while True:
+            seq += 1
+            frame = pack_frame(Heartbeat(seq=seq, load=[0.1, 0.2, 0.3], cpu_percent=1.5,
+                                         mem_available=1 << 33, mem_total=1 << 34,
+                                         disk_free=1 << 36, processes=3).to_wire())
+            sock.sendall(frame)  # type: ignore[attr-defined]
+            gevent.sleep(1.0)
+
+    greenlets = [gevent.spawn(one, i) for i in range(count)]
+    print("started", flush=True)
+    gevent.joinall(greenlets, raise_error=True)
+
+
+# --- the baseline server (run as a helper process) -----------------------------------------
+
+def bare_server(port_file: str) -> None:
+    from gevent.server import StreamServer
+
+    from common.framing import FrameReader
+
+    def handle(sock: object, _address: object) -> None:
+        reader = FrameReader(sock)  # type: ignore[arg-type]
+        try:
+            while True:
+                reader.read_frame()
+        except Exception:
+            return
+
+    server = StreamServer(("127.0.0.1", 0), handle, backlog=2048)
+    server.start()
+    Path(port_file + ".tmp").write_text(str(server.server_port))
+    os.replace(port_file + ".tmp", port_file)
+    server.serve_forever()
+
+
+# --- the measuring side --------------------------------------------------------------------
+
+def measure(pid: int, window: float) -> tuple[float, float]:
+    process = psutil.Process(pid)
+    before = process.cpu_times()
+    time.sleep(window)
+    after = process.cpu_times()
+    busy = (after.user - before.user) + (after.system - before.system)
+    return 100.0 * busy / window, process.memory_info().rss / 2**20
+
+
+def start_sims(port: int, count: int, raw: bool) -> list[subprocess.Popen[bytes]]:
+    halves = [count // 2, count - count // 2]
+    sims = []
+    for i, part in enumerate(halves):
+        sims.append(subprocess.Popen(
+            [sys.executable, __file__, "--simulate", str(port), str(part), f"s{i}-",
+             "raw" if raw else "corral"], stdout=subprocess.PIPE))
+    return sims
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def run_corral(count: int, window: float, tmp: Path) -> tuple[float, float]:
+    token = tmp / "token"
+    token.write_text(TOKEN)
+    master = subprocess.Popen(
+        [sys.executable, "-m", "master", "--port", "0", "--token-file", str(token),
+         "--log-dir", str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT)
+    assert master.stdin and master.stdout
+    line = master.stdout.readline()
+    port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+    sims = start_sims(port, count, raw=False)
+    try:
+        master.stdin.write(f"list --wait {count} --timeout 120\n")
+        master.stdin.flush()
+        while "READY" not in (row := master.stdout.readline()) and row:
+            pass
+        time.sleep(2)  # let the connection storm settle before the window opens
+        return measure(master.pid, window)
+    finally:
+        stop(sims)
+        master.kill()
+        master.wait()
+
+
+def run_bare(count: int, window: float, tmp: Path) -> tuple[float, float]:
+    port_file = tmp / "bare-port"
+    port_file.unlink(missing_ok=True)
+    server = subprocess.Popen([sys.executable, __file__, "--bare", str(port_file)])
+    while not port_file.exists() or not port_file.read_text():
+        time.sleep(0.05)
+    sims = start_sims(int(port_file.read_text()), count, raw=True)
+    try:
+        time.sleep(4)
+        return measure(server.pid, window)
+    finally:
+        stop(sims)
+        server.kill()
+        server.wait()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--simulate":
+        _, _, port, count, prefix, mode = sys.argv
+        simulate("127.0.0.1", int(port), int(count), prefix, raw=mode == "raw")
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--bare":
+        bare_server(sys.argv[2])
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--window", type=float, default=10.0)
+    args = parser.parse_args()
+    print(f"heartbeat scale: clients at 1 Hz, CPU % of one core over {args.window:g} s "
+          f"({os.cpu_count()} cores)")
+    print(f"{'clients':>8}  {'corral master CPU %':>20}  {'RSS MiB':>8}  "
+          f"{'bare server CPU %':>18}  {'RSS MiB':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in args.counts:
+            cpu, rss = run_corral(count, args.window, Path(tmp))
+            bare_cpu, bare_rss = run_bare(count, args.window, Path(tmp))
+            print(f"{count:>8}  {cpu:>20.1f}  {rss:>8.0f}  {bare_cpu:>18.1f}  {bare_rss:>8.0f}",
+                  flush=True)
+    print("goal: 5000 clients under 50 % of one core")
+
+
+if __name__ == "__main__":
+    main()
