@@ -13,8 +13,12 @@ from pathlib import Path
 import gevent
 
 from client.daemon import ClientConfig, ClientDaemon
+from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
+from client.proctable import ProcTable
 from client.protocol import Identity
+from client.reaper import Reaper
+from client.spawn import SPAWNERS
 from common import auth
 from common.errors import CorralError
 
@@ -39,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "$XDG_STATE_HOME/corral/NAME)")
     parser.add_argument("--workdir", type=Path, help="default: STATE_DIR/work")
     parser.add_argument("--log-dir", type=Path, help="process logs (default: STATE_DIR/logs)")
+    parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
+                        help="how processes are started: posix_spawnp (default), or the "
+                        "explicit fork/dup2/execvp version")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -68,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         master=args.master, name=args.name, workdir=workdir, log_dir=log_dir,
         state_dir=state_dir,
     )
-    daemon = ClientDaemon(config, identity, token)
+    reaper = Reaper()
+    reaper.start()
+    spawner = SPAWNERS[args.spawn]
+    procs = ProcTable(reaper, spawner, log_dir, workdir)
+    handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir)
+    daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count)
+    procs.exit_listeners.append(daemon.publish_exit)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, daemon.stop)
     logging.getLogger("corral.client").info(

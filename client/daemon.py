@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import random
 import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,17 @@ from client import metrics
 from client.protocol import Identity, handshake, send_error_quietly
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame
-from common.messages import ErrorFrame, FailReply, Message, Ping, Reply, decode, error_code
+from common.messages import (
+    Ack,
+    ErrorFrame,
+    FailReply,
+    Message,
+    ProcExited,
+    Reply,
+    decode,
+    error_code,
+)
+from common.procs import ProcInfo
 
 log = logging.getLogger("corral.client")
 
@@ -61,14 +72,32 @@ class Backoff:
 
 
 class ClientDaemon:
-    def __init__(self, config: ClientConfig, identity: Identity, token: bytes) -> None:
+    def __init__(self, config: ClientConfig, identity: Identity, token: bytes,
+                 handlers: dict[type[Message], Handler],
+                 running_processes: Callable[[], int]) -> None:
         self.config = config
         self.identity = identity
         self.token = token
-        self.handlers: dict[type[Message], Handler] = {Ping: lambda _msg: None}
-        self.running_processes: Callable[[], int] = lambda: 0
+        self.handlers = handlers
+        self.running_processes = running_processes
         self._stopping = gevent.event.Event()
         self._connection: _Connection | None = None
+        # Exit events wait here until the master acknowledges them, across reconnects.
+        self.boot = uuid.uuid4().hex
+        self._event_seq = 0
+        self.outbox: dict[int, ProcExited] = {}
+
+    def publish_exit(self, info: ProcInfo) -> None:
+        self._event_seq += 1
+        event = ProcExited(boot=self.boot, eseq=self._event_seq, proc=info.to_wire())
+        self.outbox[event.eseq] = event
+        connection = self._connection
+        if connection is not None and connection.authenticated:
+            connection.send_quietly(event)
+
+    def acknowledged(self, ack: Ack) -> None:
+        if ack.boot == self.boot:
+            self.outbox.pop(ack.eseq, None)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -107,17 +136,17 @@ class _Connection:
         self.reader = FrameReader(sock, daemon.config.max_frame)
         self._write_lock = gevent.lock.Semaphore()
         self._workers = gevent.pool.Group()
+        self.authenticated = False
 
     def run(self) -> bool:
         """Serve until the connection ends; True if the handshake had succeeded."""
         daemon = self.daemon
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        authenticated = False
         try:
             self.sock.settimeout(HANDSHAKE_TIMEOUT)
             welcome = handshake(self.sock, self.reader, daemon.identity, daemon.token)
             self.sock.settimeout(None)
-            authenticated = True
+            self.authenticated = True
             log.info(
                 "registered with master %s:%d as %s (id %s)",
                 *daemon.config.master,
@@ -125,6 +154,8 @@ class _Connection:
                 daemon.identity.node_id,
             )
             self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
+            for event in list(daemon.outbox.values()):
+                self.send(event)  # what ended while we were away, oldest first
             self._serve()
         except RemoteError as exc:
             log.warning("%s", exc.message)
@@ -142,12 +173,16 @@ class _Connection:
         finally:
             self._workers.kill(block=False)
             self.sock.close()
-        return authenticated
+        return self.authenticated
 
     def send(self, message: Message) -> None:
         frame = pack_frame(message.to_wire())
         with self._write_lock:
             self.sock.sendall(frame)
+
+    def send_quietly(self, message: Message) -> None:
+        with contextlib.suppress(OSError):
+            self.send(message)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -169,6 +204,9 @@ class _Connection:
         handlers = self.daemon.handlers
         while True:
             message = decode(self.reader.read_frame())
+            if isinstance(message, Ack):
+                self.daemon.acknowledged(message)
+                continue
             if isinstance(message, ErrorFrame):
                 raise RemoteError(f"master closed the session: {message.message}",
                                   error_code(message.code))
@@ -185,5 +223,4 @@ class _Connection:
         except Exception as exc:
             log.exception("request %s failed", request.TAG)
             reply = FailReply(req=request.req, code=int(ErrorCode.INTERNAL), message=repr(exc))
-        with contextlib.suppress(OSError):
-            self.send(reply)
+        self.send_quietly(reply)

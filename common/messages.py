@@ -207,7 +207,114 @@ class Ping(Message):
     req: int
 
 
-REQUEST_TYPES: tuple[type[Message], ...] = (Ping,)
+@register
+@dataclasses.dataclass(frozen=True)
+class ExecRequest(Message):
+    """Start a process; the reply value is its ProcInfo map (state ``spawn failed`` too)."""
+
+    TAG: ClassVar[str] = "exec"
+
+    req: int
+    argv: list[str]
+    cwd: str | None = None  # relative to the client's work folder
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    stdin: bytes | None = None  # the contents the process reads on stdin
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ListRequest(Message):
+    """Reap, then reply with a list of ProcInfo maps, oldest first."""
+
+    TAG: ClassVar[str] = "ps"
+
+    req: int
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class SignalRequest(Message):
+    """Signal processes this client started (every running one with ``all_running``).
+
+    Reply: a list of ``{"pid", "ok", "code", "message"}``, one per pid.
+    """
+
+    TAG: ClassVar[str] = "signal"
+
+    req: int
+    signum: int
+    pids: list[int] = dataclasses.field(default_factory=list)
+    all_running: bool = False
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class UsageRequest(Message):
+    """Reply: ``{"children": rusage of RUSAGE_CHILDREN, "processes": [ProcInfo maps]}``."""
+
+    TAG: ClassVar[str] = "rusage"
+
+    req: int
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LogRequest(Message):
+    """Read a process's log: its last ``lines`` lines, or from byte ``offset`` on.
+
+    Reply: ``{"data": bytes, "offset": int (where the next read starts), "ended": bool}``.
+    """
+
+    TAG: ClassVar[str] = "log"
+
+    req: int
+    pid: int
+    lines: int | None = None
+    offset: int | None = None
+    max_bytes: int = 256 * 1024
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class RunRequest(Message):
+    """Run ``/bin/sh -c command``. Reply: ``{"exit_code", "signal", "stdout", "stderr",
+    "dropped", "timed_out", "duration"}``."""
+
+    TAG: ClassVar[str] = "run"
+
+    req: int
+    command: str
+    timeout: float
+    cwd: str | None = None
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ProcExited(Message):
+    """client -> master event: a process ended. Sent until acknowledged, even across
+    reconnects; ``(boot, eseq)`` lets the master drop a repeat."""
+
+    TAG: ClassVar[str] = "exited"
+
+    boot: str
+    eseq: int
+    proc: dict[str, Any]
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Ack(Message):
+    """master -> client: event ``eseq`` of client run ``boot`` arrived; stop resending it."""
+
+    TAG: ClassVar[str] = "ack"
+
+    boot: str
+    eseq: int
+
+
+REQUEST_TYPES: tuple[type[Message], ...] = (
+    Ping, ExecRequest, ListRequest, SignalRequest, UsageRequest, LogRequest, RunRequest,
+)
 
 
 def error_code(value: int) -> ErrorCode:

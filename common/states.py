@@ -23,3 +23,28 @@ NODE_TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
 }
 
 REACHABLE_STATES = frozenset({NodeState.CONNECTING, NodeState.READY, NodeState.MISSING})
+
+
+class ProcState(enum.Enum):
+    """A process a client started: STARTING -> RUNNING -> EXITED | KILLED, or SPAWN_FAILED."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "exited"
+    KILLED = "killed"
+    SPAWN_FAILED = "spawn failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PROC_TRANSITIONS: dict[ProcState, frozenset[ProcState]] = {
+    ProcState.STARTING: frozenset({ProcState.RUNNING, ProcState.SPAWN_FAILED}),
+    ProcState.RUNNING: frozenset({ProcState.EXITED, ProcState.KILLED}),
+    ProcState.EXITED: frozenset(),
+    ProcState.KILLED: frozenset(),
+    ProcState.SPAWN_FAILED: frozenset(),
+}
+
+ENDED_STATES = frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.SPAWN_FAILED})
+SIGNALLABLE_STATES = frozenset({ProcState.RUNNING})

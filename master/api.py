@@ -13,9 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import auth
+from common.procs import ProcInfo
 from common.states import NodeState
 from master.bridge import HubThread
-from master.registry import NodeEvent, NodeView
+from master.events import Event
+from master.fanout import GroupResult
+from master.operations import (
+    LogChunk,
+    Operations,
+    RunResult,
+    SignalOutcome,
+    UsageReport,
+    WaitResult,
+)
+from master.registry import NodeView
 from master.server import MasterConfig, MasterEngine
 
 log = logging.getLogger("corral.master")
@@ -34,10 +45,16 @@ class MasterAPI:
     def __init__(self, engine: MasterEngine, hub: HubThread) -> None:
         self._engine = engine
         self._hub = hub
+        self._ops = Operations(engine)
 
     @classmethod
-    def start(cls, config: MasterConfig, token: bytes) -> MasterAPI:
+    def start(cls, config: MasterConfig, token: bytes,
+              listeners: list[Callable[[Event], object]] | None = None) -> MasterAPI:
+        """Start the engine on its own hub thread. ``listeners`` hear every event from the
+        very first connection on (see ``subscribe``)."""
         engine = MasterEngine(config, token)
+        for listener in listeners or []:
+            engine.registry.subscribe(listener)
         hub = HubThread()
         hub.start(engine.start)
         return cls(engine, hub)
@@ -54,7 +71,7 @@ class MasterAPI:
         self._hub.call(self._engine.stop)
         self._hub.stop()
 
-    def subscribe(self, listener: Callable[[NodeEvent], object]) -> None:
+    def subscribe(self, listener: Callable[[Event], object]) -> None:
         """``listener`` is called on the hub thread: it must be quick and thread-safe."""
         self._hub.call(self._engine.registry.subscribe, listener)
 
@@ -64,6 +81,41 @@ class MasterAPI:
     def wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
         """Wait until ``count`` nodes are READY or ``timeout`` seconds pass."""
         return self._hub.call(self._wait_ready, count, timeout)
+
+    # --- processes (NODESET None: every READY node) ---------------------------------------
+
+    def exec(self, nodeset: str | None, argv: list[str], cwd: str | None = None,
+             env: dict[str, str] | None = None, stdin: bytes | None = None
+             ) -> GroupResult[ProcInfo]:
+        return self._hub.call(self._ops.exec, nodeset, argv, cwd, env or {}, stdin)
+
+    def processes(self, nodeset: str | None = None) -> GroupResult[list[ProcInfo]]:
+        return self._hub.call(self._ops.processes, nodeset)
+
+    def signal(self, refs: list[str], signum: int) -> list[SignalOutcome]:
+        return self._hub.call(self._ops.signal, refs, signum)
+
+    def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
+        return self._hub.call(self._ops.signal_all, nodeset, signum)
+
+    def rusage(self, nodeset: str | None = None) -> GroupResult[UsageReport]:
+        return self._hub.call(self._ops.rusage, nodeset)
+
+    def log(self, ref: str, lines: int | None = None, offset: int | None = None) -> LogChunk:
+        return self._hub.call(self._ops.log, ref, lines, offset)
+
+    def wait(self, refs: list[str], timeout: float | None = None) -> list[WaitResult]:
+        return self._hub.call(self._ops.wait, refs, timeout)
+
+    def run(self, nodeset: str | None, command: str, timeout: float = 30.0,
+            cwd: str | None = None) -> GroupResult[RunResult]:
+        return self._hub.call(self._ops.run, nodeset, command, timeout, cwd)
+
+    def node_names(self) -> list[str]:
+        return self._hub.call(self._ops.node_names)
+
+    def running_refs(self) -> list[str]:
+        return self._hub.call(self._ops.running_refs)
 
     def _wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
         registry = self._engine.registry

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import gevent.event
 from common.errors import CorralError, ErrorCode
 from common.messages import Heartbeat, Register
 from common.states import NODE_TRANSITIONS, REACHABLE_STATES, NodeState
+from master.events import Event, NodeEvent
 
 if TYPE_CHECKING:
     from master.session import Session
@@ -48,24 +50,6 @@ class NodeView:
     mem_total: int | None
     disk_free: int | None
     processes: int | None
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeEvent:
-    """Something the operator should hear about: a node joined, changed state, was refused."""
-
-    name: str
-    old: NodeState | None
-    new: NodeState | None
-    detail: str = ""
-
-    def describe(self) -> str:
-        if self.new is None:
-            return f"node {self.name} refused: {self.detail}"
-        if self.old is None:
-            return f"node {self.name} joined ({self.detail})"
-        tail = f" ({self.detail})" if self.detail else ""
-        return f"node {self.name}: {self.old} -> {self.new}{tail}"
 
 
 @dataclasses.dataclass
@@ -100,7 +84,7 @@ class Node:
         )
 
 
-Listener = Callable[[NodeEvent], Any]
+Listener = Callable[[Event], Any]
 
 
 class NodeRegistry:
@@ -115,7 +99,7 @@ class NodeRegistry:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def publish(self, event: NodeEvent) -> None:
+    def publish(self, event: Event) -> None:
         log.info("%s", event.describe())
         for listener in list(self._listeners):
             listener(event)
@@ -214,7 +198,7 @@ class NodeRegistry:
     # --- queries --------------------------------------------------------------------------
 
     def nodes(self) -> list[Node]:
-        return sorted(self._by_id.values(), key=lambda n: _natural_key(n.name))
+        return sorted(self._by_id.values(), key=lambda n: natural_key(n.name))
 
     def views(self) -> list[NodeView]:
         now = time.monotonic()
@@ -230,7 +214,5 @@ class NodeRegistry:
         return sum(1 for node in self._by_id.values() if node.state is state)
 
 
-def _natural_key(name: str) -> list[Any]:
-    import re
-
+def natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from tabulate import tabulate
 
-from master.registry import NodeView
+from common.nodeset import fold
+from common.procs import ProcInfo, signal_name
+from common.states import ProcState
+from master.events import short_command
+from master.fanout import GroupResult
+from master.operations import RunResult, SignalOutcome, UsageReport, WaitResult
+from master.registry import NodeView, natural_key
 
 
 def human_bytes(count: int | None) -> str:
@@ -43,3 +51,145 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
         for node in nodes
     ]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+GREEN, YELLOW, RED, RESET = "\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[0m"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def ref(node: str, info: ProcInfo) -> str:
+    return f"{node}:{info.pid}" if info.pid else f"{node}:-"
+
+
+def cpu_seconds(info: ProcInfo) -> float | None:
+    if info.rusage is not None:
+        return info.rusage["ru_utime"] + info.rusage["ru_stime"]
+    return info.cpu_time
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def _error_rows(group: GroupResult[Any], width: int) -> list[list[Any]]:
+    return [[name, "error: " + group.errors[name].message, *[""] * (width - 2)]
+            for name in group.failed]
+
+
+def exec_table(group: GroupResult[ProcInfo]) -> str:
+    rows = []
+    for name in group.succeeded:
+        info = group.results[name]
+        if info.proc_state is ProcState.SPAWN_FAILED:
+            rows.append([name, "-", short_command(info.argv), f"error: {info.error}"])
+        else:
+            rows.append([name, ref(name, info), short_command(info.argv), info.log])
+    rows += [[name, "-", "", "error: " + group.errors[name].message] for name in group.failed]
+    rows.sort(key=lambda row: natural_key(row[0]))
+    return _table(rows, ["node", "ref", "program", "log file"])
+
+
+def process_table(group: GroupResult[list[ProcInfo]], now: float) -> str:
+    rows: list[list[Any]] = []
+    for name in group.succeeded:
+        for info in group.results[name]:
+            ran = (info.ended or now) - info.started
+            rows.append([
+                ref(name, info), short_command(info.argv), info.describe(), clock(info.started),
+                duration(ran), duration(cpu_seconds(info)),
+                human_bytes(info.rss) if info.rss is not None else "-",
+            ])
+    rows += [[f"{name}:", "", "error: " + group.errors[name].message, "", "", "", ""]
+             for name in group.failed]
+    return _table(rows, ["ref", "command", "state", "started", "run time", "cpu time", "rss"])
+
+
+def signal_table(outcomes: list[SignalOutcome], signame: str) -> str:
+    rows = [[o.ref, f"sent {signame}" if o.ok else f"error: {o.message}"] for o in outcomes]
+    return _table(rows, ["ref", "result"])
+
+
+RUSAGE_HEADERS = ["user s", "sys s", "max rss", "minflt", "majflt", "nvcsw", "nivcsw"]
+
+
+def _usage_cells(usage: dict[str, float]) -> list[str]:
+    return [f"{usage['ru_utime']:.3f}", f"{usage['ru_stime']:.3f}",
+            human_bytes(int(usage["ru_maxrss"]) * 1024), *(
+                str(int(usage[key])) for key in ("ru_minflt", "ru_majflt", "ru_nvcsw",
+                                                 "ru_nivcsw"))]
+
+
+def rusage_tables(group: GroupResult[UsageReport]) -> str:
+    totals = [[name, *_usage_cells(group.results[name].children)] for name in group.succeeded]
+    totals += _error_rows(group, len(RUSAGE_HEADERS) + 1)
+    per_process = []
+    for name in group.succeeded:
+        for info in group.results[name].processes:
+            if info.rusage is not None:
+                cells = _usage_cells(info.rusage)
+            else:  # still running: psutil's view
+                cells = ["-", "-", human_bytes(info.rss), "-", "-", "-", "-"]
+                if info.cpu_time is not None:
+                    cells[0] = f"{info.cpu_time:.3f} (u+s)"
+            per_process.append([ref(name, info), short_command(info.argv, 30), info.describe(),
+                                *cells])
+    parts = ["getrusage(RUSAGE_CHILDREN) per node:", _table(totals, ["node", *RUSAGE_HEADERS])]
+    if per_process:
+        parts += ["", "per process (wait4 rusage once ended; psutil while running):",
+                  _table(per_process, ["ref", "command", "state", *RUSAGE_HEADERS])]
+    return "\n".join(parts)
+
+
+def wait_table(results: list[WaitResult]) -> str:
+    rows = [[r.ref, r.info.describe() if r.info else "-", r.error or ""] for r in results]
+    return _table(rows, ["ref", "state", "note"])
+
+
+def run_report(group: GroupResult[RunResult], color: bool) -> str:
+    def paint(text: str, shade: str) -> str:
+        return f"{shade}{text}{RESET}" if color else text
+
+    parts = []
+    for name in group.order:
+        if name in group.errors:
+            parts.append(paint(f"[{name}] error: {group.errors[name].message}", RED))
+            continue
+        result = group.results[name]
+        if result.timed_out:
+            status = f"timed out after {result.duration:.1f} s"
+        elif result.signal is not None:
+            status = f"killed {signal_name(result.signal)}"
+        else:
+            status = f"exit {result.exit_code}"
+        shade = RED if not result.ok else YELLOW if result.stderr else GREEN
+        parts.append(paint(f"[{name}] {status}", shade))
+        if result.stdout:
+            parts.append(result.stdout.decode(errors="replace").rstrip("\n"))
+        if result.stderr:
+            parts.extend(paint(f"stderr: {line}", shade) for line in
+                         result.stderr.decode(errors="replace").rstrip("\n").split("\n"))
+        if result.dropped:
+            parts.append(f"({result.dropped} more bytes of output dropped)")
+    failed = [n for n in group.order if n in group.errors or not group.results[n].ok]
+    summary = summary_line(len(group.order) - len(failed), len(failed))
+    parts.append(summary + (f"; failed: {fold(failed)}" if failed else ""))
+    return "\n".join(parts)
+
+
+def summary_line(succeeded: int, failed: int) -> str:
+    return f"{succeeded} succeeded, {failed} failed, {succeeded + failed} total"

@@ -15,6 +15,7 @@ import gevent
 from gevent.server import StreamServer
 
 from common.framing import DEFAULT_MAX_FRAME
+from master.processes import ExitTracker
 from master.registry import NodeRegistry
 from master.session import Session
 
@@ -30,6 +31,7 @@ class MasterConfig:
     log_dir: Path = Path("logs")
     max_frame: int = DEFAULT_MAX_FRAME
     handshake_timeout: float = 5.0
+    request_timeout: float = 10.0  # how long a node may take to answer a request
 
 
 class MasterEngine:
@@ -37,6 +39,7 @@ class MasterEngine:
         self.config = config
         self.token = token
         self.registry = NodeRegistry(config.heartbeat)
+        self.exits = ExitTracker(self.registry)
         self._server: StreamServer | None = None
         self._ticker: gevent.Greenlet | None = None
         self.sessions: set[Session] = set()

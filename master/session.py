@@ -30,12 +30,14 @@ from common.errors import (
 )
 from common.framing import FrameReader, pack_frame
 from common.messages import (
+    Ack,
     ErrorFrame,
     FailReply,
     Heartbeat,
     Hello,
     Message,
     Ping,
+    ProcExited,
     Register,
     Reply,
     Welcome,
@@ -184,6 +186,9 @@ class Session:
             elif isinstance(message, FailReply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
                     waiting.set_exception(RemoteError(message.message, error_code(message.code)))
+            elif isinstance(message, ProcExited):
+                self.engine.exits.on_exit(self.node, message)
+                self.send(Ack(boot=message.boot, eseq=message.eseq))
             elif isinstance(message, ErrorFrame):
                 raise RemoteError(message.message, error_code(message.code))
             else:

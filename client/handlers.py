@@ -1,0 +1,120 @@
+"""What the client does for each request from the master: one function per request type.
+
+Each returns the reply's value or raises a CorralError, which the connection turns into an
+error reply; the handlers know nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import resource
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from client.proctable import ProcTable
+from client.reaper import Reaper
+from client.shell import run_shell
+from client.spawn import SpawnSpec
+from common.errors import CorralError, ErrorCode
+from common.messages import (
+    ExecRequest,
+    ListRequest,
+    LogRequest,
+    Message,
+    Ping,
+    RunRequest,
+    SignalRequest,
+    UsageRequest,
+)
+from common.procs import rusage_dict
+
+TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for lines
+
+
+class RequestHandlers:
+    def __init__(self, procs: ProcTable, reaper: Reaper, spawner: Callable[[SpawnSpec], int],
+                 workdir: Path, state_dir: Path) -> None:
+        self.procs = procs
+        self.reaper = reaper
+        self.spawner = spawner
+        self.workdir = workdir
+        self.stdin_dir = state_dir / "stdin"
+
+    def table(self) -> dict[type[Message], Callable[[Any], Any]]:
+        return {
+            Ping: lambda _request: None,
+            ExecRequest: self.exec,
+            ListRequest: self.list_processes,
+            SignalRequest: self.signal,
+            UsageRequest: self.usage,
+            LogRequest: self.log,
+            RunRequest: self.run,
+        }
+
+    def _folder(self, cwd: str | None) -> Path:
+        folder = (self.workdir / cwd).resolve() if cwd else self.workdir
+        if not folder.is_dir():
+            raise CorralError(f"no such folder: {folder}", ErrorCode.NOT_FOUND)
+        return folder
+
+    def exec(self, request: ExecRequest) -> dict[str, Any]:
+        stdin_path = None
+        if request.stdin is not None:
+            self.stdin_dir.mkdir(parents=True, exist_ok=True)
+            stdin_path = self.stdin_dir / uuid.uuid4().hex
+            stdin_path.write_bytes(request.stdin)
+        record = self.procs.spawn(request.argv, self._folder(request.cwd), request.env,
+                                  stdin_path)
+        return record.info().to_wire()
+
+    def list_processes(self, _request: ListRequest) -> list[dict[str, Any]]:
+        return [info.to_wire() for info in self.procs.snapshot()]
+
+    def signal(self, request: SignalRequest) -> list[dict[str, Any]]:
+        pids = self.procs.running_pids() if request.all_running else request.pids
+        outcomes = []
+        for pid in pids:
+            try:
+                self.procs.send_signal(pid, request.signum)
+            except CorralError as exc:
+                outcomes.append({"pid": pid, "ok": False, "code": int(exc.code),
+                                 "message": exc.message})
+            else:
+                outcomes.append({"pid": pid, "ok": True, "code": 0, "message": ""})
+        return outcomes
+
+    def usage(self, _request: UsageRequest) -> dict[str, Any]:
+        processes = [info.to_wire() for info in self.procs.snapshot()]
+        children = rusage_dict(resource.getrusage(resource.RUSAGE_CHILDREN))
+        return {"children": children, "processes": processes}
+
+    def log(self, request: LogRequest) -> dict[str, Any]:
+        record = self.procs.find(request.pid)
+        ended = self.procs.is_ended(request.pid)  # checked before reading: no lost tail
+        path = record.log_path
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as log_file:
+                if request.offset is None:
+                    start = max(0, size - TAIL_WINDOW)
+                    log_file.seek(start)
+                    data = log_file.read(size - start)
+                    lines = data.splitlines(keepends=True)
+                    data = b"".join(lines[-request.lines:]) if request.lines else data
+                    return {"data": data, "offset": size, "ended": ended}
+                log_file.seek(request.offset)
+                data = log_file.read(min(request.max_bytes, max(0, size - request.offset)))
+        except FileNotFoundError:
+            raise CorralError(f"log of pid {request.pid} is gone: {path}",
+                              ErrorCode.NOT_FOUND) from None
+        offset = request.offset + len(data)
+        return {"data": data, "offset": offset, "ended": ended and offset >= size}
+
+    def run(self, request: RunRequest) -> dict[str, Any]:
+        if request.timeout <= 0:
+            raise CorralError("timeout must be positive", ErrorCode.BAD_REQUEST)
+        return run_shell(self.reaper, self.spawner, request.command, self._folder(request.cwd),
+                         request.timeout)
+
+

@@ -1,0 +1,82 @@
+"""What a client reports about a process it started, shared by both sides and the wire."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from typing import Any, ClassVar
+
+from common.messages import Message, register
+from common.states import ENDED_STATES, ProcState
+
+RUSAGE_FIELDS = ("ru_utime", "ru_stime", "ru_maxrss", "ru_minflt", "ru_majflt", "ru_nvcsw",
+                 "ru_nivcsw")
+
+
+def rusage_dict(usage: Any) -> dict[str, float]:
+    """The fields of a ``resource.struct_rusage`` that corral reports (maxrss in KiB)."""
+    return {name: float(getattr(usage, name)) for name in RUSAGE_FIELDS}
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def parse_signal(text: str) -> int:
+    """``INT``, ``SIGINT``, ``int`` or ``2`` -> 2; ValueError for anything else."""
+    if text.isdigit():
+        number = int(text)
+        signal.Signals(number)  # raises ValueError for an unknown number
+        return number
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ValueError(f"unknown signal {text!r}") from None
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ProcInfo(Message):
+    """One process of a client's table, as the client saw it when it answered."""
+
+    TAG: ClassVar[str] = "proc"
+
+    seq: int
+    pid: int  # 0 when the spawn failed
+    argv: list[str]
+    cwd: str
+    log: str
+    state: str  # a ProcState value
+    started: float  # wall-clock seconds
+    ended: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    rusage: dict[str, float] | None = None  # wait4's, once ended
+    cpu_time: float | None = None  # user + system, while running
+    rss: int | None = None  # bytes, while running
+
+    @property
+    def proc_state(self) -> ProcState:
+        return ProcState(self.state)
+
+    @property
+    def ended_state(self) -> bool:
+        return self.proc_state in ENDED_STATES
+
+    def describe(self) -> str:
+        """The state words the console shows: running, exited N, killed SIG, spawn failed."""
+        state = self.proc_state
+        if state is ProcState.EXITED:
+            return f"exited {self.exit_code}"
+        if state is ProcState.KILLED:
+            return f"killed {signal_name(self.signal or 0)}"
+        if state is ProcState.SPAWN_FAILED:
+            return f"spawn failed: {self.error}"
+        return str(state)

@@ -1,0 +1,49 @@
+"""What the master tells the operator about: nodes coming and going, processes ending."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from common.procs import ProcInfo
+from common.states import NodeState
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEvent:
+    """A node joined, changed state, or was refused."""
+
+    name: str
+    old: NodeState | None
+    new: NodeState | None
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.new is None:
+            return f"node {self.name} refused: {self.detail}"
+        if self.old is None:
+            return f"node {self.name} joined ({self.detail})"
+        tail = f" ({self.detail})" if self.detail else ""
+        return f"node {self.name}: {self.old} -> {self.new}{tail}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessEvent:
+    """A process a client started has ended."""
+
+    node: str
+    info: ProcInfo
+
+    @property
+    def ref(self) -> str:
+        return f"{self.node}:{self.info.pid}"
+
+    def describe(self) -> str:
+        return f"process {self.ref} ({short_command(self.info.argv)}) {self.info.describe()}"
+
+
+Event = NodeEvent | ProcessEvent
+
+
+def short_command(argv: list[str], width: int = 40) -> str:
+    text = " ".join(argv)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,101 @@
+"""Sending one request to many nodes at once and gathering what each answered.
+
+A ``GroupResult`` maps each target node to its value or its error (fabric's shape): one
+slow or failing node never stops the others, and the caller decides what a failure means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import gevent
+import gevent.pool
+
+from common.errors import CorralError, ErrorCode, UsageError
+from common.messages import Message
+from common.nodeset import select
+from common.states import NodeState
+from master.registry import Node, NodeRegistry, natural_key
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupResult(Generic[T]):
+    results: dict[str, T]
+    errors: dict[str, CorralError]
+    order: list[str]  # the target nodes, in node order
+
+    @property
+    def succeeded(self) -> list[str]:
+        return [name for name in self.order if name in self.results]
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name in self.order if name in self.errors]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """``n1:4242`` -> ("n1", 4242)."""
+    node, sep, pid = ref.rpartition(":")
+    if not sep or not node or not pid.isdigit():
+        raise UsageError(f"bad process reference {ref!r}: expected NODE:PID")
+    return node, int(pid)
+
+
+def resolve_targets(registry: NodeRegistry, nodeset: str | None
+                    ) -> tuple[list[Node], dict[str, CorralError]]:
+    """The nodes a command goes to: ``nodeset`` of known nodes, or every READY node.
+
+    Named nodes that cannot take a request now come back as errors, not silently dropped.
+    """
+    nodes = registry.nodes()
+    if nodeset is None:
+        ready = [node for node in nodes if node.state is NodeState.READY]
+        if not ready:
+            raise UsageError("no READY nodes")
+        return ready, {}
+    wanted = set(select(nodeset, [node.name for node in nodes]))
+    chosen, errors = [], {}
+    for node in nodes:
+        if node.name not in wanted:
+            continue
+        if node.session is None:
+            errors[node.name] = CorralError(f"not connected ({node.state})",
+                                            ErrorCode.DISCONNECTED)
+        else:
+            chosen.append(node)
+    return chosen, errors
+
+
+def fan_out(nodes: list[Node], make: Callable[[Node], Callable[[int], Message]],
+            timeout: float, convert: Callable[[Node, Any], T],
+            errors: dict[str, CorralError] | None = None) -> GroupResult[T]:
+    """Send ``make(node)(req_id)`` to every node at once; ``convert`` each reply value."""
+    results: dict[str, T] = {}
+    failures: dict[str, CorralError] = dict(errors or {})
+
+    def ask(node: Node) -> None:
+        session = node.session
+        try:
+            if session is None:
+                raise CorralError(f"not connected ({node.state})", ErrorCode.DISCONNECTED)
+            results[node.name] = convert(node, session.request(make(node), timeout))
+        except CorralError as exc:
+            failures[node.name] = exc
+
+    group = gevent.pool.Group()
+    for node in nodes:
+        group.spawn(ask, node)
+    try:
+        group.join()
+    finally:
+        group.kill()  # cancelled (Ctrl-C): stop every request still waiting
+    order = sorted({node.name for node in nodes} | set(failures), key=natural_key)
+    return GroupResult(results=results, errors=failures, order=order)

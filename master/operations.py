@@ -1,0 +1,245 @@
+"""The work behind each console command, run on the hub thread: resolve the targets, send
+the requests to all of them at once, and turn the replies into typed results."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from typing import Any
+
+import gevent
+
+from common.errors import CorralError, ErrorCode, UsageError
+from common.messages import (
+    ExecRequest,
+    ListRequest,
+    LogRequest,
+    RunRequest,
+    SignalRequest,
+    UsageRequest,
+    decode,
+)
+from common.procs import ProcInfo
+from master.fanout import GroupResult, fan_out, parse_ref, resolve_targets
+from master.registry import Node
+from master.server import MasterEngine
+
+RUN_GRACE = 5.0  # beyond a command's own timeout, for the reply to travel
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalOutcome:
+    ref: str
+    ok: bool
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageReport:
+    children: dict[str, float]  # getrusage(RUSAGE_CHILDREN) on the node
+    processes: list[ProcInfo]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogChunk:
+    data: bytes
+    offset: int
+    ended: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    dropped: int
+    timed_out: bool
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitResult:
+    ref: str
+    info: ProcInfo | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.info is not None and self.info.describe() == "exited 0"
+
+
+def _proc(value: Any) -> ProcInfo:
+    info = decode(value)
+    if not isinstance(info, ProcInfo):
+        raise CorralError(f"expected a process, got {info.TAG}", ErrorCode.PROTOCOL)
+    return info
+
+
+def _procs(_node: Node, value: Any) -> list[ProcInfo]:
+    return [_proc(item) for item in value]
+
+
+class Operations:
+    def __init__(self, engine: MasterEngine) -> None:
+        self.engine = engine
+        self.registry = engine.registry
+
+    @property
+    def timeout(self) -> float:
+        return self.engine.config.request_timeout
+
+    def _node(self, name: str) -> Node:
+        node = self.registry.by_name(name)
+        if node.session is None:
+            raise CorralError(f"{name}: not connected ({node.state})", ErrorCode.DISCONNECTED)
+        return node
+
+    def _ask(self, node_name: str, make: Any, timeout: float | None = None) -> Any:
+        node = self._node(node_name)
+        assert node.session is not None
+        try:
+            return node.session.request(make, timeout or self.timeout)
+        except CorralError as exc:
+            raise CorralError(f"{node_name}: {exc.message}", exc.code) from None
+
+    # --- exec / pid --------------------------------------------------------------------
+
+    def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
+             env: dict[str, str], stdin: bytes | None) -> GroupResult[ProcInfo]:
+        nodes, errors = resolve_targets(self.registry, nodeset)
+
+        def make(_node: Node) -> Any:
+            return lambda req: ExecRequest(req=req, argv=argv, cwd=cwd, env=env, stdin=stdin)
+
+        return fan_out(nodes, make, self.timeout, lambda _n, v: _proc(v), errors)
+
+    def processes(self, nodeset: str | None) -> GroupResult[list[ProcInfo]]:
+        nodes, errors = resolve_targets(self.registry, nodeset)
+        return fan_out(nodes, lambda _n: lambda req: ListRequest(req=req), self.timeout,
+                       _procs, errors)
+
+    # --- signals -----------------------------------------------------------------------
+
+    def signal(self, refs: list[str], signum: int) -> list[SignalOutcome]:
+        by_node: dict[str, list[int]] = defaultdict(list)
+        for ref in refs:
+            name, pid = parse_ref(ref)
+            by_node[name].append(pid)
+        outcomes: dict[str, SignalOutcome] = {}
+
+        def one_node(name: str, pids: list[int]) -> None:
+            try:
+                answers = self._ask(name, lambda req: SignalRequest(req=req, signum=signum,
+                                                                   pids=pids))
+            except CorralError as exc:
+                for pid in pids:
+                    outcomes[f"{name}:{pid}"] = SignalOutcome(f"{name}:{pid}", False, exc.message)
+                return
+            for answer in answers:
+                ref = f"{name}:{answer['pid']}"
+                outcomes[ref] = SignalOutcome(ref, answer["ok"], answer["message"])
+
+        gevent.joinall([gevent.spawn(one_node, n, p) for n, p in by_node.items()])
+        return [outcomes[ref] for ref in dict.fromkeys(refs) if ref in outcomes]
+
+    def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
+        nodes, errors = resolve_targets(self.registry, nodeset)
+
+        def convert(node: Node, answers: Any) -> list[SignalOutcome]:
+            return [SignalOutcome(f"{node.name}:{a['pid']}", a["ok"], a["message"])
+                    for a in answers]
+
+        def make(_node: Node) -> Any:
+            return lambda req: SignalRequest(req=req, signum=signum, all_running=True)
+
+        return fan_out(nodes, make, self.timeout, convert, errors)
+
+    # --- rusage / log ------------------------------------------------------------------
+
+    def rusage(self, nodeset: str | None) -> GroupResult[UsageReport]:
+        nodes, errors = resolve_targets(self.registry, nodeset)
+
+        def convert(_node: Node, value: Any) -> UsageReport:
+            return UsageReport(children=value["children"],
+                               processes=[_proc(p) for p in value["processes"]])
+
+        return fan_out(nodes, lambda _n: lambda req: UsageRequest(req=req), self.timeout,
+                       convert, errors)
+
+    def log(self, ref: str, lines: int | None, offset: int | None) -> LogChunk:
+        name, pid = parse_ref(ref)
+        value = self._ask(name, lambda req: LogRequest(req=req, pid=pid, lines=lines,
+                                                       offset=offset))
+        return LogChunk(data=value["data"], offset=value["offset"], ended=value["ended"])
+
+    # --- wait --------------------------------------------------------------------------
+
+    def wait(self, refs: list[str], timeout: float | None) -> list[WaitResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: dict[str, WaitResult] = {}
+
+        def one(ref: str) -> None:
+            try:
+                name, pid = parse_ref(ref)
+            except UsageError as exc:
+                results[ref] = WaitResult(ref, None, exc.message)
+                return
+            # Listen first, then look: an exit between the two is not missed.
+            waiter = self.engine.exits.waiter(name, pid)
+            try:
+                table = self._ask(name, lambda req: ListRequest(req=req))
+                current = [p for p in _procs(self._node(name), table) if p.pid == pid]
+                if not current:
+                    results[ref] = WaitResult(ref, None, f"pid {pid} was not started by {name}")
+                    return
+                if current[0].ended_state:
+                    results[ref] = WaitResult(ref, current[0])
+                    return
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    results[ref] = WaitResult(ref, waiter.get(timeout=remaining))
+                except gevent.Timeout:
+                    results[ref] = WaitResult(ref, current[0], "still running at timeout")
+            except CorralError as exc:
+                results[ref] = WaitResult(ref, None, exc.message)
+            finally:
+                self.engine.exits.forget(name, pid, waiter)
+
+        greenlets = [gevent.spawn(one, ref) for ref in dict.fromkeys(refs)]
+        try:
+            gevent.joinall(greenlets)
+        finally:
+            gevent.killall(greenlets)
+        return [results[ref] for ref in dict.fromkeys(refs)]
+
+    # --- run ---------------------------------------------------------------------------
+
+    def run(self, nodeset: str | None, command: str, timeout: float,
+            cwd: str | None = None) -> GroupResult[RunResult]:
+        nodes, errors = resolve_targets(self.registry, nodeset)
+
+        def make(_node: Node) -> Any:
+            return lambda req: RunRequest(req=req, command=command, timeout=timeout, cwd=cwd)
+
+        def convert(_node: Node, value: Any) -> RunResult:
+            return RunResult(**value)
+
+        return fan_out(nodes, make, timeout + RUN_GRACE, convert, errors)
+
+    # --- completion --------------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return [node.name for node in self.registry.nodes()]
+
+    def running_refs(self) -> list[str]:
+        group = self.processes(None)
+        return [f"{name}:{p.pid}" for name, procs in group.results.items() for p in procs
+                if not p.ended_state]
+
+
