@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = (args.log_dir or state_dir / "logs").resolve()
     for folder in (state_dir, workdir, log_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)  # where processes start unless told otherwise
     identity = Identity(
         node_id=load_node_id(state_dir), name=args.name, host=socket.gethostname(),
         pid=os.getpid(),

@@ -29,6 +29,7 @@ from common.messages import (
 )
 from common.procs import rusage_dict
 
+MAX_COPIES = 10_000  # of one program in one exec request
 TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for lines
 
 
@@ -58,15 +59,17 @@ class RequestHandlers:
             raise CorralError(f"no such folder: {folder}", ErrorCode.NOT_FOUND)
         return folder
 
-    def exec(self, request: ExecRequest) -> dict[str, Any]:
+    def exec(self, request: ExecRequest) -> list[dict[str, Any]]:
+        if not 1 <= request.count <= MAX_COPIES:
+            raise CorralError(f"count must be 1 to {MAX_COPIES}", ErrorCode.BAD_REQUEST)
         stdin_path = None
         if request.stdin is not None:
             self.stdin_dir.mkdir(parents=True, exist_ok=True)
             stdin_path = self.stdin_dir / uuid.uuid4().hex
             stdin_path.write_bytes(request.stdin)
-        record = self.procs.spawn(request.argv, self._folder(request.cwd), request.env,
-                                  stdin_path)
-        return record.info().to_wire()
+        folder = self._folder(request.cwd)
+        return [self.procs.spawn(request.argv, folder, request.env, stdin_path).info().to_wire()
+                for _ in range(request.count)]
 
     def list_processes(self, _request: ListRequest) -> list[dict[str, Any]]:
         return [info.to_wire() for info in self.procs.snapshot()]

@@ -43,9 +43,10 @@ class ProcRecord:
     error: str | None = None
     rusage: dict[str, float] | None = None
 
-    def info(self) -> ProcInfo:
+    def info(self, live: bool = False) -> ProcInfo:
+        """``live``: add psutil's CPU time and RSS for a running process (reads /proc)."""
         cpu_time = rss = None
-        if self.state is ProcState.RUNNING:
+        if live and self.state is ProcState.RUNNING:
             cpu_time, rss = _live_usage(self.pid)
         return ProcInfo(
             seq=self.seq, pid=self.pid, argv=self.argv, cwd=str(self.cwd),
@@ -77,6 +78,8 @@ class ProcTable:
         self._records: list[ProcRecord] = []
         self._next_seq = _first_free_seq(log_dir)
         self.exit_listeners: list[ExitListener] = []
+        # Copied once: copying os.environ costs more than the rest of a spawn's Python.
+        self._base_env = dict(os.environ)
 
     # --- spawning -------------------------------------------------------------------------
 
@@ -90,8 +93,7 @@ class ProcTable:
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
                             log_path=self._log_dir / f"{seq}-{program}.log")
         self._records.append(record)
-        full_env = dict(os.environ)
-        full_env.update(env or {})
+        full_env = {**self._base_env, **env} if env else self._base_env
         try:
             pid = self._spawner(SpawnSpec(argv=record.argv, cwd=record.cwd, env=full_env,
                                           stdout_path=record.log_path, stdin_path=stdin_path))
@@ -136,7 +138,7 @@ class ProcTable:
 
     def snapshot(self) -> list[ProcInfo]:
         self._reaper.reap()  # as the seed did with waitpid(pid, &status, WNOHANG)
-        return [record.info() for record in self._records]
+        return [record.info(live=True) for record in self._records]
 
     def running_count(self) -> int:
         return sum(1 for r in self._records if r.state is ProcState.RUNNING)

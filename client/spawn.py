@@ -59,17 +59,20 @@ def spawn_posix(spec: SpawnSpec) -> int:
     file_actions.append((os.POSIX_SPAWN_DUP2, spec.stderr_fd if spec.stderr_fd is not None
                          else 1, 2))
     # posix_spawn has no chdir action in Python 3.11, so the parent changes folder around
-    # the call. The client runs greenlets in one thread and this does not yield, so no
-    # other code can observe the borrowed working folder.
+    # the call when the child needs another one. The client runs greenlets in one thread
+    # and this does not yield, so no other code can observe the borrowed working folder.
     home = os.getcwd()
+    borrow = home != str(spec.cwd)
     try:
-        os.chdir(spec.cwd)
+        if borrow:
+            os.chdir(spec.cwd)
         return os.posix_spawnp(spec.argv[0], spec.argv, spec.env,
                                file_actions=file_actions, setsid=True)
     except OSError as exc:
         raise SpawnFailed(_reason(exc)) from None
     finally:
-        os.chdir(home)
+        if borrow:
+            os.chdir(home)
 
 
 def spawn_fork(spec: SpawnSpec) -> int:

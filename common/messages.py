@@ -17,7 +17,7 @@ from common.errors import ErrorCode, ProtocolError
 TYPE_KEY = "t"
 
 _REGISTRY: dict[str, type[Message]] = {}
-_HINTS: dict[type, dict[str, Any]] = {}
+_SCHEMAS: dict[type, _Schema] = {}
 
 M = TypeVar("M", bound="Message")
 
@@ -40,35 +40,56 @@ def register(cls: type[M]) -> type[M]:
     return cls
 
 
-def _matches(value: Any, hint: Any) -> bool:
+Checker = typing.Callable[[Any], bool]
+
+
+def _checker(hint: Any) -> Checker:
+    """Build, once per field type, a function that tells whether a value fits it."""
     origin = get_origin(hint)
     if hint is Any:
-        return True
+        return lambda value: True
     if origin in (Union, types.UnionType):
-        return any(_matches(value, arm) for arm in get_args(hint))
+        arms = [_checker(arm) for arm in get_args(hint)]
+        return lambda value: any(arm(value) for arm in arms)
     if hint is type(None):
-        return value is None
+        return lambda value: value is None
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return lambda value: type(value) in (int, float)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: type(value) is int
     if origin is list:
-        (item,) = get_args(hint) or (Any,)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
+        item = _checker((get_args(hint) or (Any,))[0])
+        return lambda value: type(value) is list and all(item(v) for v in value)
     if origin is dict:
-        key, item = get_args(hint) or (Any, Any)
-        return isinstance(value, dict) and all(
-            _matches(k, key) and _matches(v, item) for k, v in value.items()
-        )
+        key_hint, item_hint = get_args(hint) or (Any, Any)
+        key, item = _checker(key_hint), _checker(item_hint)
+        return lambda value: type(value) is dict and all(
+            key(k) and item(v) for k, v in value.items())
     if isinstance(hint, type):
-        return isinstance(value, hint)
+        return lambda value: isinstance(value, hint)
     raise TypeError(f"unsupported field type {hint!r}")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+@dataclasses.dataclass(frozen=True)
+class _Schema:
+    checkers: dict[str, Checker]
+    required: frozenset[str]
+
+
+def _schema(cls: type) -> _Schema:
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        schema = _Schema(
+            checkers={f.name: _checker(hints[f.name]) for f in fields},
+            required=frozenset(
+                f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ),
+        )
+        _SCHEMAS[cls] = schema
+    return schema
 
 
 def decode(wire: dict[str, Any]) -> Message:
@@ -79,23 +100,18 @@ def decode(wire: dict[str, Any]) -> Message:
     cls = _REGISTRY.get(tag)
     if cls is None:
         raise ProtocolError(f"unknown message type {tag!r}")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for name, value in wire.items():
-        if name == TYPE_KEY:
-            continue
-        if name not in fields:
+    schema = _schema(cls)
+    values = dict(wire)
+    del values[TYPE_KEY]
+    for name, value in values.items():
+        check = schema.checkers.get(name)
+        if check is None:
             raise ProtocolError(f"{tag}: unexpected field {name!r}")
-        if not _matches(value, hints[name]):
+        if not check(value):
             raise ProtocolError(f"{tag}: field {name!r} has the wrong type")
-        values[name] = value
-    for name, field in fields.items():
-        required = (
-            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        )
-        if required and name not in values:
-            raise ProtocolError(f"{tag}: missing field {name!r}")
+    missing = schema.required - values.keys()
+    if missing:
+        raise ProtocolError(f"{tag}: missing field {sorted(missing)[0]!r}")
     return cls(**values)
 
 
@@ -210,7 +226,8 @@ class Ping(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class ExecRequest(Message):
-    """Start a process; the reply value is its ProcInfo map (state ``spawn failed`` too)."""
+    """Start ``count`` copies of a program; the reply value is a list of their ProcInfo
+    maps (a failed spawn is one too, in state ``spawn failed``)."""
 
     TAG: ClassVar[str] = "exec"
 
@@ -219,6 +236,7 @@ class ExecRequest(Message):
     cwd: str | None = None  # relative to the client's work folder
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     stdin: bytes | None = None  # the contents the process reads on stdin
+    count: int = 1
 
 
 @register

@@ -85,9 +85,10 @@ class MasterAPI:
     # --- processes (NODESET None: every READY node) ---------------------------------------
 
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None = None,
-             env: dict[str, str] | None = None, stdin: bytes | None = None
-             ) -> GroupResult[ProcInfo]:
-        return self._hub.call(self._ops.exec, nodeset, argv, cwd, env or {}, stdin)
+             env: dict[str, str] | None = None, stdin: bytes | None = None, count: int = 1
+             ) -> GroupResult[list[ProcInfo]]:
+        """Start ``count`` copies of ``argv`` on each target node."""
+        return self._hub.call(self._ops.exec, nodeset, argv, cwd, env or {}, stdin, count)
 
     def processes(self, nodeset: str | None = None) -> GroupResult[list[ProcInfo]]:
         return self._hub.call(self._ops.processes, nodeset)

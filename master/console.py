@@ -157,6 +157,8 @@ class CorralConsole(cmd2.Cmd):
                              default=[], help="set an environment variable (repeatable)")
     exec_parser.add_argument("--stdin", metavar="FILE", type=argparse.FileType("rb"),
                              help="a local file the program reads as its stdin")
+    exec_parser.add_argument("-n", dest="count", type=_positive_int, default=1, metavar="COUNT",
+                             help="start COUNT copies on each node (default 1)")
     exec_parser.add_argument("program", nargs=argparse.REMAINDER,
                              help="-- PROGRAM [ARGS...]")
 
@@ -172,10 +174,10 @@ class CorralConsole(cmd2.Cmd):
         if args.stdin is not None:
             with args.stdin:
                 stdin = args.stdin.read()
-        group = self.api.exec(args.nodeset, argv, args.cwd, dict(args.env), stdin)
+        group = self.api.exec(args.nodeset, argv, args.cwd, dict(args.env), stdin, args.count)
         self.last_result = group
         self.poutput(render.exec_table(group))
-        spawn_failed = [n for n, info in group.results.items() if not info.pid]
+        spawn_failed = [n for n, infos in group.results.items() if any(not i.pid for i in infos)]
         if group.errors or spawn_failed:
             self.exit_code = 1
 

@@ -111,13 +111,15 @@ class Operations:
     # --- exec / pid --------------------------------------------------------------------
 
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
-             env: dict[str, str], stdin: bytes | None) -> GroupResult[ProcInfo]:
+             env: dict[str, str], stdin: bytes | None, count: int
+             ) -> GroupResult[list[ProcInfo]]:
         nodes, errors = resolve_targets(self.registry, nodeset)
 
         def make(_node: Node) -> Any:
-            return lambda req: ExecRequest(req=req, argv=argv, cwd=cwd, env=env, stdin=stdin)
+            return lambda req: ExecRequest(req=req, argv=argv, cwd=cwd, env=env, stdin=stdin,
+                                           count=count)
 
-        return fan_out(nodes, make, self.timeout, lambda _n, v: _proc(v), errors)
+        return fan_out(nodes, make, self.timeout, _procs, errors)
 
     def processes(self, nodeset: str | None) -> GroupResult[list[ProcInfo]]:
         nodes, errors = resolve_targets(self.registry, nodeset)

@@ -91,14 +91,14 @@ def _error_rows(group: GroupResult[Any], width: int) -> list[list[Any]]:
             for name in group.failed]
 
 
-def exec_table(group: GroupResult[ProcInfo]) -> str:
+def exec_table(group: GroupResult[list[ProcInfo]]) -> str:
     rows = []
     for name in group.succeeded:
-        info = group.results[name]
-        if info.proc_state is ProcState.SPAWN_FAILED:
-            rows.append([name, "-", short_command(info.argv), f"error: {info.error}"])
-        else:
-            rows.append([name, ref(name, info), short_command(info.argv), info.log])
+        for info in group.results[name]:
+            if info.proc_state is ProcState.SPAWN_FAILED:
+                rows.append([name, "-", short_command(info.argv), f"error: {info.error}"])
+            else:
+                rows.append([name, ref(name, info), short_command(info.argv), info.log])
     rows += [[name, "-", "", "error: " + group.errors[name].message] for name in group.failed]
     rows.sort(key=lambda row: natural_key(row[0]))
     return _table(rows, ["node", "ref", "program", "log file"])

@@ -40,7 +40,8 @@ def console(master: MasterAPI) -> CorralConsole:
 
 def only(group, node: str = "n1") -> ProcInfo:  # type: ignore[no-untyped-def]
     assert group.ok, group.errors
-    return group.results[node]
+    (info,) = group.results[node]
+    return info
 
 
 def state_of(master: MasterAPI, ref: str) -> str:
@@ -93,8 +94,8 @@ def test_kill_all_on_a_node_set(master: MasterAPI, nodes) -> None:
     assert started.ok
     group = master.signal_all("n[1-2]", 15)
     assert sorted(o.ref for name in group.succeeded for o in group.results[name]) == sorted(
-        f"{name}:{info.pid}" for name, info in started.results.items())
-    for name, info in started.results.items():
+        f"{name}:{info.pid}" for name, (info,) in started.results.items())
+    for name, (info,) in started.results.items():
         wait_until(lambda n=name, i=info: state_of(master, f"{n}:{i.pid}") == "killed SIGTERM")
 
 
@@ -102,7 +103,7 @@ def test_missing_program_is_a_spawn_error(console: CorralConsole, master: Master
                                           nodes) -> None:
     console.onecmd_plus_hooks("exec -w n1 -- no-such-program-xyz")
     assert console.exit_code == 1
-    info = console.last_result.results["n1"]
+    (info,) = console.last_result.results["n1"]
     assert info.describe() == "spawn failed: No such file or directory: no-such-program-xyz"
     assert "error: No such file or directory" in console.stdout.getvalue()  # type: ignore[attr-defined]
     assert any(p.describe().startswith("spawn failed") for p in
@@ -266,3 +267,28 @@ def test_exit_while_master_is_down_is_reported_once(tmp_path: Path, spawn_client
     assert events[0].info.describe() == "exited 7"
 
 
+
+
+def complete(console: CorralConsole, line: str) -> list[str]:
+    word = line.rsplit(" ", 1)[-1]
+    return sorted(console.complete(word, line, len(line) - len(word), len(line)).to_strings())
+
+
+def test_tab_completes_nodes_and_refs(console: CorralConsole, master: MasterAPI,
+                                      nodes) -> None:
+    assert complete(console, "pid -w n") == ["n1", "n2", "n3"]
+    assert complete(console, "exec -w n") == ["n1", "n2", "n3"]
+    running = only(master.exec("n2", ["sleep", "30"]), "n2")
+    ended = only(master.exec("n2", ["true"]), "n2")
+    master.wait([f"n2:{ended.pid}"], timeout=30)
+    for command in ("kill", "sKill", "log", "wait"):
+        assert complete(console, f"{command} n2") == [f"n2:{running.pid}"]
+
+
+def test_exec_several_copies(console: CorralConsole, master: MasterAPI, nodes) -> None:
+    console.onecmd_plus_hooks("exec -w n[1-2] -n 3 -- sh -c 'exit 5'")
+    assert console.exit_code == 0
+    group = console.last_result
+    refs = [f"{name}:{info.pid}" for name in ("n1", "n2") for info in group.results[name]]
+    assert len(set(refs)) == 6
+    assert [r.info.describe() for r in master.wait(refs, timeout=30)] == ["exited 5"] * 6
