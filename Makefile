@@ -27,6 +27,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/heartbeat_scale.py
+	$(PY) bench/spawn_rate.py
+	$(PY) bench/fanout.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -86,10 +86,18 @@ class ClientDaemon:
         self.boot = uuid.uuid4().hex
         self._event_seq = 0
         self.outbox: dict[int, ProcExited] = {}
+        self._ended: list[dict[str, Any]] = []
 
     def publish_exit(self, info: ProcInfo) -> None:
+        """Queue an exit; every exit one reaping pass finds travels in one event."""
+        if not self._ended:
+            gevent.get_hub().loop.run_callback(self._flush_exits)
+        self._ended.append(info.to_wire())
+
+    def _flush_exits(self) -> None:
         self._event_seq += 1
-        event = ProcExited(boot=self.boot, eseq=self._event_seq, proc=info.to_wire())
+        event = ProcExited(boot=self.boot, eseq=self._event_seq, procs=self._ended)
+        self._ended = []
         self.outbox[event.eseq] = event
         connection = self._connection
         if connection is not None and connection.authenticated:

@@ -309,14 +309,15 @@ class RunRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class ProcExited(Message):
-    """client -> master event: a process ended. Sent until acknowledged, even across
-    reconnects; ``(boot, eseq)`` lets the master drop a repeat."""
+    """client -> master event: processes ended (all those one reaping pass collected).
+    Sent until acknowledged, even across reconnects; ``(boot, eseq)`` lets the master drop
+    a repeat."""
 
     TAG: ClassVar[str] = "exited"
 
     boot: str
     eseq: int
-    proc: dict[str, Any]
+    procs: list[dict[str, Any]]
 
 
 @register

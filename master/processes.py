@@ -32,13 +32,14 @@ class ExitTracker:
         if event.eseq <= self._last_seen.get(key, 0):
             return  # delivered before the connection dropped; the ack was lost
         self._last_seen[key] = event.eseq
-        info = decode(event.proc)
-        if not isinstance(info, ProcInfo):
-            log.warning("%s sent an exit event without a process", node.name)
-            return
-        for waiter in self._waiters.pop((node.name, info.pid), []):
-            waiter.set(info)
-        self._registry.publish(ProcessEvent(node.name, info))
+        for wire in event.procs:
+            info = decode(wire)
+            if not isinstance(info, ProcInfo):
+                log.warning("%s sent an exit event without a process", node.name)
+                continue
+            for waiter in self._waiters.pop((node.name, info.pid), []):
+                waiter.set(info)
+            self._registry.publish(ProcessEvent(node.name, info))
 
     def waiter(self, node: str, pid: int) -> gevent.event.AsyncResult:
         """An AsyncResult that gets the ProcInfo when ``node:pid`` is reported ended."""

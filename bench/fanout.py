@@ -1,0 +1,88 @@
+"""Fan-out latency: ``run true`` on 1, 10 and 100 nodes, until every exit code is back.
+
+The nodes are real client processes on this machine, each forking ``/bin/sh -c true`` for
+real. Timed from the API call to the gathered result (what the console prints from), over
+repeated runs. Baseline, in the same run: the same number of ``/bin/sh -c true`` started
+and reaped directly by one local Python process (no network, no corral).
+
+    .venv/bin/python bench/fanout.py [--nodes 1 10 100] [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from master.api import MasterAPI  # noqa: E402
+from master.server import MasterConfig  # noqa: E402
+
+TOKEN = "bench-token"
+
+
+def local_baseline(count: int, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(count):
+            os.posix_spawn("/bin/sh", ["/bin/sh", "-c", "true"], os.environ)
+        for _ in range(count):
+            os.waitpid(-1, 0)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    most = max(args.nodes)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        token = folder / "token"
+        token.write_text(TOKEN)
+        api = MasterAPI.start(MasterConfig(port=0, log_dir=folder), TOKEN.encode())
+        clients = [subprocess.Popen(
+            [sys.executable, "-m", "client", "--master", f"127.0.0.1:{api.address[1]}",
+             "--name", f"n{i}", "--token-file", str(token), "--state-dir", str(folder / f"n{i}")],
+            cwd=ROOT, stderr=subprocess.DEVNULL) for i in range(1, most + 1)]
+        try:
+            assert api.wait_ready(most, 300).reached, "clients did not all come up"
+            print(f"fan-out of `run true` ({os.cpu_count()} cores, {args.repeat} runs each; "
+                  "real client processes on this machine)")
+            print(f"{'nodes':>6}  {'median ms':>10}  {'p90 ms':>8}  {'max ms':>8}  "
+                  f"{'local spawn+reap, median ms':>28}")
+            for count in args.nodes:
+                target = f"n[1-{count}]" if count > 1 else "n1"
+                times = []
+                for _ in range(args.repeat):
+                    started = time.perf_counter()
+                    group = api.run(target, "true", timeout=30)
+                    times.append(time.perf_counter() - started)
+                    assert group.ok and len(group.results) == count, group.errors
+                    assert all(r.exit_code == 0 for r in group.results.values())
+                times.sort()
+                base = statistics.median(local_baseline(count, args.repeat))
+                print(f"{count:>6}  {1000 * statistics.median(times):>10.1f}  "
+                      f"{1000 * times[int(0.9 * len(times)) - 1]:>8.1f}  {1000 * times[-1]:>8.1f}  "
+                      f"{1000 * base:>28.1f}")
+            print("goal: 100 nodes well under 200 ms")
+        finally:
+            for client in clients:
+                client.terminate()
+            for client in clients:
+                client.wait()
+            api.shutdown()
+
+
+if __name__ == "__main__":
+    main()
