@@ -87,8 +87,9 @@ def corral_rate(count: int, folder: Path, method: str, batch: int = 1) -> float:
                       - master_before.user - master_before.system)
         client_cpu = (client_after.user + client_after.system
                       - client_before.user - client_before.system)
-        print(f"    ({method}, {batch} per request: master CPU {1e6 * master_cpu / done:.0f} us, client CPU "
-              f"{1e6 * client_cpu / done:.0f} us per process)")
+        print(f"    ({method}, {batch} per request: master CPU "
+              f"{1e6 * master_cpu / done:.0f} us, client CPU {1e6 * client_cpu / done:.0f} us "
+              "per process)")
         return done / elapsed
     finally:
         client.terminate()
