@@ -1,19 +1,23 @@
 """Spawn rate of /bin/true on one client through corral, against raw posix_spawn.
 
 Baseline, in the same run: a Python loop calling ``os.posix_spawnp`` for /bin/true with its
-output on a log file, reaping with ``waitpid`` — what the client does, without corral.
+output on a log file, reaping with ``waitpid``: what the client does, without corral.
 Through corral: the master's API sends ``exec`` requests (16 in flight, from 16 threads) to
-one real client process, each answered once the process is running; the run ends when every
-exit has been reported back to the master. Measured one process per request, and 100 per
-request (``exec -n 100``), with each spawn method.
+one real client process, each answered once its processes are running; a measurement ends
+when every exit has been reported back to the master. Measured one process per request and
+100 per request (``exec -n 100``), with each spawn method.
 
-    .venv/bin/python bench/spawn_rate.py [--count 2000]
+This machine's speed drifts by up to 2x over minutes, so baseline and corral are measured
+alternately, several rounds, and the medians are compared.
+
+    .venv/bin/python bench/spawn_rate.py [--count 3200] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,71 +51,92 @@ def raw_rate(count: int, folder: Path) -> float:
     return count / (time.perf_counter() - started)
 
 
-def corral_rate(count: int, folder: Path, method: str, batch: int = 1) -> float:
-    token = folder / "token"
-    token.write_text(TOKEN)
-    ended = threading.Semaphore(0)
+class CorralRig:
+    """A master (in this process) and one real client using spawn method ``method``."""
 
-    def on_event(event: Event) -> None:
+    def __init__(self, folder: Path, method: str) -> None:
+        token = folder / "token"
+        token.write_text(TOKEN)
+        self.ended = threading.Semaphore(0)
+        self.api = MasterAPI.start(MasterConfig(port=0, log_dir=folder), TOKEN.encode(),
+                                   listeners=[self._on_event])
+        self.client = subprocess.Popen(
+            [sys.executable, "-m", "client", "--master", f"127.0.0.1:{self.api.address[1]}",
+             "--name", "n1", "--token-file", str(token), "--state-dir", str(folder / method),
+             "--spawn", method], cwd=ROOT, stderr=subprocess.DEVNULL)
+        assert self.api.wait_ready(1, 30).reached
+        self.cpu = {"master": 0.0, "client": 0.0, "processes": 0}
+
+    def _on_event(self, event: Event) -> None:
         if isinstance(event, ProcessEvent):
-            ended.release()
+            self.ended.release()
 
-    api = MasterAPI.start(MasterConfig(port=0, log_dir=folder), TOKEN.encode(),
-                          listeners=[on_event])
-    client = subprocess.Popen(
-        [sys.executable, "-m", "client", "--master", f"127.0.0.1:{api.address[1]}", "--name",
-         "n1", "--token-file", str(token), "--state-dir", str(folder / method),
-         "--spawn", method], cwd=ROOT, stderr=subprocess.DEVNULL)
-    try:
-        assert api.wait_ready(1, 30).reached
-
-        def worker(share: int) -> None:
-            for _ in range(share):
-                assert api.exec("n1", ["true"], count=batch).ok
-
+    def rate(self, count: int, batch: int) -> float:
         requests = count // batch // THREADS
-        threads = [threading.Thread(target=worker, args=(requests,)) for _ in range(THREADS)]
-        client_usage = psutil.Process(client.pid)
+        done = requests * THREADS * batch
+
+        def worker() -> None:
+            for _ in range(requests):
+                assert self.api.exec("n1", ["true"], count=batch).ok
+
+        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        client_usage = psutil.Process(self.client.pid)
         master_before, client_before = os.times(), client_usage.cpu_times()
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        done = requests * THREADS * batch
         for _ in range(done):
-            ended.acquire()
+            self.ended.acquire()
         elapsed = time.perf_counter() - started
         master_after, client_after = os.times(), client_usage.cpu_times()
-        master_cpu = (master_after.user + master_after.system
-                      - master_before.user - master_before.system)
-        client_cpu = (client_after.user + client_after.system
-                      - client_before.user - client_before.system)
-        print(f"    ({method}, {batch} per request: master CPU "
-              f"{1e6 * master_cpu / done:.0f} us, client CPU {1e6 * client_cpu / done:.0f} us "
-              "per process)")
+        self.cpu["master"] += (master_after.user + master_after.system
+                               - master_before.user - master_before.system)
+        self.cpu["client"] += (client_after.user + client_after.system
+                               - client_before.user - client_before.system)
+        self.cpu["processes"] += done
         return done / elapsed
-    finally:
-        client.terminate()
-        client.wait()
-        api.shutdown()
+
+    def per_process_cpu(self) -> str:
+        n = self.cpu["processes"] or 1
+        return (f"master {1e6 * self.cpu['master'] / n:.0f} us, "
+                f"client {1e6 * self.cpu['client'] / n:.0f} us CPU per process")
+
+    def close(self) -> None:
+        self.client.terminate()
+        self.client.wait()
+        self.api.shutdown()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--count", type=int, default=3200)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    print(f"spawn rate of /bin/true, {args.count} processes a measurement, median of "
+          f"{args.rounds} alternating rounds ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        raw = raw_rate(args.count, folder)
-        print(f"spawn rate of /bin/true, {args.count} processes ({os.cpu_count()} cores)")
-        print(f"  baseline, raw os.posix_spawnp loop:   {raw:8.0f} /s")
-        for method, batch in (("posix", 1), ("posix", 100), ("fork", 1), ("fork", 100)):
-            rate = corral_rate(args.count, folder, method, batch)
-            label = "exec" if batch == 1 else f"exec -n {batch}"
-            print(f"  corral {label:<11} --spawn {method:<5}: {rate:8.0f} /s"
-                  f"  ({100 * rate / raw:.0f} % of baseline)")
-    print("goal: corral (default method) >= 80 % of the baseline")
+        for method in ("posix", "fork"):
+            (folder / method).mkdir()
+            rig = CorralRig(folder / method, method)
+            try:
+                raw, single, batched = [], [], []
+                for _ in range(args.rounds):
+                    raw.append(raw_rate(args.count, folder))
+                    single.append(rig.rate(args.count, 1))
+                    batched.append(rig.rate(args.count, 100))
+            finally:
+                rig.close()
+            base = statistics.median(raw)
+            print(f"--spawn {method} ({rig.per_process_cpu()})")
+            print(f"  baseline, raw os.posix_spawnp loop: {base:8.0f} /s")
+            for label, rates in (("exec", single), ("exec -n 100", batched)):
+                rate = statistics.median(rates)
+                print(f"  corral {label:<12}               {rate:8.0f} /s"
+                      f"  ({100 * rate / base:.0f} % of baseline)")
+    print("goal: corral (default method, posix) >= 80 % of the baseline")
 
 
 if __name__ == "__main__":

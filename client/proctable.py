@@ -50,7 +50,7 @@ class ProcRecord:
             cpu_time, rss = _live_usage(self.pid)
         return ProcInfo(
             seq=self.seq, pid=self.pid, argv=self.argv, cwd=str(self.cwd),
-            log=str(self.log_path) if self.log_path.exists() else "",
+            log=str(self.log_path) if self.pid else "",  # a failed spawn leaves no log
             state=self.state.value, started=self.started, ended=self.ended,
             exit_code=self.exit_code, signal=self.signal, error=self.error,
             rusage=self.rusage, cpu_time=cpu_time, rss=rss,
@@ -102,6 +102,7 @@ class ProcTable:
             record.ended = time.time()
             record.log_path.unlink(missing_ok=True)
             self._change_state(record, ProcState.SPAWN_FAILED)
+            log.info("could not start %s: %s", argv, exc.message)
             return record
         # Watch before anything can yield, so the reaper never meets an unknown pid.
         self._reaper.watch(pid, self._on_exit)
@@ -111,7 +112,7 @@ class ProcTable:
         record.log_path = named
         self._by_pid[pid] = record
         self._change_state(record, ProcState.RUNNING)
-        log.info("started %s as pid %d (log %s)", argv, pid, named)
+        log.debug("started %s as pid %d (log %s)", argv, pid, named)
         return record
 
     def _on_exit(self, pid: int, status: int, usage: Any) -> None:
@@ -125,7 +126,7 @@ class ProcTable:
             record.exit_code = os.WEXITSTATUS(status)
             self._change_state(record, ProcState.EXITED)
         info = record.info()
-        log.info("pid %d %s", pid, info.describe())
+        log.debug("pid %d %s", pid, info.describe())
         for listener in list(self.exit_listeners):
             listener(info)
 

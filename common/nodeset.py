@@ -18,6 +18,8 @@ def select(expression: str, names: Iterable[str]) -> list[str]:
     shrinks the target set.
     """
     known = list(names)
+    if expression in known:
+        return [expression]  # the common case, without parsing
     wanted: set[str] = set()
     for part in _split_top_level(expression):
         if any(ch in part for ch in "*?"):

@@ -4,6 +4,7 @@ the requests to all of them at once, and turn the replies into typed results."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import defaultdict
 from typing import Any
@@ -24,6 +25,8 @@ from common.procs import ProcInfo
 from master.fanout import GroupResult, fan_out, parse_ref, resolve_targets
 from master.registry import Node
 from master.server import MasterEngine
+
+log = logging.getLogger("corral.master.ops")
 
 RUN_GRACE = 5.0  # beyond a command's own timeout, for the reply to travel
 
@@ -114,6 +117,7 @@ class Operations:
              env: dict[str, str], stdin: bytes | None, count: int
              ) -> GroupResult[list[ProcInfo]]:
         nodes, errors = resolve_targets(self.registry, nodeset)
+        log.info("exec %s x%d on %s", argv, count, ",".join(n.name for n in nodes))
 
         def make(_node: Node) -> Any:
             return lambda req: ExecRequest(req=req, argv=argv, cwd=cwd, env=env, stdin=stdin,
@@ -225,6 +229,7 @@ class Operations:
     def run(self, nodeset: str | None, command: str, timeout: float,
             cwd: str | None = None) -> GroupResult[RunResult]:
         nodes, errors = resolve_targets(self.registry, nodeset)
+        log.info("run %r on %s", command, ",".join(n.name for n in nodes))
 
         def make(_node: Node) -> Any:
             return lambda req: RunRequest(req=req, command=command, timeout=timeout, cwd=cwd)
