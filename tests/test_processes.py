@@ -292,3 +292,8 @@ def test_exec_several_copies(console: CorralConsole, master: MasterAPI, nodes) -
     refs = [f"{name}:{info.pid}" for name in ("n1", "n2") for info in group.results[name]]
     assert len(set(refs)) == 6
     assert [r.info.describe() for r in master.wait(refs, timeout=30)] == ["exited 5"] * 6
+
+
+def test_quoted_pipe_runs_on_the_node(console: CorralConsole, nodes) -> None:
+    console.onecmd_plus_hooks("run -w n1 -- 'echo a | tr a b'")
+    assert console.last_result.results["n1"].stdout == b"b\n"
