@@ -52,6 +52,16 @@ def _add_nodeset(parser: Cmd2ArgumentParser) -> None:
                         help="target nodes, e.g. n[1-3],web* (default: every READY node)")
 
 
+def _signal_parser(description: str) -> Cmd2ArgumentParser:
+    parser = Cmd2ArgumentParser(description=description)
+    parser.add_argument("refs", nargs="*", metavar="REF", choices_provider=_ref_choices,
+                        help="NODE:PID")
+    parser.add_argument("--all", action="store_true",
+                        help="every running process on the target nodes")
+    _add_nodeset(parser)
+    return parser
+
+
 def _program(words: list[str]) -> list[str]:
     return words[1:] if words[:1] == ["--"] else words
 
@@ -194,14 +204,9 @@ class CorralConsole(cmd2.Cmd):
         if group.errors:
             self.exit_code = 1
 
-    kill_parser = Cmd2ArgumentParser(description="Signal processes (SIGINT unless -s).")
-    kill_parser.add_argument("refs", nargs="*", metavar="REF", choices_provider=_ref_choices,
-                             help="NODE:PID")
+    kill_parser = _signal_parser("Signal processes (SIGINT unless -s).")
     kill_parser.add_argument("-s", dest="signum", type=_signal, default=2, metavar="SIGNAL",
                              help="signal name or number (default INT)")
-    kill_parser.add_argument("--all", action="store_true",
-                             help="every running process on the target nodes")
-    _add_nodeset(kill_parser)
 
     @with_argparser(kill_parser)
     @cmd2.with_category(CATEGORY)
@@ -209,12 +214,7 @@ class CorralConsole(cmd2.Cmd):
         """Send SIGINT (or -s SIGNAL) to processes: REF... or --all [-w NODESET]."""
         self._signal(args, args.signum)
 
-    skill_parser = Cmd2ArgumentParser(description="Kill processes with SIGKILL.")
-    skill_parser.add_argument("refs", nargs="*", metavar="REF", choices_provider=_ref_choices,
-                              help="NODE:PID")
-    skill_parser.add_argument("--all", action="store_true",
-                              help="every running process on the target nodes")
-    _add_nodeset(skill_parser)
+    skill_parser = _signal_parser("Kill processes with SIGKILL.")
 
     @with_argparser(skill_parser)
     @cmd2.with_category(CATEGORY)
