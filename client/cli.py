@@ -18,6 +18,7 @@ from client.identity import default_state_dir, load_node_id
 from client.proctable import ProcTable
 from client.protocol import Identity
 from client.reaper import Reaper
+from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
 from common.errors import CorralError
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "$XDG_STATE_HOME/corral/NAME)")
     parser.add_argument("--workdir", type=Path, help="default: STATE_DIR/work")
     parser.add_argument("--log-dir", type=Path, help="process logs (default: STATE_DIR/logs)")
+    parser.add_argument("--root", type=Path,
+                        help="copy, pull and remove may reach anywhere below this folder "
+                        "(default: only inside the work folder)")
     parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
                         help="how processes are started: posix_spawnp (default), or the "
                         "explicit fork/dup2/execvp version")
@@ -80,8 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     reaper.start()
     spawner = SPAWNERS[args.spawn]
     procs = ProcTable(reaper, spawner, log_dir, workdir)
-    handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir)
-    daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count)
+    try:
+        sandbox = Sandbox(workdir, args.root)
+    except ValueError as exc:
+        print(f"corral-client: {exc}", file=sys.stderr)
+        return 2
+    handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir, sandbox)
+    daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
+                          sandbox)
     procs.exit_listeners.append(daemon.publish_exit)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, daemon.stop)

@@ -20,15 +20,22 @@ import gevent.pool
 import gevent.socket
 
 from client import metrics
+from client.files import Uploads, stream_out
 from client.protocol import Identity, handshake, send_error_quietly
+from client.sandbox import Sandbox
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
-from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame
+from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame, send_whole
 from common.messages import (
     Ack,
+    Cancel,
     ErrorFrame,
     FailReply,
+    GetRequest,
     Message,
     ProcExited,
+    PutBegin,
+    PutChunk,
+    PutEnd,
     Reply,
     decode,
     error_code,
@@ -74,8 +81,9 @@ class Backoff:
 class ClientDaemon:
     def __init__(self, config: ClientConfig, identity: Identity, token: bytes,
                  handlers: dict[type[Message], Handler],
-                 running_processes: Callable[[], int]) -> None:
+                 running_processes: Callable[[], int], sandbox: Sandbox) -> None:
         self.config = config
+        self.sandbox = sandbox
         self.identity = identity
         self.token = token
         self.handlers = handlers
@@ -145,6 +153,8 @@ class _Connection:
         self._write_lock = gevent.lock.Semaphore()
         self._workers = gevent.pool.Group()
         self.authenticated = False
+        self.uploads = Uploads(daemon.sandbox)
+        self._in_flight: dict[int, gevent.Greenlet] = {}
 
     def run(self) -> bool:
         """Serve until the connection ends; True if the handshake had succeeded."""
@@ -180,13 +190,14 @@ class _Connection:
             log.info("connection to master lost: %s", exc.strerror or exc)
         finally:
             self._workers.kill(block=False)
+            self.uploads.abort_all()
             self.sock.close()
         return self.authenticated
 
     def send(self, message: Message) -> None:
         frame = pack_frame(message.to_wire())
         with self._write_lock:
-            self.sock.sendall(frame)
+            send_whole(self.sock, frame)
 
     def send_quietly(self, message: Message) -> None:
         with contextlib.suppress(OSError):
@@ -209,11 +220,23 @@ class _Connection:
             gevent.sleep(interval)
 
     def _serve(self) -> None:
-        handlers = self.daemon.handlers
+        handlers: dict[type[Message], Handler] = {
+            **self.daemon.handlers,
+            GetRequest: lambda request: stream_out(self.daemon.sandbox, request, self.send),
+        }
         while True:
             message = decode(self.reader.read_frame())
+            if isinstance(message, (PutBegin, PutChunk, PutEnd)):
+                # In order, in this greenlet: a push's frames must not overtake each other.
+                reply = self.uploads.handle(message)
+                if reply is not None:
+                    self.send(reply)
+                continue
             if isinstance(message, Ack):
                 self.daemon.acknowledged(message)
+                continue
+            if isinstance(message, Cancel):
+                self._cancel(message.req)
                 continue
             if isinstance(message, ErrorFrame):
                 raise RemoteError(f"master closed the session: {message.message}",
@@ -221,7 +244,14 @@ class _Connection:
             handler = handlers.get(type(message))
             if handler is None:
                 raise ProtocolError(f"unexpected {message.TAG} from the master")
-            self._workers.spawn(self._answer, handler, message)
+            worker = self._workers.spawn(self._answer, handler, message)
+            self._in_flight[message.req] = worker  # type: ignore[attr-defined]
+
+    def _cancel(self, req: int) -> None:
+        self.uploads.cancel(req)
+        worker = self._in_flight.pop(req, None)
+        if worker is not None:
+            worker.kill(block=False)
 
     def _answer(self, handler: Handler, request: Any) -> None:
         try:
@@ -231,4 +261,6 @@ class _Connection:
         except Exception as exc:
             log.exception("request %s failed", request.TAG)
             reply = FailReply(req=request.req, code=int(ErrorCode.INTERNAL), message=repr(exc))
+        finally:
+            self._in_flight.pop(request.req, None)
         self.send_quietly(reply)

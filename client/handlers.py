@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from client.files import remove
 from client.proctable import ProcTable
 from client.reaper import Reaper
+from client.sandbox import Sandbox
 from client.shell import run_shell
 from client.spawn import SpawnSpec
 from common.errors import CorralError, ErrorCode
@@ -23,6 +25,7 @@ from common.messages import (
     LogRequest,
     Message,
     Ping,
+    RemoveRequest,
     RunRequest,
     SignalRequest,
     UsageRequest,
@@ -35,7 +38,8 @@ TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for line
 
 class RequestHandlers:
     def __init__(self, procs: ProcTable, reaper: Reaper, spawner: Callable[[SpawnSpec], int],
-                 workdir: Path, state_dir: Path) -> None:
+                 workdir: Path, state_dir: Path, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
         self.procs = procs
         self.reaper = reaper
         self.spawner = spawner
@@ -51,6 +55,7 @@ class RequestHandlers:
             UsageRequest: self.usage,
             LogRequest: self.log,
             RunRequest: self.run,
+            RemoveRequest: lambda request: remove(self.sandbox, request),
         }
 
     def _folder(self, cwd: str | None) -> Path:

@@ -75,3 +75,26 @@ class FrameReader:
         body = memoryview(self._buffer)[:length]
         self._read_exactly(body, at_frame_start=False)
         return unpack_body(body)
+
+
+def send_whole(stream: ByteStream, frame: bytes) -> None:
+    """Send all of ``frame``, even if the caller is interrupted part-way.
+
+    A greenlet killed (Ctrl-C on the console) or timed out in the middle of ``sendall``
+    would leave half a frame on the wire and corrupt the stream for everyone after it. So
+    an interrupt is held until the frame is complete, then raised. Socket errors are not
+    held: the connection is gone anyway.
+    """
+    view = memoryview(frame)
+    interrupted: BaseException | None = None
+    while view:
+        try:
+            sent = stream.send(view)  # type: ignore[attr-defined]
+        except OSError:
+            raise
+        except BaseException as exc:
+            interrupted = interrupted or exc
+            continue
+        view = view[sent:]
+    if interrupted is not None:
+        raise interrupted

@@ -331,8 +331,118 @@ class Ack(Message):
     eseq: int
 
 
+# --- files ---------------------------------------------------------------------------------
+# A push is a PutBegin request, then (for a file) PutChunk frames and a PutEnd, sent without
+# waiting; the client answers the PutBegin's req once: after committing the file, or at its
+# first error (later chunks of that req are then dropped). TCP is the back-pressure.
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PutBegin(Message):
+    """Start writing ``path`` (relative to the work folder; into it, keeping ``name``, if it
+    is an existing folder). ``kind`` is ``file`` or ``dir``. Reply: ``{"path": final}``."""
+
+    TAG: ClassVar[str] = "put"
+
+    req: int
+    path: str
+    name: str
+    kind: str
+    mode: int
+    size: int
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PutChunk(Message):
+    TAG: ClassVar[str] = "putc"
+
+    req: int
+    data: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PutEnd(Message):
+    """The sender's SHA-256 of everything sent; the client commits only if it matches."""
+
+    TAG: ClassVar[str] = "pute"
+
+    req: int
+    sha256: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class GetRequest(Message):
+    """Send ``path`` (a file, or a folder and everything in it) back as GetFile, GetChunk and
+    GetFileEnd frames with this req, then reply ``{"files": n, "bytes": m}``."""
+
+    TAG: ClassVar[str] = "get"
+
+    req: int
+    path: str
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class GetFile(Message):
+    """client -> master: the next file (or folder) of a get; ``relpath`` is relative to the
+    requested path's parent, so a folder keeps its own name."""
+
+    TAG: ClassVar[str] = "getf"
+
+    req: int
+    relpath: str
+    kind: str
+    mode: int
+    size: int
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class GetChunk(Message):
+    TAG: ClassVar[str] = "getc"
+
+    req: int
+    data: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class GetFileEnd(Message):
+    TAG: ClassVar[str] = "gete"
+
+    req: int
+    sha256: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class RemoveRequest(Message):
+    """Reply: a list of ``{"path", "ok", "code", "message"}``, one per path."""
+
+    TAG: ClassVar[str] = "rm"
+
+    req: int
+    paths: list[str]
+    recursive: bool = False
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Cancel(Message):
+    """master -> client: stop working on request ``req`` (no reply is expected)."""
+
+    TAG: ClassVar[str] = "cancel"
+
+    req: int
+
+
 REQUEST_TYPES: tuple[type[Message], ...] = (
     Ping, ExecRequest, ListRequest, SignalRequest, UsageRequest, LogRequest, RunRequest,
+    PutBegin, GetRequest, RemoveRequest,
 )
 
 

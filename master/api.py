@@ -15,6 +15,7 @@ from pathlib import Path
 from common import auth
 from common.procs import ProcInfo
 from common.states import NodeState
+from master import transfers
 from master.bridge import HubThread
 from master.events import Event
 from master.fanout import GroupResult
@@ -28,6 +29,7 @@ from master.operations import (
 )
 from master.registry import NodeView
 from master.server import MasterConfig, MasterEngine
+from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 
 log = logging.getLogger("corral.master")
 
@@ -111,6 +113,26 @@ class MasterAPI:
     def run(self, nodeset: str | None, command: str, timeout: float = 30.0,
             cwd: str | None = None) -> GroupResult[RunResult]:
         return self._hub.call(self._ops.run, nodeset, command, timeout, cwd)
+
+    # --- files -------------------------------------------------------------------------
+
+    def copy(self, nodeset: str | None, sources: list[str], dest: str, recursive: bool = False,
+             progress: ProgressCallback | None = None) -> GroupResult[TransferResult]:
+        """Push local files (folders with ``recursive``) to DEST on each node at once.
+        ``progress`` is called on the hub thread now and then."""
+        return self._hub.call(transfers.push, self._engine.registry, nodeset, sources, dest,
+                              recursive, progress)
+
+    def pull(self, nodeset: str | None, remote_paths: list[str], local_dir: str,
+             progress: ProgressCallback | None = None) -> GroupResult[TransferResult]:
+        """Fetch from each node into LOCAL_DIR/<node>/; ``?HOST`` becomes the node's name."""
+        return self._hub.call(transfers.pull, self._engine.registry, nodeset, remote_paths,
+                              local_dir, progress)
+
+    def remove(self, nodeset: str | None, paths: list[str], recursive: bool = False
+               ) -> GroupResult[list[RemoveOutcome]]:
+        return self._hub.call(transfers.remove, self._engine.registry, nodeset, paths,
+                              recursive, self._engine.config.request_timeout)
 
     def node_names(self) -> list[str]:
         return self._hub.call(self._ops.node_names)

@@ -63,7 +63,7 @@ class HubThread:
         future: Future[T] = Future()
 
         def launch() -> None:
-            greenlet = gevent.spawn(fn, *args)
+            greenlet = gevent.spawn(_outcome, fn, *args)
             future.greenlet = greenlet  # type: ignore[attr-defined]
             greenlet.link(lambda g: _settle(future, g))
 
@@ -95,14 +95,25 @@ class HubThread:
         self._thread.join(timeout)
 
 
+def _outcome(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """Run ``fn`` and hand back its exception as a value: an error is the caller's to
+    report, and gevent would otherwise print it as if nobody had handled it."""
+    try:
+        return True, fn(*args)
+    except Exception as exc:
+        return False, exc
+
+
 def _settle(future: Future[Any], greenlet: gevent.Greenlet) -> None:
     if future.done():
         return
-    if greenlet.successful():
-        value = greenlet.value
-        if isinstance(value, gevent.GreenletExit):
-            future.set_exception(Cancelled("cancelled"))
-        else:
+    if greenlet.successful() and isinstance(greenlet.value, tuple):
+        ok, value = greenlet.value
+        if ok:
             future.set_result(value)
+        else:
+            future.set_exception(value)
+    elif greenlet.successful():  # killed: the value is the GreenletExit
+        future.set_exception(Cancelled("cancelled"))
     else:
         future.set_exception(greenlet.exception or Cancelled("cancelled"))

@@ -7,7 +7,10 @@ tests; a failed command sets a non-zero ``exit_code`` that the master exits with
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cmd2
@@ -19,10 +22,12 @@ from common.procs import parse_signal, signal_name
 from master import render
 from master.api import MasterAPI
 from master.events import Event
+from master.transfers import Progress
 
 CATEGORY = "corral"
 DEFAULT_RUN_TIMEOUT = 30.0
 FOLLOW_POLL = 0.2  # seconds between reads of a followed log
+PROGRESS_AFTER = 0.5  # seconds before a transfer shows a progress line
 
 
 def _node_choices(app: CorralConsole) -> Choices:
@@ -323,4 +328,78 @@ class CorralConsole(cmd2.Cmd):
         self.last_result = group
         self.poutput(render.run_report(group, color=True))
         if group.errors or not all(r.ok for r in group.results.values()):
+            self.exit_code = 1
+
+    # --- files ----------------------------------------------------------------------------
+
+    copy_parser = Cmd2ArgumentParser(description="Copy local files to nodes.")
+    _add_nodeset(copy_parser)
+    copy_parser.add_argument("-r", dest="recursive", action="store_true", help="folders too")
+    copy_parser.add_argument("sources", nargs="+", metavar="SRC",
+                             completer=cmd2.Cmd.path_complete)
+    copy_parser.add_argument("dest", metavar="DEST",
+                             help="path on the nodes, relative to their work folder")
+
+    @with_argparser(copy_parser)
+    @cmd2.with_category(CATEGORY)
+    def do_copy(self, args: argparse.Namespace) -> None:
+        """Copy local files (folders with -r) to DEST on every target node at once."""
+        with self._progress() as show:
+            group = self.api.copy(args.nodeset, args.sources, args.dest, args.recursive, show)
+        self._report_transfer(group)
+
+    pull_parser = Cmd2ArgumentParser(description="Fetch files from nodes.")
+    _add_nodeset(pull_parser)
+    pull_parser.add_argument("remote", nargs="+", metavar="REMOTE_PATH",
+                             help="on the nodes; ?HOST becomes the node's name")
+    pull_parser.add_argument("local_dir", metavar="LOCAL_DIR", completer=cmd2.Cmd.path_complete,
+                             help="each node's files land in LOCAL_DIR/NODE/")
+
+    @with_argparser(pull_parser)
+    @cmd2.with_category(CATEGORY)
+    def do_pull(self, args: argparse.Namespace) -> None:
+        """Fetch files or folders from nodes into LOCAL_DIR/<node>/."""
+        with self._progress() as show:
+            group = self.api.pull(args.nodeset, args.remote, args.local_dir, show)
+        self._report_transfer(group)
+
+    def _report_transfer(self, group: Any) -> None:
+        self.last_result = group
+        self.poutput(render.transfer_report(group))
+        if group.errors:
+            self.exit_code = 1
+
+    @contextlib.contextmanager
+    def _progress(self) -> Iterator[Callable[[Progress], None]]:
+        """A progress line on stderr, redrawn in place, for transfers that take a while."""
+        shown = []
+        terminal = sys.stderr.isatty()
+
+        def show(progress: Progress) -> None:  # called on the hub thread
+            if terminal and progress.elapsed >= PROGRESS_AFTER:
+                sys.stderr.write("\r" + render.progress_line(progress) + "\x1b[K")
+                sys.stderr.flush()
+                shown.append(True)
+
+        try:
+            yield show
+        finally:
+            if shown:
+                sys.stderr.write("\n")
+
+    remove_parser = Cmd2ArgumentParser(description="Remove files on nodes.")
+    _add_nodeset(remove_parser)
+    remove_parser.add_argument("-r", dest="recursive", action="store_true",
+                               help="folders and everything in them")
+    remove_parser.add_argument("paths", nargs="+", metavar="PATH",
+                               help="relative to the work folder; ?HOST becomes the node's name")
+
+    @with_argparser(remove_parser)
+    @cmd2.with_category(CATEGORY)
+    def do_remove(self, args: argparse.Namespace) -> None:
+        """Remove files (folders with -r) on nodes."""
+        group = self.api.remove(args.nodeset, args.paths, args.recursive)
+        self.last_result = group
+        self.poutput(render.remove_report(group))
+        if group.errors or not all(o.ok for r in group.results.values() for o in r):
             self.exit_code = 1

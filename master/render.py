@@ -15,6 +15,7 @@ from master.events import short_command
 from master.fanout import GroupResult
 from master.operations import RunResult, SignalOutcome, UsageReport, WaitResult
 from master.registry import NodeView, natural_key
+from master.transfers import Progress, RemoveOutcome, TransferResult
 
 
 def human_bytes(count: int | None) -> str:
@@ -189,6 +190,41 @@ def run_report(group: GroupResult[RunResult], color: bool) -> str:
     summary = summary_line(len(group.order) - len(failed), len(failed))
     parts.append(summary + (f"; failed: {fold(failed)}" if failed else ""))
     return "\n".join(parts)
+
+
+def transfer_report(group: GroupResult[TransferResult]) -> str:
+    rows = []
+    for name in group.order:
+        if name in group.errors:
+            rows.append([name, "-", "-", "-", "error: " + group.errors[name].message])
+        else:
+            result = group.results[name]
+            rows.append([name, str(result.files), human_bytes(result.bytes),
+                         duration(result.seconds), "ok"])
+    table = _table(rows, ["node", "files", "bytes", "time", "result"])
+    summary = summary_line(len(group.succeeded), len(group.failed))
+    return table + "\n" + summary
+
+
+def remove_report(group: GroupResult[list[RemoveOutcome]]) -> str:
+    rows = [[name, o.path, "removed" if o.ok else "error: " + o.message]
+            for name in group.succeeded for o in group.results[name]]
+    rows += [[name, "-", "error: " + group.errors[name].message] for name in group.failed]
+    failed = [n for n in group.order
+              if n in group.errors or not all(o.ok for o in group.results[n])]
+    return (_table(rows, ["node", "path", "result"]) + "\n"
+            + summary_line(len(group.order) - len(failed), len(failed)))
+
+
+def progress_line(progress: Progress) -> str:
+    rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
+    text = human_bytes(progress.done)
+    if progress.total:
+        text += f" of {human_bytes(progress.total)}"
+    text += f"  {human_bytes(int(rate))}/s"
+    if progress.total and rate > 0:
+        text += f"  {duration((progress.total - progress.done) / rate)} left"
+    return text
 
 
 def summary_line(succeeded: int, failed: int) -> str:

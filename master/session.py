@@ -28,11 +28,15 @@ from common.errors import (
     ProtocolError,
     RemoteError,
 )
-from common.framing import FrameReader, pack_frame
+from common.framing import FrameReader, pack_frame, send_whole
 from common.messages import (
     Ack,
+    Cancel,
     ErrorFrame,
     FailReply,
+    GetChunk,
+    GetFile,
+    GetFileEnd,
     Heartbeat,
     Hello,
     Message,
@@ -63,6 +67,7 @@ class Session:
         self._reader = FrameReader(sock, engine.config.max_frame)
         self._write_lock = gevent.lock.Semaphore()
         self._pending: dict[int, gevent.event.AsyncResult] = {}
+        self._sinks: dict[int, Callable[[Message], None]] = {}  # streamed replies, by req
         self._request_ids = itertools.count(1)
         self._closed_reason: str | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -160,7 +165,7 @@ class Session:
     def send(self, message: Message) -> None:
         frame = pack_frame(message.to_wire())
         with self._write_lock:
-            self.sock.sendall(frame)
+            send_whole(self.sock, frame)
 
     def _send_error(self, code: ErrorCode, text: str) -> None:
         try:
@@ -186,6 +191,10 @@ class Session:
             elif isinstance(message, FailReply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
                     waiting.set_exception(RemoteError(message.message, error_code(message.code)))
+            elif isinstance(message, (GetFile, GetChunk, GetFileEnd)):
+                sink = self._sinks.get(message.req)
+                if sink is not None:  # else: the pull was cancelled; drop the rest
+                    sink(message)
             elif isinstance(message, ProcExited):
                 self.engine.exits.on_exit(self.node, message)
                 self.send(Ack(boot=message.boot, eseq=message.eseq))
@@ -208,6 +217,29 @@ class Session:
             raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
         finally:
             self._pending.pop(req, None)
+
+    def begin(self, make: Callable[[int], Message],
+              sink: Callable[[Message], None] | None = None
+              ) -> tuple[int, gevent.event.AsyncResult]:
+        """Send the first frame of a long request; its reply resolves the AsyncResult, and
+        frames the client streams for it go to ``sink``. End with ``end``."""
+        if self._closed_reason is not None:
+            raise CorralError(f"{self.label}: not connected", ErrorCode.DISCONNECTED)
+        req = next(self._request_ids)
+        result = gevent.event.AsyncResult()
+        self._pending[req] = result
+        if sink is not None:
+            self._sinks[req] = sink
+        self.send(make(req))
+        return req, result
+
+    def end(self, req: int, cancel: bool) -> None:
+        """Forget request ``req``; with ``cancel``, tell the client to stop working on it."""
+        self._pending.pop(req, None)
+        self._sinks.pop(req, None)
+        if cancel and self._closed_reason is None:
+            with contextlib.suppress(OSError):
+                self.send(Cancel(req=req))
 
     def _measure_rtt(self) -> None:
         interval = self.engine.config.heartbeat
