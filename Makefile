@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) bench/heartbeat_scale.py
 	$(PY) bench/spawn_rate.py
 	$(PY) bench/fanout.py
+	$(PY) bench/copy_throughput.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

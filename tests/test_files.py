@@ -226,3 +226,63 @@ def test_heartbeats_and_requests_flow_during_a_large_copy(master: MasterAPI, nod
     assert outcome[0].ok  # type: ignore[attr-defined]
     assert answered > 0 and max(a for a in ages if a is not None) < 3 * 0.2
     wait_until(lambda: sha(nodes[0].workdir / "large.bin") == sha(source))
+
+
+def partials(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".corral-partial-" in p.name]
+
+
+def test_master_killed_mid_transfer_leaves_no_partial_file(spawn_master, spawn_client,
+                                                           tmp_path: Path) -> None:
+    source = random_file(tmp_path / "big.bin", 512 * 1024 * 1024)
+    master = spawn_master(["list --wait 1 --timeout 30", f"copy {source} big.bin", "quit"])
+    client = spawn_client("n1", master.address)
+    wait_until(lambda: partials(client.workdir), what="the transfer under way")
+    master.proc.kill()
+    master.proc.wait()
+    wait_until(lambda: not partials(client.workdir), what="the partial file removed")
+    assert not (client.workdir / "big.bin").exists()
+    assert client.proc.poll() is None
+
+
+def test_ctrl_c_cancels_a_copy_and_leaves_nothing(tmp_path: Path, token_file: Path,
+                                                  spawn_client) -> None:
+    from tests.harness import MasterProcess
+    from tests.test_master_process import spawn_console
+
+    source = random_file(tmp_path / "big.bin", 1024 * 1024 * 1024)
+    child = spawn_console(MasterProcess(tmp_path, token_file).argv([]))
+    try:
+        client = spawn_client("n1", ("127.0.0.1", int(child.match.group(1))))
+        child.expect(r"node n1: CONNECTING -> READY")
+        child.sendline(f"copy {source} big.bin")
+        wait_until(lambda: partials(client.workdir), what="the transfer under way")
+        child.expect(r"of 1\.0G .*left")  # the progress line
+        child.sendcontrol("c")
+        child.expect("cancelled")
+        wait_until(lambda: not partials(client.workdir), what="the partial file removed")
+        assert not (client.workdir / "big.bin").exists()
+        child.sendline("run -- echo still here")
+        child.expect("1 succeeded, 0 failed, 1 total")
+    finally:
+        child.close(force=True)
+
+
+def test_disk_full_is_reported_and_cleaned_up(master: MasterAPI, spawn_client,
+                                              tmp_path: Path) -> None:
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    mounted = os.system(f"mount -t tmpfs -o size=2m tmpfs {small} 2>/dev/null") == 0
+    if not mounted:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        client = spawn_client("tiny", master.address, extra=["--workdir", str(small)])
+        assert master.wait_ready(1, timeout=30).reached
+        source = random_file(tmp_path / "four.bin", 4 * 1024 * 1024)
+        group = master.copy("tiny", [str(source)], "four.bin")
+        assert group.failed == ["tiny"]
+        assert "No space left on device" in group.errors["tiny"].message
+        assert not (small / "four.bin").exists() and not partials(small)
+        client.stop()
+    finally:
+        os.system(f"umount {small}")

@@ -1,0 +1,154 @@
+"""Copy throughput: 1 GiB to one node and to five, with peak memory of master and client.
+
+Baseline, in the same run: a raw Python socket sending the same file to a receiver process
+that writes what it gets to disk and fsyncs it (no framing, no hashing, no protocol).
+Through corral: ``copy`` from a master (in this process) to real client processes on this
+machine; the receivers write to the same disk.
+
+    .venv/bin/python bench/copy_throughput.py [--size-mib 1024] [--fanout 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+from master.api import MasterAPI  # noqa: E402
+from master.server import MasterConfig  # noqa: E402
+
+TOKEN = "bench-token"
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as out:
+        for _ in range(size >> 20):
+            out.write(block)
+
+
+def receiver(port_file: str, target: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    Path(port_file + ".tmp").write_text(str(listener.getsockname()[1]))
+    os.replace(port_file + ".tmp", port_file)
+    conn, _ = listener.accept()
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    with open(target, "wb") as out:
+        while got := conn.recv_into(buffer):
+            out.write(view[:got])
+        out.flush()
+        os.fsync(out.fileno())
+    conn.sendall(b"k")
+
+
+def raw_copy(source: Path, folder: Path) -> float:
+    port_file = folder / "raw-port"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, __file__, "--receive", str(port_file),
+                             str(folder / "raw-copy")])
+    while not port_file.exists():
+        time.sleep(0.01)
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", int(port_file.read_text()))) as sock, \
+            open(source, "rb") as data:
+        _send_file(sock, data)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)
+    elapsed = time.perf_counter() - started
+    proc.wait()
+    (folder / "raw-copy").unlink()
+    return elapsed
+
+
+def _send_file(sock: socket.socket, data: object) -> None:
+    while block := data.read(1 << 20):  # type: ignore[attr-defined]
+        sock.sendall(block)
+
+
+class PeakMemory:
+    def __init__(self, pids: list[int]) -> None:
+        self.processes = [psutil.Process(pid) for pid in pids]
+        self.peak = [p.memory_info().rss for p in self.processes]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            for i, process in enumerate(self.processes):
+                self.peak[i] = max(self.peak[i], process.memory_info().rss)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return [p / 2**20 for p in self.peak]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--receive":
+        receiver(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--fanout", type=int, default=5)
+    args = parser.parse_args()
+    size = args.size_mib << 20
+    with tempfile.TemporaryDirectory(dir=ROOT / "logs") as tmp:
+        folder = Path(tmp)
+        source = folder / "source.bin"
+        make_file(source, size)
+        token = folder / "token"
+        token.write_text(TOKEN)
+        api = MasterAPI.start(MasterConfig(port=0, log_dir=folder), TOKEN.encode())
+        clients = [subprocess.Popen(
+            [sys.executable, "-m", "client", "--master", f"127.0.0.1:{api.address[1]}",
+             "--name", f"n{i}", "--token-file", str(token), "--state-dir", str(folder / f"n{i}")],
+            cwd=ROOT, stderr=subprocess.DEVNULL) for i in range(1, args.fanout + 1)]
+        try:
+            assert api.wait_ready(args.fanout, 60).reached
+            raw = raw_copy(source, folder)
+            watch = PeakMemory([os.getpid(), clients[0].pid])
+            started = time.perf_counter()
+            group = api.copy("n1", [str(source)], "copy.bin")
+            one = time.perf_counter() - started
+            master_peak, client_peak = watch.stop()
+            assert group.ok, group.errors
+            print(f"copy of {args.size_mib} MiB ({os.cpu_count()} cores, same disk)")
+            print(f"  baseline, raw socket + write + fsync:  {raw:6.2f} s  "
+                  f"{args.size_mib / raw:7.0f} MiB/s")
+            print(f"  corral copy to 1 node:                 {one:6.2f} s  "
+                  f"{args.size_mib / one:7.0f} MiB/s  ({100 * raw / one:.0f} % of baseline)")
+            print(f"  peak RSS during it: master process {master_peak:.0f} MiB, "
+                  f"client {client_peak:.0f} MiB")
+            (folder / "n1" / "work" / "copy.bin").unlink()
+            before = os.times()
+            started = time.perf_counter()
+            group = api.copy(f"n[1-{args.fanout}]", [str(source)], "copy.bin")
+            many = time.perf_counter() - started
+            after = os.times()
+            assert group.ok, group.errors
+            cpu = after.user + after.system - before.user - before.system
+            print(f"  corral copy to {args.fanout} nodes:                {many:6.2f} s  "
+                  f"master CPU {cpu:.2f} s ({100 * cpu / many:.0f} % of one core)")
+            print("goals: 1 node >= 70 % of the baseline; memory flat, under 100 MiB each")
+        finally:
+            for client in clients:
+                client.terminate()
+                client.wait()
+            api.shutdown()
+
+
+if __name__ == "__main__":
+    main()
