@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gevent
 
+from client.allow import AllowList
 from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path,
                         help="copy, pull and remove may reach anywhere below this folder "
                         "(default: only inside the work folder)")
+    parser.add_argument("--allow", action="append", default=[], metavar="PROGRAM",
+                        help="run only these programs (repeatable; a name on PATH or a path)")
+    parser.add_argument("--allow-file", type=Path, metavar="FILE",
+                        help="allowed programs, one a line (# comments)")
     parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
                         help="how processes are started: posix_spawnp (default), or the "
                         "explicit fork/dup2/execvp version")
@@ -89,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"corral-client: {exc}", file=sys.stderr)
         return 2
-    handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir, sandbox)
+    try:
+        allow = AllowList.from_options(args.allow, args.allow_file, args.name)
+    except OSError as exc:
+        print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir, sandbox, allow)
     daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
                           sandbox)
     procs.exit_listeners.append(daemon.publish_exit)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from client.allow import AllowList
 from client.files import remove
 from client.proctable import ProcTable
 from client.reaper import Reaper
@@ -38,8 +39,10 @@ TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for line
 
 class RequestHandlers:
     def __init__(self, procs: ProcTable, reaper: Reaper, spawner: Callable[[SpawnSpec], int],
-                 workdir: Path, state_dir: Path, sandbox: Sandbox) -> None:
+                 workdir: Path, state_dir: Path, sandbox: Sandbox,
+                 allow: AllowList | None = None) -> None:
         self.sandbox = sandbox
+        self.allow = allow
         self.procs = procs
         self.reaper = reaper
         self.spawner = spawner
@@ -67,6 +70,8 @@ class RequestHandlers:
     def exec(self, request: ExecRequest) -> list[dict[str, Any]]:
         if not 1 <= request.count <= MAX_COPIES:
             raise CorralError(f"count must be 1 to {MAX_COPIES}", ErrorCode.BAD_REQUEST)
+        if self.allow is not None and request.argv:
+            self.allow.check(request.argv)
         stdin_path = None
         if request.stdin is not None:
             self.stdin_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +127,8 @@ class RequestHandlers:
     def run(self, request: RunRequest) -> dict[str, Any]:
         if request.timeout <= 0:
             raise CorralError("timeout must be positive", ErrorCode.BAD_REQUEST)
+        argv = self.allow.command_argv(request.command) if self.allow is not None else None
         return run_shell(self.reaper, self.spawner, request.command, self._folder(request.cwd),
-                         request.timeout)
+                         request.timeout, argv)
 
 

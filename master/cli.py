@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
     parser.add_argument("--log-dir", type=Path, default=Path("logs"))
     parser.add_argument("--handshake-timeout", type=float, default=5.0, metavar="SECONDS")
+    parser.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="how long a node may take to answer before it is reported")
     parser.add_argument("--max-frame", type=int, default=8 * 1024 * 1024, metavar="BYTES")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     return parser
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     config = MasterConfig(
         host=args.host, port=args.port, token_file=token_path, heartbeat=args.heartbeat,
         log_dir=args.log_dir, max_frame=args.max_frame,
-        handshake_timeout=args.handshake_timeout,
+        handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
     )
     try:
         api = MasterAPI.start(config, token)

@@ -115,9 +115,12 @@ def process_table(group: GroupResult[list[ProcInfo]], now: float) -> str:
                 duration(ran), duration(cpu_seconds(info)),
                 human_bytes(info.rss) if info.rss is not None else "-",
             ])
-    rows += [[f"{name}:", "", "error: " + group.errors[name].message, "", "", "", ""]
-             for name in group.failed]
-    return _table(rows, ["ref", "command", "state", "started", "run time", "cpu time", "rss"])
+    table = _table(rows, ["ref", "command", "state", "started", "run time", "cpu time", "rss"])
+    return "\n".join([table, *failure_lines(group)])
+
+
+def failure_lines(group: GroupResult[Any]) -> list[str]:
+    return [f"{name}: error: {group.errors[name].message}" for name in group.failed]
 
 
 def signal_table(outcomes: list[SignalOutcome], signame: str) -> str:
