@@ -16,6 +16,7 @@ from client.allow import AllowList
 from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
+from client.journal import Journal
 from client.proctable import ProcTable
 from client.protocol import Identity
 from client.reaper import Reaper
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     reaper = Reaper()
     reaper.start()
     spawner = SPAWNERS[args.spawn]
-    procs = ProcTable(reaper, spawner, log_dir, workdir)
+    procs = ProcTable(reaper, spawner, log_dir, workdir, Journal(state_dir / "processes.jsonl"))
+    gevent.spawn(procs.watch_adopted)
     try:
         sandbox = Sandbox(workdir, args.root)
     except ValueError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from client.journal import Journal
 from client.reaper import Reaper
 from client.spawn import SpawnFailed, SpawnSpec
 from common.errors import CorralError, ErrorCode
@@ -42,6 +43,25 @@ class ProcRecord:
     signal: int | None = None
     error: str | None = None
     rusage: dict[str, float] | None = None
+    adopted: bool = False  # found running after a client restart: no longer our child
+
+    def to_journal(self) -> dict[str, Any]:
+        return {"seq": self.seq, "argv": self.argv, "cwd": str(self.cwd),
+                "log": str(self.log_path), "state": self.state.value, "pid": self.pid,
+                "started": self.started, "ended": self.ended, "exit_code": self.exit_code,
+                "signal": self.signal, "error": self.error, "rusage": self.rusage}
+
+    @classmethod
+    def from_journal(cls, data: dict[str, Any]) -> ProcRecord:
+        return cls(seq=data["seq"], argv=list(data["argv"]), cwd=Path(data["cwd"]),
+                   log_path=Path(data["log"]), state=ProcState(data["state"]),
+                   pid=data["pid"], started=data["started"], ended=data.get("ended"),
+                   exit_code=data.get("exit_code"), signal=data.get("signal"),
+                   error=data.get("error"), rusage=data.get("rusage"))
+
+    def ended_event(self) -> dict[str, Any]:
+        return {"seq": self.seq, "state": self.state.value, "ended": self.ended,
+                "exit_code": self.exit_code, "signal": self.signal, "rusage": self.rusage}
 
     def info(self, live: bool = False) -> ProcInfo:
         """``live``: add psutil's CPU time and RSS for a running process (reads /proc)."""
@@ -68,9 +88,14 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
+ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
+
+
 class ProcTable:
-    def __init__(self, reaper: Reaper, spawner: Spawner, log_dir: Path, workdir: Path) -> None:
+    def __init__(self, reaper: Reaper, spawner: Spawner, log_dir: Path, workdir: Path,
+                 journal: Journal | None = None) -> None:
         self._reaper = reaper
+        self._journal = journal
         self._spawner = spawner
         self._log_dir = log_dir
         self._workdir = workdir
@@ -80,6 +105,60 @@ class ProcTable:
         self.exit_listeners: list[ExitListener] = []
         # Copied once: copying os.environ costs more than the rest of a spawn's Python.
         self._base_env = dict(os.environ)
+        if journal is not None:
+            self._restore(journal)
+
+    # --- surviving a restart --------------------------------------------------------------
+
+    def _restore(self, journal: Journal) -> None:
+        """Take back the table a previous run of this client left: processes still running
+        (same pid *and* same start time, so a reused pid is never mistaken) are adopted;
+        those that ended meanwhile are ``ended, status unknown``."""
+        for data in journal.load():
+            try:
+                record = ProcRecord.from_journal(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("skipping an unreadable process record %r: %s", data, exc)
+                continue
+            if record.state is ProcState.RUNNING:
+                if _same_process(record.pid, record.started):
+                    record.adopted = True
+                    self._by_pid[record.pid] = record
+                else:
+                    record.state = ProcState.ENDED_UNKNOWN
+            elif record.state is ProcState.STARTING:
+                continue
+            if record.pid and not record.adopted:
+                self._by_pid.setdefault(record.pid, record)
+            self._records.append(record)
+            self._next_seq = max(self._next_seq, record.seq + 1)
+        journal.rewrite([record.to_journal() for record in self._records])
+        adopted = [r.pid for r in self._records if r.adopted]
+        if self._records:
+            log.info("restored %d processes from the state folder (%d still running: %s)",
+                     len(self._records), len(adopted), adopted)
+
+    def watch_adopted(self) -> None:
+        """Notice when an adopted process ends; run as a greenlet. Its exit status went
+        to whoever reaped it (init), so only the fact that it ended is known."""
+        import gevent
+
+        while True:
+            self._check_adopted()
+            gevent.sleep(ADOPTED_POLL)
+
+    def _check_adopted(self) -> None:
+        for record in self._records:
+            if (record.adopted and record.state is ProcState.RUNNING
+                    and not _same_process(record.pid, record.started)):
+                record.ended = time.time()
+                self._change_state(record, ProcState.ENDED_UNKNOWN)
+                self._ended(record)
+
+    def _collect(self) -> None:
+        """Bring every state up to date: reap our children, look in on adopted ones."""
+        self._reaper.reap()  # as the seed did with waitpid(pid, &status, WNOHANG)
+        self._check_adopted()
 
     # --- spawning -------------------------------------------------------------------------
 
@@ -112,6 +191,8 @@ class ProcTable:
         record.log_path = named
         self._by_pid[pid] = record
         self._change_state(record, ProcState.RUNNING)
+        if self._journal is not None:
+            self._journal.append(record.to_journal())
         log.debug("started %s as pid %d (log %s)", argv, pid, named)
         return record
 
@@ -125,8 +206,13 @@ class ProcTable:
         else:
             record.exit_code = os.WEXITSTATUS(status)
             self._change_state(record, ProcState.EXITED)
+        self._ended(record)
+
+    def _ended(self, record: ProcRecord) -> None:
+        if self._journal is not None:
+            self._journal.append(record.ended_event())
         info = record.info()
-        log.debug("pid %d %s", pid, info.describe())
+        log.debug("pid %d %s", record.pid, info.describe())
         for listener in list(self.exit_listeners):
             listener(info)
 
@@ -138,7 +224,7 @@ class ProcTable:
     # --- queries and signals --------------------------------------------------------------
 
     def snapshot(self) -> list[ProcInfo]:
-        self._reaper.reap()  # as the seed did with waitpid(pid, &status, WNOHANG)
+        self._collect()
         return [record.info(live=True) for record in self._records]
 
     def running_count(self) -> int:
@@ -151,7 +237,7 @@ class ProcTable:
         return record
 
     def send_signal(self, pid: int, signum: int) -> ProcInfo:
-        self._reaper.reap()
+        self._collect()
         record = self.find(pid)
         if record.state not in SIGNALLABLE_STATES:
             raise CorralError(f"pid {pid} already ended ({record.info().describe()})",
@@ -162,12 +248,25 @@ class ProcTable:
         log.info("sent %s to pid %d", signal_name(signum), pid)
         return record.info()
 
+    def is_adopted(self, pid: int) -> bool:
+        return self.find(pid).adopted
+
     def running_pids(self) -> list[int]:
-        self._reaper.reap()
+        self._collect()
         return [r.pid for r in self._records if r.state is ProcState.RUNNING]
 
     def is_ended(self, pid: int) -> bool:
         return self.find(pid).state in ENDED_STATES
+
+
+def _same_process(pid: int, started: float) -> bool:
+    """Is ``pid`` alive and the very process started at ``started`` (wall clock)?"""
+    try:
+        process = psutil.Process(pid)
+        alive = process.status() != psutil.STATUS_ZOMBIE
+        return alive and abs(process.create_time() - started) < 1.0
+    except psutil.Error:
+        return False
 
 
 def _first_free_seq(log_dir: Path) -> int:

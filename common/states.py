@@ -33,6 +33,7 @@ class ProcState(enum.Enum):
     EXITED = "exited"
     KILLED = "killed"
     SPAWN_FAILED = "spawn failed"
+    ENDED_UNKNOWN = "ended, status unknown"  # ended while no client was there to reap it
 
     def __str__(self) -> str:
         return self.value
@@ -40,11 +41,13 @@ class ProcState(enum.Enum):
 
 PROC_TRANSITIONS: dict[ProcState, frozenset[ProcState]] = {
     ProcState.STARTING: frozenset({ProcState.RUNNING, ProcState.SPAWN_FAILED}),
-    ProcState.RUNNING: frozenset({ProcState.EXITED, ProcState.KILLED}),
+    ProcState.RUNNING: frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.ENDED_UNKNOWN}),
     ProcState.EXITED: frozenset(),
+    ProcState.ENDED_UNKNOWN: frozenset(),
     ProcState.KILLED: frozenset(),
     ProcState.SPAWN_FAILED: frozenset(),
 }
 
-ENDED_STATES = frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.SPAWN_FAILED})
+ENDED_STATES = frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.SPAWN_FAILED,
+                          ProcState.ENDED_UNKNOWN})
 SIGNALLABLE_STATES = frozenset({ProcState.RUNNING})

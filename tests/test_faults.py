@@ -1,0 +1,121 @@
+"""Nothing lost: the master or a client killed with SIGKILL and started again."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import psutil
+
+from master.api import MasterAPI
+from tests.harness import PATIENCE, wait_until
+
+GATE = "while [ ! -e go ]; do sleep 0.05; done; exit 3"
+
+
+def log_pids(client, program: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return [int(m.group(1)) for p in client.log_dir.glob(f"*-{program}-*.log")
+            if (m := re.search(r"-(\d+)\.log$", p.name))]
+
+
+def test_master_killed_while_50_processes_run(spawn_master, spawn_client) -> None:
+    first = spawn_master(["list --wait 3 --timeout 30", "exec -n 10 -- sleep 60",
+                          f"exec -n 7 -- sh -c '{GATE}'"])
+    clients = [spawn_client(name, first.address) for name in ("n1", "n2", "n3")]
+    for client in clients:
+        wait_until(lambda c=client: len(log_pids(c, "sleep")) == 10
+                   and len(log_pids(c, "sh")) == 7, what=f"{client.name}'s 17 processes")
+    port = first.port
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    for client in clients:  # 21 of the 51 end while no master is there
+        (client.workdir / "go").touch()
+    for client in clients:
+        for pid in log_pids(client, "sh"):
+            wait_until(lambda p=pid: not psutil.pid_exists(p), what=f"pid {pid} reaped")
+    again = spawn_master(["list --wait 3 --timeout 30", "pid", "quit"], port=port)
+    out, err = again.proc.communicate(timeout=PATIENCE * 2)
+    assert again.proc.returncode == 0, err
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        match = re.match(r"(n\d:\d+)\s+(sleep 60|sh -c .*?)\s{2,}(running|exited 3)\s", line)
+        if match:
+            states[match.group(1)] = match.group(3)
+    expected = {}
+    for client in clients:
+        expected.update({f"{client.name}:{p}": "running" for p in log_pids(client, "sleep")})
+        expected.update({f"{client.name}:{p}": "exited 3" for p in log_pids(client, "sh")})
+    assert len(expected) == 51
+    assert states == expected
+
+
+def test_client_killed_and_restarted_finds_its_processes(master: MasterAPI,
+                                                         spawn_client) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    (finished,) = master.exec("n1", ["sh", "-c", "echo done; exit 0"]).results["n1"]
+    (sleeper,) = master.exec("n1", ["sh", "-c", "echo sleeping; exec sleep 60"]).results["n1"]
+    (gated,) = master.exec("n1", ["sh", "-c", GATE]).results["n1"]
+    assert master.wait([f"n1:{finished.pid}"], timeout=30)[0].ok
+    client.signal(signal.SIGKILL)
+    client.proc.wait()
+    (client.workdir / "go").touch()
+    wait_until(lambda: not _alive(gated.pid), what="the gated process ended")
+    client.start()
+
+    def states() -> dict[int, str]:
+        group = master.processes("n1")
+        return {p.pid: p.describe() for p in group.results.get("n1", [])}
+
+    wait_until(lambda: states() == {finished.pid: "exited 0", sleeper.pid: "running",
+                                    gated.pid: "ended, status unknown"}, what="the table")
+    assert master.log(f"n1:{sleeper.pid}").data == b"sleeping\n"  # logs are kept
+    outcome = master.signal([f"n1:{sleeper.pid}"], signal.SIGTERM)[0]
+    assert outcome.ok, outcome
+    wait_until(lambda: states()[sleeper.pid] == "ended, status unknown", what="it ended")
+    assert not _alive(sleeper.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_corrupt_state_file_gives_a_warning_and_a_fresh_start(master: MasterAPI,
+                                                              spawn_client) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    master.exec("n1", ["true"])
+    client.stop()
+    journal = client.state_dir / "processes.jsonl"
+    journal.write_bytes(b'{"seq": 1, "argv": ["true"]}\n\x00\xff garbage\n')
+    client.start()
+    wait_until(lambda: "the client starts with an empty process table" in client.log_text(),
+               what="the warning")
+    assert (client.state_dir / "processes.jsonl.corrupt").exists()
+    wait_until(lambda: master.processes("n1").results.get("n1") == [], what="empty table")
+
+
+def test_truncated_last_line_is_dropped_with_a_warning(master: MasterAPI,
+                                                       spawn_client) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    (info,) = master.exec("n1", ["sh", "-c", "exit 4"]).results["n1"]
+    assert master.wait([f"n1:{info.pid}"], timeout=30)[0].info.describe() == "exited 4"
+    client.stop()
+    journal = client.state_dir / "processes.jsonl"
+    journal.write_text(journal.read_text() + '{"seq": 2, "argv": ["tru')
+    client.start()
+    wait_until(lambda: "ends in a truncated line" in client.log_text(), what="the warning")
+    wait_until(lambda: [p.describe() for p in master.processes("n1").results.get("n1", [])]
+               == ["exited 4"], what="the table kept")
+
+
+def test_node_id_survives_and_is_written_atomically(spawn_client, master: MasterAPI) -> None:
+    client = spawn_client("n1", master.address)
+    node_id = client.node_id
+    assert not list(Path(client.state_dir).glob(".*.tmp"))
+    assert len(node_id) == 32
