@@ -1,0 +1,218 @@
+"""Property-based tests of the decoder, and a storm of random and mutated frames against a
+live master while a healthy client keeps working."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import socket
+import struct
+import threading
+import typing
+from pathlib import Path
+
+import msgpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client.protocol import Identity, handshake
+from common import PROTOCOL_VERSION, auth
+from common.errors import ConnectionClosed, ProtocolError
+from common.framing import FrameReader, pack_frame
+from common.messages import (
+    _REGISTRY,
+    Heartbeat,
+    Hello,
+    Message,
+    Register,
+    decode,
+)
+from common.procs import ProcInfo  # noqa: F401  (registers the "proc" type)
+from common.states import NodeState
+from master.api import MasterAPI
+from tests.conftest import TOKEN
+
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+class _Chunks:
+    """A socket stand-in that hands out a byte string in the given pieces."""
+
+    def __init__(self, data: bytes, cuts: list[int]) -> None:
+        self.pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+    def recv_into(self, buffer: typing.Any, nbytes: int = 0) -> int:
+        while self.pieces and not self.pieces[0]:
+            self.pieces.pop(0)
+        if not self.pieces:
+            return 0
+        piece = self.pieces[0][: nbytes or len(buffer)]
+        self.pieces[0] = self.pieces[0][len(piece):]
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+    def sendall(self, data: typing.Any) -> None:
+        raise AssertionError("not used")
+
+
+@FUZZ
+@given(st.binary(max_size=2048), st.lists(st.integers(0, 2048), max_size=6))
+def test_reader_fails_only_with_protocol_errors(data: bytes, cuts: list[int]) -> None:
+    reader = FrameReader(_Chunks(data, sorted(c for c in cuts if c <= len(data))),
+                         max_frame=1024)
+    try:
+        while True:
+            frame = reader.read_frame()
+            assert isinstance(frame, dict)
+            try:
+                decode(frame)
+            except ProtocolError:
+                pass
+    except (ProtocolError, ConnectionClosed):
+        pass
+
+
+@FUZZ
+@given(st.dictionaries(st.text(max_size=12), values, max_size=8),
+       st.sampled_from(sorted(_REGISTRY)))
+def test_decode_accepts_only_well_typed_messages(wire: dict[str, typing.Any], tag: str) -> None:
+    for candidate in (wire, {**wire, "t": tag}):
+        try:
+            message = decode(candidate)
+        except ProtocolError:
+            continue
+        assert isinstance(message, Message)
+        hints = typing.get_type_hints(type(message))
+        for field in dataclasses.fields(message):
+            assert _fits(getattr(message, field.name), hints[field.name])
+
+
+def _fits(value: typing.Any, hint: typing.Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, __import__("types").UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float)
+    if origin is list:
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+@FUZZ
+@given(st.integers(0, 2**31), st.lists(st.floats(allow_nan=False), min_size=3, max_size=3),
+       st.floats(allow_nan=False), st.integers(0, 2**62))
+def test_valid_messages_round_trip(seq: int, load: list[float], cpu: float, free: int) -> None:
+    beat = Heartbeat(seq=seq, load=load, cpu_percent=cpu, mem_available=free, mem_total=free,
+                     disk_free=free, processes=seq % 1000)
+    body = pack_frame(beat.to_wire())[4:]
+    assert decode(msgpack.unpackb(body, raw=False)) == beat
+
+
+# --- the storm --------------------------------------------------------------------------------
+
+FRAMES = 10_000
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        choice = rng.random()
+        if choice < 0.5 and data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif choice < 0.75 and data:
+            del data[rng.randrange(len(data)):]
+        else:
+            data[rng.randrange(len(data) + 1):0] = bytes(rng.randrange(256) for _ in range(4))
+    return bytes(data)
+
+
+def _register_body(hello: Hello, rng: random.Random) -> bytes:
+    nonce = auth.new_nonce()
+    wire = Register(version=PROTOCOL_VERSION, node_id=f"{rng.getrandbits(128):032x}",
+                    name=f"fuzz{rng.randrange(10**6)}", host="fuzz", nonce=nonce,
+                    mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce)).to_wire()
+    return msgpack.packb(wire, use_bin_type=True)
+
+
+def _one_peer(address: tuple[str, int], rng: random.Random, frames: int) -> int:
+    """Open a connection and send ``frames`` bad frames of one kind; return how many were
+    sent before the master closed the connection."""
+    sock = socket.create_connection(address, timeout=30)
+    reader = FrameReader(sock)
+    sent = 0
+    try:
+        kind = rng.choice(["random", "mutated-register", "after-handshake"])
+        if kind == "after-handshake":
+            handshake(sock, reader, Identity(f"{rng.getrandbits(128):032x}",
+                                             f"fz{rng.randrange(10**9)}", "fuzz"),
+                      TOKEN.encode())
+            good = msgpack.packb(Heartbeat(seq=1, load=[0.0, 0.0, 0.0], cpu_percent=0.0,
+                                           mem_available=1, mem_total=1, disk_free=1,
+                                           processes=0).to_wire(), use_bin_type=True)
+        else:
+            hello = decode(reader.read_frame())
+            assert isinstance(hello, Hello)
+            good = _register_body(hello, rng)
+        for _ in range(frames):
+            if kind == "random":
+                body = rng.randbytes(rng.randrange(1, 200))
+            else:
+                body = _mutate(good, rng) or b"\xc1"
+            sock.sendall(_frame(body))
+            sent += 1
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    return sent
+
+
+def test_storm_of_bad_frames(master: MasterAPI, spawn_client, master_log: Path) -> None:
+    spawn_client("healthy", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    rng = random.Random(20261128)
+    seeds = [rng.getrandbits(64) for _ in range(FRAMES // 4)]  # 5 frames each, some cut off
+    totals: list[int] = []
+    lock = threading.Lock()
+
+    def worker(chunk: list[int]) -> None:
+        for seed in chunk:
+            count = _one_peer(master.address, random.Random(seed), 5)
+            with lock:
+                totals.append(count)
+
+    threads = [threading.Thread(target=worker, args=(seeds[i::16],)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    healthy_runs = 0
+    while any(t.is_alive() for t in threads):
+        assert master.run("healthy", "true").ok  # keeps working throughout
+        healthy_runs += 1
+    for thread in threads:
+        thread.join()
+    print(f"{sum(totals)} bad frames sent from {len(seeds)} peers; {healthy_runs} healthy runs")
+    assert sum(totals) >= FRAMES
+    assert healthy_runs > 0
+    nodes = {n.name: n.state for n in master.nodes()}
+    assert nodes["healthy"] is NodeState.READY
+    closed = sum(1 for line in master_log.read_text().splitlines()
+                 if "corral.master.session INFO closed" in line)
+    assert closed >= len(seeds)  # every peer's connection ended with a log line saying why
