@@ -24,6 +24,7 @@ from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
 from common.errors import CorralError
+from common.tls import TlsFiles
 
 
 def parse_master(text: str) -> tuple[str, int]:
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path,
                         help="copy, pull and remove may reach anywhere below this folder "
                         "(default: only inside the work folder)")
+    parser.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    parser.add_argument("--tls-ca", type=Path, help="the CA that signs the master's certificate")
     parser.add_argument("--allow", action="append", default=[], metavar="PROGRAM",
                         help="run only these programs (repeatable; a name on PATH or a path)")
     parser.add_argument("--allow-file", type=Path, metavar="FILE",
@@ -82,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         node_id=load_node_id(state_dir), name=args.name, host=socket.gethostname(),
         pid=os.getpid(),
     )
+    try:
+        tls_files = TlsFiles.from_options(args.tls_cert, args.tls_key, args.tls_ca)
+    except CorralError as exc:
+        print(f"corral-client: {exc.message}", file=sys.stderr)
+        return 2
     config = ClientConfig(
         master=args.master, name=args.name, workdir=workdir, log_dir=log_dir,
-        state_dir=state_dir,
+        state_dir=state_dir, tls=tls_files,
     )
     reaper = Reaper()
     reaper.start()
@@ -102,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)
         return 2
     handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir, sandbox, allow)
-    daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
-                          sandbox)
+    try:
+        daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
+                              sandbox)
+    except CorralError as exc:
+        print(f"corral-client: {exc.message}", file=sys.stderr)
+        return 2
     procs.exit_listeners.append(daemon.publish_exit)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, daemon.stop)

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import random
 import socket
+import ssl
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +19,13 @@ import gevent.event
 import gevent.lock
 import gevent.pool
 import gevent.socket
+import gevent.ssl
 
 from client import metrics
 from client.files import Uploads, stream_out
 from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
+from common import tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame, send_whole
 from common.messages import (
@@ -41,6 +44,7 @@ from common.messages import (
     error_code,
 )
 from common.procs import ProcInfo
+from common.tls import TlsFiles
 
 log = logging.getLogger("corral.client")
 
@@ -60,6 +64,7 @@ class ClientConfig:
     log_dir: Path
     state_dir: Path
     max_frame: int = DEFAULT_MAX_FRAME
+    tls: TlsFiles | None = None
 
 
 class Backoff:
@@ -95,6 +100,10 @@ class ClientDaemon:
         self._event_seq = 0
         self.outbox: dict[int, ProcExited] = {}
         self._ended: list[dict[str, Any]] = []
+        self._tls_context: Any = None
+        if config.tls is not None:
+            self._tls_context = tls.configure(
+                gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT), config.tls)
 
     def publish_exit(self, info: ProcInfo) -> None:
         """Queue an exit; every exit one reaping pass finds travels in one event."""
@@ -135,12 +144,31 @@ class ClientDaemon:
                 failures += 1
             else:
                 failures = 0
+                if self._tls_context is not None:
+                    sock = self._start_tls(sock, host)
+                    if sock is None:
+                        self._stopping.wait(backoff.next_delay())
+                        continue
                 self._connection = _Connection(self, sock)
                 if self._connection.run():
                     backoff.reset()
                 self._connection = None
             delay = backoff.next_delay()
             self._stopping.wait(delay)
+
+
+    def _start_tls(self, sock: Any, host: str) -> Any:
+        """Wrap ``sock`` in TLS, verifying the master; None (logged) if that fails."""
+        try:
+            wrapped = self._tls_context.wrap_socket(sock, server_hostname=host,
+                                                    do_handshake_on_connect=False)
+            wrapped.settimeout(HANDSHAKE_TIMEOUT)
+            wrapped.do_handshake()
+            return wrapped
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS handshake with master %s failed: %s", host, tls.describe(exc))
+            sock.close()
+            return None
 
 
 class _Connection:
@@ -186,6 +214,11 @@ class _Connection:
                     send_error_quietly(self.sock, exc.code, exc.message)
         except TimeoutError:
             log.warning("master did not complete the handshake in %g s", HANDSHAKE_TIMEOUT)
+        except ssl.SSLError as exc:
+            # With TLS 1.3 the master checks our certificate after our side is done, so its
+            # refusal arrives here, as an alert.
+            log.warning("TLS with master %s:%d failed: %s", *daemon.config.master,
+                        tls.describe(exc))
         except OSError as exc:
             log.info("connection to master lost: %s", exc.strerror or exc)
         finally:

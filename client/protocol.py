@@ -38,7 +38,7 @@ def handshake(sock: Any, reader: FrameReader, identity: Identity, token: bytes) 
     """
     hello = decode(reader.read_frame())
     if isinstance(hello, ErrorFrame):
-        raise RemoteError(hello.message, error_code(hello.code))
+        raise RemoteError(f"master refused: {hello.message}", error_code(hello.code))
     if not isinstance(hello, Hello):
         raise ProtocolError(f"expected hello, got {hello.TAG}")
     if hello.version != PROTOCOL_VERSION:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from common.errors import CorralError
+from common.tls import TlsFiles
 from master.api import MasterAPI, load_master_token
 from master.console import CorralConsole
 from master.server import MasterConfig
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--handshake-timeout", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="how long a node may take to answer before it is reported")
+    parser.add_argument("--tls-cert", type=Path, help="this master's certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    parser.add_argument("--tls-ca", type=Path, help="the CA that signs client certificates")
     parser.add_argument("--max-frame", type=int, default=8 * 1024 * 1024, metavar="BYTES")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     return parser
@@ -63,13 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     if created:
         print(f"corral-master: created token file {token_path} (mode 0600); "
               "give it to the clients", file=sys.stderr)
+    try:
+        tls_files = TlsFiles.from_options(args.tls_cert, args.tls_key, args.tls_ca)
+    except CorralError as exc:
+        print(f"corral-master: {exc.message}", file=sys.stderr)
+        return 2
     config = MasterConfig(
         host=args.host, port=args.port, token_file=token_path, heartbeat=args.heartbeat,
         log_dir=args.log_dir, max_frame=args.max_frame,
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
+        tls=tls_files,
     )
     try:
         api = MasterAPI.start(config, token)
+    except CorralError as exc:
+        print(f"corral-master: {exc.message}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"corral-master: cannot listen on {args.host}:{args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.ssl
 from gevent.server import StreamServer
 
+from common import tls
 from common.framing import DEFAULT_MAX_FRAME
+from common.tls import TlsFiles
 from master.processes import ExitTracker
 from master.registry import NodeRegistry
 from master.session import Session
@@ -32,6 +35,7 @@ class MasterConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     handshake_timeout: float = 5.0
     request_timeout: float = 10.0  # how long a node may take to answer a request
+    tls: TlsFiles | None = None
 
 
 class MasterEngine:
@@ -43,6 +47,10 @@ class MasterEngine:
         self._server: StreamServer | None = None
         self._ticker: gevent.Greenlet | None = None
         self.sessions: set[Session] = set()
+        self.tls_context: Any = None
+        if config.tls is not None:
+            self.tls_context = tls.configure(
+                gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER), config.tls)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.event
 import gevent.lock
+import gevent.socket
 
-from common import PROTOCOL_VERSION, auth
+from common import PROTOCOL_VERSION, auth, tls
 from common.errors import (
     AuthError,
     ConnectionClosed,
@@ -83,6 +86,8 @@ class Session:
         reason = "connection closed by peer"
         try:
             with gevent.Timeout(self.engine.config.handshake_timeout, _HandshakeTimeout):
+                if self.engine.tls_context is not None:
+                    self._start_tls()
                 self.node = self._handshake()
             self._greenlets.append(gevent.spawn(self._measure_rtt))
             self._read_loop()
@@ -129,6 +134,31 @@ class Session:
             self.sock.close()
 
     # --- handshake ------------------------------------------------------------------------
+
+    def _fall_back(self, wrapped: Any, clear: Any) -> None:
+        with contextlib.suppress(OSError):
+            wrapped.close()
+        self.sock = clear
+
+    def _start_tls(self) -> None:
+        # Wrapping takes the socket's descriptor over; a duplicate lets us still say in
+        # clear why the connection is refused if TLS never gets going.
+        clear = gevent.socket.socket(fileno=os.dup(self.sock.fileno()))
+        wrapped = self.engine.tls_context.wrap_socket(
+            self.sock, server_side=True, do_handshake_on_connect=False)
+        self.sock = wrapped
+        try:
+            wrapped.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            self._fall_back(wrapped, clear)
+            raise AuthError(f"TLS handshake failed: {tls.describe(exc)}") from None
+        except _HandshakeTimeout:
+            # Most likely a client without TLS, waiting for our hello: tell it in clear.
+            self._fall_back(wrapped, clear)
+            raise AuthError("TLS handshake failed: this master requires TLS (no TLS hello "
+                            f"within {self.engine.config.handshake_timeout:g} s)") from None
+        clear.close()
+        self._reader = FrameReader(self.sock, self.engine.config.max_frame)
 
     _claimed_name = "?"
 

@@ -1,0 +1,104 @@
+"""TLS under the token handshake, with a CA and certificates made here by openssl."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.tls import TlsFiles
+from master.api import MasterAPI
+from master.server import MasterConfig
+from tests.conftest import FAST_HEARTBEAT, TOKEN
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN={name}",
+             cwd=folder)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+def make_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+    (folder / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+             "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+             "-extfile", f"{name}.ext", cwd=folder)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = make_ca(folder, "ca")
+    rogue_ca = make_ca(folder, "rogue-ca")
+    master = make_cert(folder, "master", ca, "IP:127.0.0.1,DNS:localhost")
+    client = make_cert(folder, "client", ca, "DNS:n1")
+    rogue = make_cert(folder, "rogue", rogue_ca, "DNS:n9")
+    return {"ca": ca[0], "master.pem": master[0], "master.key": master[1],
+            "client.pem": client[0], "client.key": client[1],
+            "rogue.pem": rogue[0], "rogue.key": rogue[1], "rogue-ca": rogue_ca[0]}
+
+
+@pytest.fixture
+def tls_master(tmp_path: Path, pki: dict[str, Path], master_log: Path) -> Iterator[MasterAPI]:
+    handler = logging.FileHandler(master_log)
+    logging.getLogger("corral").addHandler(handler)
+    logging.getLogger("corral").setLevel(logging.INFO)
+    api = MasterAPI.start(
+        MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path, handshake_timeout=2,
+                     tls=TlsFiles(pki["master.pem"], pki["master.key"], pki["ca"])),
+        TOKEN.encode())
+    yield api
+    api.shutdown()
+    logging.getLogger("corral").removeHandler(handler)
+
+
+def tls_args(pki: dict[str, Path], who: str = "client", ca: str = "ca") -> list[str]:
+    return ["--tls-cert", str(pki[f"{who}.pem"]), "--tls-key", str(pki[f"{who}.key"]),
+            "--tls-ca", str(pki[ca])]
+
+
+def test_tls_client_works(tls_master: MasterAPI, spawn_client, pki) -> None:
+    spawn_client("n1", tls_master.address, extra=tls_args(pki))
+    assert tls_master.wait_ready(1, timeout=30).reached
+    assert tls_master.run("n1", "echo over tls").results["n1"].stdout == b"over tls\n"
+
+
+def test_client_without_tls_is_refused(tls_master: MasterAPI, spawn_client,
+                                       master_log: Path) -> None:
+    plain = spawn_client("plain", tls_master.address)
+    wait_until(lambda: "TLS handshake failed" in master_log.read_text(), what="master's log")
+    wait_until(lambda: "master refused: TLS handshake failed: this master requires TLS"
+               in plain.log_text(), what="client's log")
+    assert tls_master.nodes() == []
+    assert plain.proc.poll() is None
+
+
+def test_client_certificate_from_another_ca_is_refused(tls_master: MasterAPI, spawn_client,
+                                                       pki, master_log: Path) -> None:
+    rogue = spawn_client("rogue", tls_master.address, extra=tls_args(pki, "rogue"))
+    wait_until(lambda: "TLS handshake failed" in master_log.read_text(), what="master's log")
+    wait_until(lambda: "failed: tlsv1 alert unknown ca" in rogue.log_text(),
+               what="client's log")
+    assert tls_master.nodes() == []
+
+
+def test_client_refuses_a_master_it_cannot_verify(tls_master: MasterAPI, spawn_client,
+                                                  pki) -> None:
+    wary = spawn_client("n1", tls_master.address, extra=tls_args(pki, "client", "rogue-ca"))
+    wait_until(lambda: "certificate verify failed" in wary.log_text(), what="client's log")
+    assert tls_master.nodes() == []
