@@ -36,7 +36,19 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool) -> None:
 
     from client.protocol import Identity, handshake
     from common.framing import FrameReader, pack_frame
-    from common.messages import Heartbeat, Ping, Reply, decode
+    from common.messages import Heartbeat, ListRequest, Ping, Reply, decode
+    from common.procs import ProcInfo
+
+    # What a simulated node answers to `pid`: ten processes, some running, some ended.
+    table = [ProcInfo(seq=i, pid=1000 + i, argv=["sim-job", f"--part={i}"], cwd="/sim",
+                      log=f"/sim/logs/{i}-sim-job-{1000 + i}.log",
+                      state="running" if i % 2 else "exited", started=time.time() - 60,
+                      ended=None if i % 2 else time.time(), exit_code=None if i % 2 else 0,
+                      rusage=None if i % 2 else {k: 1.0 for k in (
+                          "ru_utime", "ru_stime", "ru_maxrss", "ru_minflt", "ru_majflt",
+                          "ru_nvcsw", "ru_nivcsw")},
+                      cpu_time=0.5 if i % 2 else None, rss=1 << 20 if i % 2 else None
+                      ).to_wire() for i in range(10)]
 
     def one(index: int) -> None:
         gevent.sleep(random.uniform(0, 2))  # spread the connection storm over 2 s
@@ -53,6 +65,8 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool) -> None:
             message = decode(reader.read_frame())
             if isinstance(message, Ping):
                 sock.sendall(pack_frame(Reply(req=message.req).to_wire()))
+            elif isinstance(message, ListRequest):
+                sock.sendall(pack_frame(Reply(req=message.req, value=table).to_wire()))
 
     def beat(sock: object) -> None:
         seq = 0

@@ -245,6 +245,9 @@ class Session:
             return result.get(timeout=timeout)
         except gevent.Timeout:
             raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
+        except OSError as exc:
+            raise CorralError(f"connection lost: {exc.strerror or exc}",
+                              ErrorCode.DISCONNECTED) from None
         finally:
             self._pending.pop(req, None)
 
