@@ -41,8 +41,9 @@ class ClientProcess:
     """A real ``corral-client`` process with its own state folder and log file."""
 
     def __init__(self, name: str, master: tuple[str, int], token_file: Path, base: Path,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, prefix: list[str] | None = None) -> None:
         self.name = name
+        self.prefix = prefix or []  # e.g. ip netns exec NS
         self.master = master
         self.token_file = token_file
         self.state_dir = base / name / "state"
@@ -55,7 +56,7 @@ class ClientProcess:
     def start(self) -> ClientProcess:
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "client", "--master", f"{self.master[0]}:{self.master[1]}",
+                [*self.prefix, sys.executable, "-m", "client", "--master", f"{self.master[0]}:{self.master[1]}",
                  "--name", self.name, "--token-file", str(self.token_file),
                  "--state-dir", str(self.state_dir), "--workdir", str(self.workdir),
                  "--log-dir", str(self.log_dir), *self.extra],
