@@ -56,8 +56,8 @@ class ClientProcess:
     def start(self) -> ClientProcess:
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "client", "--master", f"{self.master[0]}:{self.master[1]}",
-                 "--name", self.name, "--token-file", str(self.token_file),
+                [*self.prefix, sys.executable, "-m", "client",
+                 "--master", f"{self.master[0]}:{self.master[1]}", "--name", self.name, "--token-file", str(self.token_file),
                  "--state-dir", str(self.state_dir), "--workdir", str(self.workdir),
                  "--log-dir", str(self.log_dir), *self.extra],
                 stdout=out, stderr=subprocess.STDOUT, env=python_env(), cwd=ROOT,
