@@ -57,7 +57,8 @@ class ClientProcess:
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "client",
-                 "--master", f"{self.master[0]}:{self.master[1]}", "--name", self.name, "--token-file", str(self.token_file),
+                 "--master", f"{self.master[0]}:{self.master[1]}", "--name", self.name,
+                 "--token-file", str(self.token_file),
                  "--state-dir", str(self.state_dir), "--workdir", str(self.workdir),
                  "--log-dir", str(self.log_dir), *self.extra],
                 stdout=out, stderr=subprocess.STDOUT, env=python_env(), cwd=ROOT,
