@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import gevent
+
 from client.sandbox import Sandbox
 from common.errors import CorralError, ErrorCode
 from common.messages import (
@@ -39,6 +41,12 @@ log = logging.getLogger("corral.client.files")
 
 CHUNK = 1024 * 1024
 TEMP_PREFIX = ".corral-partial-"
+
+
+def flush_to_disk(fd: int) -> None:
+    """fsync in a native thread: flushing a large file can take a second, and the event
+    loop (heartbeats, other requests) must not wait for it."""
+    gevent.get_hub().threadpool.apply(os.fsync, (fd,))
 
 
 def _io_error(path: Path, exc: OSError) -> CorralError:
@@ -139,7 +147,7 @@ class Uploads:
                 raise CorralError(f"{upload.final}: SHA-256 mismatch", ErrorCode.IO)
             try:
                 upload.out.flush()
-                os.fsync(upload.out.fileno())
+                flush_to_disk(upload.out.fileno())
                 os.fchmod(upload.out.fileno(), upload.mode)
                 upload.out.close()
                 os.replace(upload.temp, upload.final)

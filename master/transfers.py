@@ -321,7 +321,8 @@ class _Download:
         if self._hasher.digest() != digest:
             raise CorralError(f"{self._final}: SHA-256 mismatch", ErrorCode.IO)
         self._out.flush()
-        os.fsync(self._out.fileno())
+        # In a native thread: the hub must keep serving every other node meanwhile.
+        gevent.get_hub().threadpool.apply(os.fsync, (self._out.fileno(),))
         os.fchmod(self._out.fileno(), self._mode)
         size = self._out.tell()
         self._out.close()
