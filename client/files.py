@@ -8,21 +8,20 @@ leaves nothing at the destination.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import gevent
 
 from client.sandbox import Sandbox
 from common.errors import CorralError, ErrorCode
+from common.landing import IncomingFile, io_error
 from common.messages import (
     FailReply,
     GetChunk,
@@ -40,7 +39,6 @@ from common.messages import (
 log = logging.getLogger("corral.client.files")
 
 CHUNK = 1024 * 1024
-TEMP_PREFIX = ".corral-partial-"
 
 
 def flush_to_disk(fd: int) -> None:
@@ -49,31 +47,12 @@ def flush_to_disk(fd: int) -> None:
     gevent.get_hub().threadpool.apply(os.fsync, (fd,))
 
 
-def _io_error(path: Path, exc: OSError) -> CorralError:
-    return CorralError(f"{path}: {exc.strerror or exc}", ErrorCode.IO)
-
-
-@dataclasses.dataclass
-class _Upload:
-    final: Path
-    temp: Path
-    out: BinaryIO
-    mode: int
-    size: int
-    received: int = 0
-    hasher: Any = dataclasses.field(default_factory=hashlib.sha256)
-
-    def discard(self) -> None:
-        self.out.close()
-        self.temp.unlink(missing_ok=True)
-
-
 class Uploads:
     """The receiving end of pushes on one connection."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self._open: dict[int, _Upload] = {}
+        self._open: dict[int, IncomingFile] = {}
         self._failed: set[int] = set()
 
     def handle(self, message: PutBegin | PutChunk | PutEnd) -> Message | None:
@@ -104,58 +83,28 @@ class Uploads:
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _io_error(target, exc) from None
+                raise io_error(target, exc) from None
             return Reply(req=begin.req, value={"path": str(target)})
         if begin.kind != "file":
             raise CorralError(f"unknown kind {begin.kind!r}", ErrorCode.BAD_REQUEST)
         if target.is_dir():
             target = self.sandbox.locate(str(target / begin.name))
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.parent / f"{TEMP_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}"
-            out = open(temp, "xb")  # noqa: SIM115 (closed in _end or discard)
-        except OSError as exc:
-            raise _io_error(target, exc) from None
-        self._open[begin.req] = _Upload(final=target, temp=temp, out=out,
-                                        mode=begin.mode & 0o7777, size=begin.size)
+        self._open[begin.req] = IncomingFile(target, begin.mode, begin.size, flush_to_disk)
         return None
 
-    def _upload(self, req: int) -> _Upload:
+    def _upload(self, req: int) -> IncomingFile:
         upload = self._open.get(req)
         if upload is None:
             raise CorralError(f"no transfer {req} in progress", ErrorCode.BAD_REQUEST)
         return upload
 
     def _chunk(self, chunk: PutChunk) -> None:
-        upload = self._upload(chunk.req)
-        try:
-            upload.out.write(chunk.data)
-        except OSError as exc:
-            raise _io_error(upload.final, exc) from None
-        upload.hasher.update(chunk.data)
-        upload.received += len(chunk.data)
+        self._upload(chunk.req).write(chunk.data)
 
     def _end(self, end: PutEnd) -> dict[str, Any]:
-        upload = self._open.pop(end.req, None)
-        if upload is None:
-            raise CorralError(f"no transfer {end.req} in progress", ErrorCode.BAD_REQUEST)
-        try:
-            if upload.received != upload.size:
-                raise CorralError(f"{upload.final}: got {upload.received} bytes of "
-                                  f"{upload.size}", ErrorCode.IO)
-            if upload.hasher.digest() != end.sha256:
-                raise CorralError(f"{upload.final}: SHA-256 mismatch", ErrorCode.IO)
-            try:
-                upload.out.flush()
-                flush_to_disk(upload.out.fileno())
-                os.fchmod(upload.out.fileno(), upload.mode)
-                upload.out.close()
-                os.replace(upload.temp, upload.final)
-            except OSError as exc:
-                raise _io_error(upload.final, exc) from None
-        except CorralError:
-            upload.discard()
-            raise
+        upload = self._upload(end.req)
+        del self._open[end.req]
+        upload.commit(end.sha256)
         log.info("received %s (%d bytes)", upload.final, upload.size)
         return {"path": str(upload.final)}
 
@@ -215,7 +164,7 @@ def stream_out(sandbox: Sandbox, request: GetRequest, send: Callable[[Message], 
                     send(GetChunk(req=request.req, data=data))
                     sent += len(data)
         except OSError as exc:
-            raise _io_error(entry, exc) from None
+            raise io_error(entry, exc) from None
         send(GetFileEnd(req=request.req, sha256=hasher.digest()))
         files += 1
     return {"files": files, "bytes": sent}

@@ -14,15 +14,15 @@ import logging
 import os
 import stat
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
+from common.landing import IncomingFile, io_error
 from common.messages import (
     GetChunk,
     GetFile,
@@ -270,11 +270,7 @@ class _Download:
         self.files = 0
         self.bytes = 0
         self.error: CorralError | None = None
-        self._out: BinaryIO | None = None
-        self._temp: Path | None = None
-        self._final: Path | None = None
-        self._mode = 0
-        self._hasher: Any = None
+        self._file: IncomingFile | None = None
 
     def _place(self, relpath: str) -> Path:
         parts = PurePosixPath(relpath).parts
@@ -287,56 +283,40 @@ class _Download:
             return
         try:
             if isinstance(message, GetFile):
-                self._start(message)
+                target = self._place(message.relpath)
+                if message.kind == "dir":
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    self._file = IncomingFile(target, message.mode, message.size, _flush)
             elif isinstance(message, GetChunk):
-                if self._out is None:
-                    raise CorralError("data outside a file", ErrorCode.PROTOCOL)
-                self._out.write(message.data)
-                self._hasher.update(message.data)
+                self._current().write(message.data)
                 self.meter.add(len(message.data))
             elif isinstance(message, GetFileEnd):
-                self._finish(message.sha256)
+                incoming, self._file = self._current(), None
+                incoming.commit(message.sha256)
+                self.files += 1
+                self.bytes += incoming.size
         except OSError as exc:
-            self.error = CorralError(f"{self._final}: {exc.strerror or exc}", ErrorCode.IO)
+            self.error = io_error(self.base, exc)
             self.discard()
         except CorralError as exc:
             self.error = exc
             self.discard()
 
-    def _start(self, header: GetFile) -> None:
-        target = self._place(header.relpath)
-        if header.kind == "dir":
-            target.mkdir(parents=True, exist_ok=True)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._final = target
-        self._temp = target.parent / f".corral-partial-{target.name}-{uuid.uuid4().hex[:8]}"
-        self._out = open(self._temp, "xb")  # noqa: SIM115 (closed in _finish or discard)
-        self._mode = header.mode & 0o7777
-        self._hasher = hashlib.sha256()
-
-    def _finish(self, digest: bytes) -> None:
-        if self._out is None or self._temp is None or self._final is None:
-            raise CorralError("file end outside a file", ErrorCode.PROTOCOL)
-        if self._hasher.digest() != digest:
-            raise CorralError(f"{self._final}: SHA-256 mismatch", ErrorCode.IO)
-        self._out.flush()
-        # In a native thread: the hub must keep serving every other node meanwhile.
-        gevent.get_hub().threadpool.apply(os.fsync, (self._out.fileno(),))
-        os.fchmod(self._out.fileno(), self._mode)
-        size = self._out.tell()
-        self._out.close()
-        os.replace(self._temp, self._final)
-        self._out = self._temp = None
-        self.files += 1
-        self.bytes += size
+    def _current(self) -> IncomingFile:
+        if self._file is None:
+            raise CorralError("file data outside a file", ErrorCode.PROTOCOL)
+        return self._file
 
     def discard(self) -> None:
-        if self._out is not None:
-            self._out.close()
-        if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
-        self._out = self._temp = None
+        if self._file is not None:
+            self._file.discard()
+            self._file = None
+
+
+def _flush(fd: int) -> None:
+    # In a native thread: the hub must keep serving every other node meanwhile.
+    gevent.get_hub().threadpool.apply(os.fsync, (fd,))
 
 
 def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], local_dir: str,
