@@ -121,8 +121,10 @@ class ClientDaemon:
             connection.send_quietly(event)
 
     def acknowledged(self, ack: Ack) -> None:
+        """An ack covers every event up to its ``eseq`` (they arrive in order)."""
         if ack.boot == self.boot:
-            self.outbox.pop(ack.eseq, None)
+            for eseq in [e for e in self.outbox if e <= ack.eseq]:
+                del self.outbox[eseq]
 
     def stop(self) -> None:
         self._stopping.set()

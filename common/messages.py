@@ -323,7 +323,8 @@ class ProcExited(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class Ack(Message):
-    """master -> client: event ``eseq`` of client run ``boot`` arrived; stop resending it."""
+    """master -> client: every event up to ``eseq`` of client run ``boot`` arrived; stop
+    resending them. Cumulative, and sent a little after the event (20 ms)."""
 
     TAG: ClassVar[str] = "ack"
 

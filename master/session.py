@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.master.session")
 
 RTT_EVERY = 5  # heartbeat intervals between round-trip measurements
+ACK_DELAY = 0.02  # seconds an exit-event ack may wait to cover later events too
 
 
 class Session:
@@ -71,6 +72,7 @@ class Session:
         self._write_lock = gevent.lock.Semaphore()
         self._pending: dict[int, gevent.event.AsyncResult] = {}
         self._sinks: dict[int, Callable[[Message], None]] = {}  # streamed replies, by req
+        self._ack_due: tuple[str, int] | None = None
         self._request_ids = itertools.count(1)
         self._closed_reason: str | None = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -114,8 +116,9 @@ class Session:
             self._finish(self._closed_reason or reason)
 
     def close(self, reason: str) -> None:
-        """Close from outside the read loop (liveness gave up, or replaced)."""
+        """Close from outside the read loop (liveness gave up, replaced, shutting down)."""
         if self._closed_reason is None:
+            self._send_ack()  # a delayed ack still owed goes out first: nothing twice
             self._closed_reason = reason
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -227,7 +230,7 @@ class Session:
                     sink(message)
             elif isinstance(message, ProcExited):
                 self.engine.exits.on_exit(self.node, message)
-                self.send(Ack(boot=message.boot, eseq=message.eseq))
+                self._acknowledge_soon(message.boot, message.eseq)
             elif isinstance(message, ErrorFrame):
                 raise RemoteError(message.message, error_code(message.code))
             else:
@@ -250,6 +253,20 @@ class Session:
                               ErrorCode.DISCONNECTED) from None
         finally:
             self._pending.pop(req, None)
+
+    def _acknowledge_soon(self, boot: str, eseq: int) -> None:
+        """Acks are cumulative and a little delayed, like TCP's: a burst of exit events
+        costs one ack, not one each."""
+        pending = self._ack_due is not None
+        self._ack_due = (boot, eseq)
+        if not pending:
+            gevent.spawn_later(ACK_DELAY, self._send_ack)
+
+    def _send_ack(self) -> None:
+        due, self._ack_due = self._ack_due, None
+        if due is not None and self._closed_reason is None:
+            with contextlib.suppress(OSError):
+                self.send(Ack(boot=due[0], eseq=due[1]))
 
     def begin(self, make: Callable[[int], Message],
               sink: Callable[[Message], None] | None = None
