@@ -93,6 +93,8 @@ class CorralConsole(cmd2.Cmd):
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
         self._interactive = interactive
+        # cmd2's own tools that an operator of corral does not need in the command list.
+        self.hidden_commands.extend(["alias", "macro", "run_pyscript", "edit", "shortcuts"])
 
     def preloop(self) -> None:
         # Alerts are drained only while a prompt is shown: batch runs never subscribe, and

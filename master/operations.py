@@ -189,6 +189,7 @@ class Operations:
     def wait(self, refs: list[str], timeout: float | None) -> list[WaitResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
         results: dict[str, WaitResult] = {}
+        log.info("waiting for %s to end (timeout %s)", " ".join(refs), timeout)
 
         def one(ref: str) -> None:
             try:

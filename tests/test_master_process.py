@@ -123,3 +123,32 @@ def _idle(child: pexpect.spawn, seconds: float) -> bool:
     except pexpect.TIMEOUT:
         return True
     raise AssertionError(f"node lost while console idle: {child.before!r}{child.after!r}")
+
+
+def test_ctrl_c_stops_wait_and_log_follow(tmp_path, token_file, spawn_client) -> None:
+    from tests.harness import MasterProcess
+
+    child = spawn_console(MasterProcess(tmp_path, token_file, 0).argv([]))
+    try:
+        spawn_client("n1", ("127.0.0.1", int(child.match.group(1))))
+        child.expect(r"node n1: CONNECTING -> READY")
+        child.sendline("exec -- sh -c 'while true; do echo tick; sleep 0.1; done'")
+        child.expect(r"(n1:\d+)\s+sh -c")
+        ref = child.match.group(1)
+        child.expect_exact("corral>")
+        log = tmp_path / "master-logs" / "master.log"
+        child.sendline(f"wait {ref}")
+        wait_until(lambda: f"waiting for {ref} to end" in log.read_text(), what="wait begun")
+        child.sendcontrol("c")
+        child.expect("cancelled")
+        child.expect_exact("corral>")
+        child.sendline(f"log {ref} -f")
+        child.expect("tick\r?\n.*tick")  # following: new lines keep arriving
+        child.sendcontrol("c")
+        child.expect_exact("corral>")
+        child.sendline(f"sKill {ref}")
+        child.expect(f"{ref}\\s+sent SIGKILL")
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
