@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if created:
         print(f"corral-master: created token file {token_path} (mode 0600); "
               "give it to the clients", file=sys.stderr)
+    elif token_path.stat().st_mode & 0o077:
+        print(f"corral-master: warning: token file {token_path} can be read by other "
+              "users; chmod 600 it", file=sys.stderr)
     try:
         tls_files = TlsFiles.from_options(args.tls_cert, args.tls_key, args.tls_ca)
     except CorralError as exc:

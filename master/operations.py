@@ -29,6 +29,7 @@ from master.server import MasterEngine
 log = logging.getLogger("corral.master.ops")
 
 RUN_GRACE = 5.0  # beyond a command's own timeout, for the reply to travel
+FRAME_HEADROOM = 64 * 1024  # room in a frame for the rest of an exec request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +117,10 @@ class Operations:
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
              env: dict[str, str], stdin: bytes | None, count: int
              ) -> GroupResult[list[ProcInfo]]:
+        room = self.engine.config.max_frame - FRAME_HEADROOM
+        if stdin is not None and len(stdin) > room:
+            raise UsageError(f"the stdin file is {len(stdin)} bytes, more than one frame "
+                             f"carries ({room}); copy it to the nodes and redirect instead")
         nodes, errors = resolve_targets(self.registry, nodeset)
         log.info("exec %s x%d on %s", argv, count, ",".join(n.name for n in nodes))
 

@@ -297,3 +297,12 @@ def test_exec_several_copies(console: CorralConsole, master: MasterAPI, nodes) -
 def test_quoted_pipe_runs_on_the_node(console: CorralConsole, nodes) -> None:
     console.onecmd_plus_hooks("run -w n1 -- 'echo a | tr a b'")
     assert console.last_result.results["n1"].stdout == b"b\n"
+
+
+def test_oversize_stdin_is_refused_before_sending(master: MasterAPI, nodes,
+                                                  tmp_path: Path) -> None:
+    from common.errors import UsageError
+
+    with pytest.raises(UsageError, match="more than one frame carries"):
+        master.exec("n1", ["cat"], stdin=b"x" * (9 * 1024 * 1024))
+    assert master.run("n1", "true").ok  # the session is untouched
