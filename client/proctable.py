@@ -88,6 +88,7 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
+COMPACT_SLACK = 1000  # journal lines beyond one per process before it is rewritten
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
 
 
@@ -191,8 +192,7 @@ class ProcTable:
         record.log_path = named
         self._by_pid[pid] = record
         self._change_state(record, ProcState.RUNNING)
-        if self._journal is not None:
-            self._journal.append(record.to_journal())
+        self._record_event(record.to_journal())
         log.debug("started %s as pid %d (log %s)", argv, pid, named)
         return record
 
@@ -209,12 +209,21 @@ class ProcTable:
         self._ended(record)
 
     def _ended(self, record: ProcRecord) -> None:
-        if self._journal is not None:
-            self._journal.append(record.ended_event())
+        self._record_event(record.ended_event())
         info = record.info()
         log.debug("pid %d %s", record.pid, info.describe())
         for listener in list(self.exit_listeners):
             listener(info)
+
+    def _record_event(self, event: dict[str, Any]) -> None:
+        journal = self._journal
+        if journal is None:
+            return
+        journal.append(event)
+        # Each process leaves two lines (start, end); a rewrite leaves one. Rewriting every
+        # COMPACT_SLACK extra lines keeps the file near its table's size at a small cost.
+        if journal.lines > len(self._records) + COMPACT_SLACK:
+            journal.rewrite([r.to_journal() for r in self._records])
 
     def _change_state(self, record: ProcRecord, new: ProcState) -> None:
         if new not in PROC_TRANSITIONS[record.state]:

@@ -194,41 +194,49 @@ class Operations:
     def wait(self, refs: list[str], timeout: float | None) -> list[WaitResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
         results: dict[str, WaitResult] = {}
-        log.info("waiting for %s to end (timeout %s)", " ".join(refs), timeout)
-
-        def one(ref: str) -> None:
+        wanted = list(dict.fromkeys(refs))
+        log.info("waiting for %s to end (timeout %s)", " ".join(wanted), timeout)
+        by_node: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for ref in wanted:
             try:
                 name, pid = parse_ref(ref)
             except UsageError as exc:
                 results[ref] = WaitResult(ref, None, exc.message)
-                return
-            # Listen first, then look: an exit between the two is not missed.
-            waiter = self.engine.exits.waiter(name, pid)
-            try:
-                table = self._ask(name, lambda req: ListRequest(req=req))
-                current = [p for p in _procs(self._node(name), table) if p.pid == pid]
-                if not current:
-                    results[ref] = WaitResult(ref, None, f"pid {pid} was not started by {name}")
-                    return
-                if current[0].ended_state:
-                    results[ref] = WaitResult(ref, current[0])
-                    return
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    results[ref] = WaitResult(ref, waiter.get(timeout=remaining))
-                except gevent.Timeout:
-                    results[ref] = WaitResult(ref, current[0], "still running at timeout")
-            except CorralError as exc:
-                results[ref] = WaitResult(ref, None, exc.message)
-            finally:
-                self.engine.exits.forget(name, pid, waiter)
+                continue
+            by_node[name].append((ref, pid))
 
-        greenlets = [gevent.spawn(one, ref) for ref in dict.fromkeys(refs)]
+        def node_part(name: str, members: list[tuple[str, int]]) -> None:
+            # Listen first, then look: an exit between the two is not missed.
+            waiters = {ref: self.engine.exits.waiter(name, pid) for ref, pid in members}
+            try:
+                table = {p.pid: p for p in _procs(self._node(name), self._ask(
+                    name, lambda req: ListRequest(req=req)))}
+                for ref, pid in members:
+                    current = table.get(pid)
+                    if current is None:
+                        results[ref] = WaitResult(ref, None, f"pid {pid} was not started by "
+                                                             f"{name}")
+                    elif current.ended_state:
+                        results[ref] = WaitResult(ref, current)
+                    else:
+                        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                        try:
+                            results[ref] = WaitResult(ref, waiters[ref].get(timeout=left))
+                        except gevent.Timeout:
+                            results[ref] = WaitResult(ref, current, "still running at timeout")
+            except CorralError as exc:
+                for ref, _pid in members:
+                    results.setdefault(ref, WaitResult(ref, None, exc.message))
+            finally:
+                for ref, pid in members:
+                    self.engine.exits.forget(name, pid, waiters[ref])
+
+        greenlets = [gevent.spawn(node_part, name, members) for name, members in by_node.items()]
         try:
             gevent.joinall(greenlets)
         finally:
             gevent.killall(greenlets)
-        return [results[ref] for ref in dict.fromkeys(refs)]
+        return [results[ref] for ref in wanted]
 
     # --- run ---------------------------------------------------------------------------
 

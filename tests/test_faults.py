@@ -119,3 +119,16 @@ def test_node_id_survives_and_is_written_atomically(spawn_client, master: Master
     node_id = client.node_id
     assert not list(Path(client.state_dir).glob(".*.tmp"))
     assert len(node_id) == 32
+
+
+def test_journal_stays_compact(master: MasterAPI, spawn_client) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    refs = [f"n1:{p.pid}" for p in master.exec("n1", ["true"], count=1500).results["n1"]]
+    assert all(r.ok for r in master.wait(refs, timeout=120))
+    lines = (client.state_dir / "processes.jsonl").read_text().count("\n")
+    assert 1500 <= lines <= 1500 + 1000  # not 3,000: rewritten as it grew
+    client.stop()
+    client.start()
+    wait_until(lambda: len(master.processes("n1").results.get("n1", [])) == 1500,
+               what="the table restored")
