@@ -1,3 +1,5 @@
+"""``python -m client``: the same as ``corral-client``."""
+
 from client.cli import main
 
 raise SystemExit(main())
