@@ -25,10 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from bench.rig import TOKEN, start_client, stop_all, write_token  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
-
-TOKEN = "bench-token"
 
 
 def make_file(path: Path, size: int) -> None:
@@ -109,13 +108,10 @@ def main() -> None:
         folder = Path(tmp)
         source = folder / "source.bin"
         make_file(source, size)
-        token = folder / "token"
-        token.write_text(TOKEN)
+        write_token(folder)
         api = MasterAPI.start(MasterConfig(port=0, log_dir=folder), TOKEN.encode())
-        clients = [subprocess.Popen(
-            [sys.executable, "-m", "client", "--master", f"127.0.0.1:{api.address[1]}",
-             "--name", f"n{i}", "--token-file", str(token), "--state-dir", str(folder / f"n{i}")],
-            cwd=ROOT, stderr=subprocess.DEVNULL) for i in range(1, args.fanout + 1)]
+        clients = [start_client(folder, api.address[1], f"n{i}")
+                   for i in range(1, args.fanout + 1)]
         try:
             assert api.wait_ready(args.fanout, 60).reached
             raw = raw_copy(source, folder)
@@ -144,9 +140,7 @@ def main() -> None:
                   f"master CPU {cpu:.2f} s ({100 * cpu / many:.0f} % of one core)")
             print("goals: 1 node >= 70 % of the baseline; memory flat, under 100 MiB each")
         finally:
-            for client in clients:
-                client.terminate()
-                client.wait()
+            stop_all(clients)
             api.shutdown()
 
 

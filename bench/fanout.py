@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.rig import TOKEN, start_client, stop_all, write_token  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
-
-TOKEN = "bench-token"
 
 
 def local_baseline(count: int, repeat: int) -> list[float]:
@@ -48,13 +46,9 @@ def main() -> None:
     most = max(args.nodes)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        token = folder / "token"
-        token.write_text(TOKEN)
+        write_token(folder)
         api = MasterAPI.start(MasterConfig(port=0, log_dir=folder), TOKEN.encode())
-        clients = [subprocess.Popen(
-            [sys.executable, "-m", "client", "--master", f"127.0.0.1:{api.address[1]}",
-             "--name", f"n{i}", "--token-file", str(token), "--state-dir", str(folder / f"n{i}")],
-            cwd=ROOT, stderr=subprocess.DEVNULL) for i in range(1, most + 1)]
+        clients = [start_client(folder, api.address[1], f"n{i}") for i in range(1, most + 1)]
         try:
             assert api.wait_ready(most, 300).reached, "clients did not all come up"
             print(f"fan-out of `run true` ({os.cpu_count()} cores, {args.repeat} runs each; "
@@ -77,10 +71,7 @@ def main() -> None:
                       f"{1000 * base:>28.1f}")
             print("goal: 100 nodes well under 200 ms")
         finally:
-            for client in clients:
-                client.terminate()
-            for client in clients:
-                client.wait()
+            stop_all(clients)
             api.shutdown()
 
 

@@ -29,19 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.rig import TOKEN, start_client, write_token  # noqa: E402
 from common.states import NodeState  # noqa: E402
 from master import render  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
-
-TOKEN = "bench-token"
-
-
-def start_client(folder: Path, port: int, name: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "client", "--master", f"127.0.0.1:{port}", "--name", name,
-         "--token-file", str(folder / "token"), "--state-dir", str(folder / name)],
-        cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -51,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "token").write_text(TOKEN)
+        write_token(folder)
         config = MasterConfig(port=0, log_dir=folder)
         api = MasterAPI.start(config, TOKEN.encode())
         port = api.address[1]

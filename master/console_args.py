@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cmd2 import Choices, Cmd2ArgumentParser
+from cmd2 import Choices, Cmd2ArgumentParser, CommandSet
 
 from common.procs import parse_signal
 
+if TYPE_CHECKING:
+    from master.console import CorralConsole
+
 CATEGORY = "corral"
+
+
+class ConsoleCommands(CommandSet["CorralConsole"]):
+    """A group of console commands; ``app`` is the console they run in."""
+
+    DEFAULT_CATEGORY = CATEGORY
+
+    @property
+    def app(self) -> CorralConsole:
+        return self._cmd
 
 
 def node_choices(app: Any) -> Choices:

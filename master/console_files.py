@@ -6,28 +6,19 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cmd2
-from cmd2 import Cmd2ArgumentParser, CommandSet, with_argparser
+from cmd2 import Cmd2ArgumentParser, with_argparser
 
 from master import render
-from master.console_args import CATEGORY, add_nodeset
+from master.console_args import ConsoleCommands, add_nodeset
 from master.transfers import Progress
-
-if TYPE_CHECKING:
-    from master.console import CorralConsole
 
 PROGRESS_AFTER = 0.5  # seconds before a transfer shows a progress line
 
 
-class FileCommands(CommandSet["CorralConsole"]):
-    DEFAULT_CATEGORY = CATEGORY
-
-    @property
-    def app(self) -> CorralConsole:
-        return self._cmd
-
+class FileCommands(ConsoleCommands):
     copy_parser = Cmd2ArgumentParser(description="Copy local files to nodes.")
     add_nodeset(copy_parser)
     copy_parser.add_argument("-r", dest="recursive", action="store_true", help="folders too")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING
 
-from cmd2 import Cmd2ArgumentParser, CommandSet, with_argparser
+from cmd2 import Cmd2ArgumentParser, with_argparser
 
 from common.procs import signal_name
 from master import render
 from master.console_args import (
-    CATEGORY,
+    ConsoleCommands,
     add_nodeset,
     env_pair,
     positive_int,
@@ -22,20 +21,11 @@ from master.console_args import (
     signal_parser,
 )
 
-if TYPE_CHECKING:
-    from master.console import CorralConsole
-
 DEFAULT_RUN_TIMEOUT = 30.0
 FOLLOW_POLL = 0.2  # seconds between reads of a followed log
 
 
-class ProcessCommands(CommandSet["CorralConsole"]):
-    DEFAULT_CATEGORY = CATEGORY
-
-    @property
-    def app(self) -> CorralConsole:
-        return self._cmd
-
+class ProcessCommands(ConsoleCommands):
     exec_parser = Cmd2ArgumentParser(description="Start a program on nodes.")
     add_nodeset(exec_parser)
     exec_parser.add_argument("--cwd", metavar="DIR", help="folder, relative to the work folder")
