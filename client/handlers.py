@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gevent
+
 from client.allow import AllowList
 from client.files import remove
 from client.proctable import ProcTable
@@ -34,6 +36,7 @@ from common.messages import (
 from common.procs import rusage_dict
 
 MAX_COPIES = 10_000  # of one program in one exec request
+YIELD_EVERY = 20  # spawns between turns for the rest of the client
 TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for lines
 
 
@@ -78,8 +81,12 @@ class RequestHandlers:
             stdin_path = self.stdin_dir / uuid.uuid4().hex
             stdin_path.write_bytes(request.stdin)
         folder = self._folder(request.cwd)
-        return [self.procs.spawn(request.argv, folder, request.env, stdin_path).info().to_wire()
-                for _ in range(request.count)]
+        started = []
+        for copy in range(request.count):
+            started.append(self.procs.spawn(request.argv, folder, request.env, stdin_path))
+            if copy % YIELD_EVERY == YIELD_EVERY - 1:
+                gevent.sleep(0)  # a big batch must not hold up heartbeats and other requests
+        return [record.info().to_wire() for record in started]
 
     def list_processes(self, _request: ListRequest) -> list[dict[str, Any]]:
         return [info.to_wire() for info in self.procs.snapshot()]
