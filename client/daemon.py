@@ -45,6 +45,7 @@ from common.messages import (
 )
 from common.procs import ProcInfo
 from common.tls import TlsFiles
+from common.turns import Turns
 
 log = logging.getLogger("corral.client")
 
@@ -259,8 +260,10 @@ class _Connection:
             **self.daemon.handlers,
             GetRequest: lambda request: stream_out(self.daemon.sandbox, request, self.send),
         }
+        turns = Turns(gevent.sleep)
         while True:
             message = decode(self.reader.read_frame())
+            turns.take()
             if isinstance(message, (PutBegin, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.
                 reply = self.uploads.handle(message)

@@ -34,9 +34,9 @@ from common.messages import (
     UsageRequest,
 )
 from common.procs import rusage_dict
+from common.turns import Turns
 
 MAX_COPIES = 10_000  # of one program in one exec request
-YIELD_EVERY = 20  # spawns between turns for the rest of the client
 TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for lines
 
 
@@ -82,10 +82,10 @@ class RequestHandlers:
             stdin_path.write_bytes(request.stdin)
         folder = self._folder(request.cwd)
         started = []
-        for copy in range(request.count):
+        turns = Turns(gevent.sleep)  # a big batch must not hold up heartbeats
+        for _ in range(request.count):
             started.append(self.procs.spawn(request.argv, folder, request.env, stdin_path))
-            if copy % YIELD_EVERY == YIELD_EVERY - 1:
-                gevent.sleep(0)  # a big batch must not hold up heartbeats and other requests
+            turns.take()
         return [record.info().to_wire() for record in started]
 
     def list_processes(self, _request: ListRequest) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ log = logging.getLogger("corral.master.ops")
 
 RUN_GRACE = 5.0  # beyond a command's own timeout, for the reply to travel
 FRAME_HEADROOM = 64 * 1024  # room in a frame for the rest of an exec request
+PER_COPY = 0.02  # seconds of extra patience per copy that exec -n asks for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +129,8 @@ class Operations:
             return lambda req: ExecRequest(req=req, argv=argv, cwd=cwd, env=env, stdin=stdin,
                                            count=count)
 
-        return fan_out(nodes, make, self.timeout, _procs, errors)
+        # A big batch legitimately takes a while on a loaded node.
+        return fan_out(nodes, make, self.timeout + count * PER_COPY, _procs, errors)
 
     def processes(self, nodeset: str | None) -> GroupResult[list[ProcInfo]]:
         nodes, errors = resolve_targets(self.registry, nodeset)

@@ -51,6 +51,7 @@ from common.messages import (
     decode,
     error_code,
 )
+from common.turns import Turns
 from master.registry import DuplicateName, Node
 
 if TYPE_CHECKING:
@@ -214,8 +215,10 @@ class Session:
         assert self.node is not None
         registry = self.engine.registry
         # A reply whose request was cancelled or timed out finds no waiter and is dropped.
+        turns = Turns(gevent.sleep)  # one busy peer must not starve the others
         while True:
             message = self._read_message()
+            turns.take()
             if isinstance(message, Heartbeat):
                 registry.heartbeat(self.node, message)
             elif isinstance(message, Reply):
