@@ -23,7 +23,6 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._out: Any = None
-        self.lines = 0  # in the file now
 
     def load(self) -> list[dict[str, Any]]:
         """Replay the journal: the last known state of each process, by start order."""
@@ -66,7 +65,6 @@ class Journal:
             os.fsync(out.fileno())
         os.replace(temp, self.path)
         self.close()
-        self.lines = len(records)
 
     def append(self, event: dict[str, Any]) -> None:
         if self._out is None:
@@ -74,7 +72,6 @@ class Journal:
         # One write of a whole line: a crash can cut only this line, never an earlier one.
         self._out.write(json.dumps(event) + "\n")
         self._out.flush()
-        self.lines += 1
 
     def close(self) -> None:
         if self._out is not None:

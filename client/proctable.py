@@ -88,7 +88,6 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
-COMPACT_SLACK = 1000  # journal lines beyond one per process before it is rewritten
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
 
 
@@ -216,14 +215,10 @@ class ProcTable:
             listener(info)
 
     def _record_event(self, event: dict[str, Any]) -> None:
-        journal = self._journal
-        if journal is None:
-            return
-        journal.append(event)
-        # Each process leaves two lines (start, end); a rewrite leaves one. Rewriting every
-        # COMPACT_SLACK extra lines keeps the file near its table's size at a small cost.
-        if journal.lines > len(self._records) + COMPACT_SLACK:
-            journal.rewrite([r.to_journal() for r in self._records])
+        # Two lines per process (start, end) at most: the file stays within twice its
+        # compact size, which the next start restores, so no rewrite is needed meanwhile.
+        if self._journal is not None:
+            self._journal.append(event)
 
     def _change_state(self, record: ProcRecord, new: ProcState) -> None:
         if new not in PROC_TRANSITIONS[record.state]:
