@@ -252,9 +252,6 @@ class ProcTable:
         log.info("sent %s to pid %d", signal_name(signum), pid)
         return record.info()
 
-    def is_adopted(self, pid: int) -> bool:
-        return self.find(pid).adopted
-
     def running_pids(self) -> list[int]:
         self._collect()
         return [r.pid for r in self._records if r.state is ProcState.RUNNING]

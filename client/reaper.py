@@ -31,7 +31,6 @@ class Reaper:
     def __init__(self) -> None:
         self._handlers: dict[int, ExitHandler] = {}
         self._wake_read = -1
-        self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
         """Install the SIGCHLD wake-up; call once, from the main thread."""
@@ -40,7 +39,7 @@ class Reaper:
         # A Python-level handler must exist for the C handler to write the wake-up byte;
         # the work itself happens in the greenlet.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
-        self._greenlet = gevent.spawn(self._run)
+        gevent.spawn(self._run)
 
     def watch(self, pid: int, on_exit: ExitHandler) -> None:
         """Call ``on_exit`` when ``pid`` is reaped. Register before yielding after spawn."""

@@ -115,9 +115,6 @@ def decode(wire: dict[str, Any]) -> Message:
     return cls(**values)
 
 
-def registered_tags() -> list[str]:
-    return sorted(_REGISTRY)
-
 
 # --- handshake -----------------------------------------------------------------------------
 
@@ -440,11 +437,6 @@ class Cancel(Message):
 
     req: int
 
-
-REQUEST_TYPES: tuple[type[Message], ...] = (
-    Ping, ExecRequest, ListRequest, SignalRequest, UsageRequest, LogRequest, RunRequest,
-    PutBegin, GetRequest, RemoveRequest,
-)
 
 
 def error_code(value: int) -> ErrorCode:

@@ -77,6 +77,7 @@ class Session:
         self._request_ids = itertools.count(1)
         self._closed_reason: str | None = None
         self._greenlets: list[gevent.Greenlet] = []
+        self._claimed_name = "?"  # the name a peer gave before it was admitted
 
     @property
     def label(self) -> str:
@@ -163,8 +164,6 @@ class Session:
                             f"within {self.engine.config.handshake_timeout:g} s)") from None
         clear.close()
         self._reader = FrameReader(self.sock, self.engine.config.max_frame)
-
-    _claimed_name = "?"
 
     def _handshake(self) -> Node:
         master_nonce = auth.new_nonce()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-from pathlib import Path
 
 import psutil
 
@@ -112,13 +111,6 @@ def test_truncated_last_line_is_dropped_with_a_warning(master: MasterAPI,
     wait_until(lambda: "ends in a truncated line" in client.log_text(), what="the warning")
     wait_until(lambda: [p.describe() for p in master.processes("n1").results.get("n1", [])]
                == ["exited 4"], what="the table kept")
-
-
-def test_node_id_survives_and_is_written_atomically(spawn_client, master: MasterAPI) -> None:
-    client = spawn_client("n1", master.address)
-    node_id = client.node_id
-    assert not list(Path(client.state_dir).glob(".*.tmp"))
-    assert len(node_id) == 32
 
 
 def test_journal_stays_compact(master: MasterAPI, spawn_client) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import UsageError
+from common.landing import TEMP_PREFIX
 from common.states import NodeState
 from master.api import MasterAPI
 from master.console import CorralConsole
@@ -49,8 +50,9 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
-def no_partials(folder: Path) -> bool:
-    return not any(".corral-partial-" in p.name for p in folder.rglob("*"))
+def partials(folder: Path) -> list[Path]:
+    """Hidden temporary files of transfers still under way (or left behind)."""
+    return [p for p in folder.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
 
 @pytest.mark.parametrize("size", [0, 1, 64 * 1024 * 1024])
@@ -65,7 +67,7 @@ def test_copy_to_three_nodes_verified_by_hash(console: CorralConsole, nodes, tmp
     for client in nodes:
         copied = client.workdir / "data" / "payload.bin"
         assert copied.stat().st_size == size and sha(copied) == sha(source)
-        assert no_partials(client.workdir)
+        assert not partials(client.workdir)
     assert console.stdout.getvalue().splitlines()[-1] == "3 succeeded, 0 failed, 3 total"  # type: ignore[attr-defined]
 
 
@@ -121,7 +123,7 @@ def test_pull_from_three_nodes_into_separate_folders(console: CorralConsole, nod
         assert (mine / "results" / "out.txt").stat().st_mode & 0o777 == 0o640
         assert (mine / f"{client.name}.log").read_text() == f"log of {client.name}\n"
     assert all(r.files == 2 for r in console.last_result.results.values())
-    assert no_partials(local)
+    assert not partials(local)
 
 
 def test_remove(console: CorralConsole, master: MasterAPI, nodes) -> None:
@@ -226,10 +228,6 @@ def test_heartbeats_and_requests_flow_during_a_large_copy(master: MasterAPI, nod
     assert outcome[0].ok  # type: ignore[attr-defined]
     assert answered > 0 and max(a for a in ages if a is not None) < 3 * 0.2
     wait_until(lambda: sha(nodes[0].workdir / "large.bin") == sha(source))
-
-
-def partials(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if ".corral-partial-" in p.name]
 
 
 def test_master_killed_mid_transfer_leaves_no_partial_file(spawn_master, spawn_client,
