@@ -35,7 +35,6 @@ from common.messages import (
     FailReply,
     GetRequest,
     Message,
-    ProcExited,
     PutBegin,
     PutChunk,
     PutEnd,
@@ -43,7 +42,7 @@ from common.messages import (
     decode,
     error_code,
 )
-from common.procs import ProcInfo
+from common.procs import ProcExited, ProcInfo
 from common.tls import TlsFiles
 from common.turns import Turns
 
@@ -100,7 +99,7 @@ class ClientDaemon:
         self.boot = uuid.uuid4().hex
         self._event_seq = 0
         self.outbox: dict[int, ProcExited] = {}
-        self._ended: list[dict[str, Any]] = []
+        self._ended: list[ProcInfo] = []
         self._tls_context: Any = None
         if config.tls is not None:
             self._tls_context = tls.configure(
@@ -110,7 +109,7 @@ class ClientDaemon:
         """Queue an exit; every exit one reaping pass finds travels in one event."""
         if not self._ended:
             gevent.get_hub().loop.run_callback(self._flush_exits)
-        self._ended.append(info.to_wire())
+        self._ended.append(info)
 
     def _flush_exits(self) -> None:
         self._event_seq += 1

@@ -8,6 +8,7 @@ type, so the rest of the program only ever sees well-formed messages.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
@@ -27,9 +28,25 @@ class Message:
     TAG: ClassVar[str] = ""
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        wire = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         wire[TYPE_KEY] = self.TAG
         return wire
+
+    def problem(self) -> str | None:
+        """What is wrong with a decoded message beyond its field types (None: nothing).
+
+        Types whose fields have rules of their own (ranges, lengths, enum values) override
+        this; ``decode`` calls it, so a peer's bad value never reaches the program."""
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """Nested messages (a reply's results) go on the wire as maps."""
+    if isinstance(value, Message):
+        return value.to_wire()
+    if type(value) is list and value and isinstance(value[0], Message):
+        return [_plain(item) for item in value]
+    return value
 
 
 def register(cls: type[M]) -> type[M]:
@@ -40,39 +57,87 @@ def register(cls: type[M]) -> type[M]:
     return cls
 
 
-Checker = typing.Callable[[Any], bool]
+class _Mismatch(Exception):
+    """A value does not fit its declared type; the message says where."""
 
 
-def _checker(hint: Any) -> Checker:
-    """Build, once per field type, a function that tells whether a value fits it."""
+Converter = typing.Callable[[Any], Any]
+
+
+def _identity_if(test: typing.Callable[[Any], bool]) -> Converter:
+    def convert(value: Any) -> Any:
+        if not test(value):
+            raise _Mismatch("has the wrong type")
+        return value
+    return convert
+
+
+def _is_finite_number(value: Any) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+def _converter(hint: Any) -> Converter:
+    """Build, once per field type, a function that checks a wire value against the type and
+    returns it as the program uses it (nested messages become their dataclasses)."""
     origin = get_origin(hint)
     if hint is Any:
-        return lambda value: True
+        return lambda value: value
     if origin in (Union, types.UnionType):
-        arms = [_checker(arm) for arm in get_args(hint)]
-        return lambda value: any(arm(value) for arm in arms)
+        arms = [_converter(arm) for arm in get_args(hint)]
+
+        def either(value: Any) -> Any:
+            for arm in arms:
+                try:
+                    return arm(value)
+                except _Mismatch:
+                    continue
+            raise _Mismatch("has the wrong type")
+        return either
     if hint is type(None):
-        return lambda value: value is None
-    if hint is float:
-        return lambda value: type(value) in (int, float)
+        return _identity_if(lambda value: value is None)
+    if hint is float:  # NaN and infinities are never meaningful here
+        return _identity_if(_is_finite_number)
     if hint is int:
-        return lambda value: type(value) is int
+        return _identity_if(lambda value: type(value) is int)
+    if hint is bool:
+        return _identity_if(lambda value: type(value) is bool)
     if origin is list:
-        item = _checker((get_args(hint) or (Any,))[0])
-        return lambda value: type(value) is list and all(item(v) for v in value)
+        item = _converter((get_args(hint) or (Any,))[0])
+
+        def each(value: Any) -> Any:
+            if type(value) is not list:
+                raise _Mismatch("has the wrong type")
+            return [item(v) for v in value]
+        return each
     if origin is dict:
         key_hint, item_hint = get_args(hint) or (Any, Any)
-        key, item = _checker(key_hint), _checker(item_hint)
-        return lambda value: type(value) is dict and all(
-            key(k) and item(v) for k, v in value.items())
+        key, item = _converter(key_hint), _converter(item_hint)
+
+        def mapping(value: Any) -> Any:
+            if type(value) is not dict:
+                raise _Mismatch("has the wrong type")
+            return {key(k): item(v) for k, v in value.items()}
+        return mapping
+    if isinstance(hint, type) and issubclass(hint, Message):
+        def nested(value: Any) -> Any:
+            if type(value) is not dict:
+                raise _Mismatch(f"is not a {hint.TAG} map")
+            tag = value.get(TYPE_KEY, hint.TAG)
+            if tag != hint.TAG:
+                raise _Mismatch(f"is a {tag!r}, not a {hint.TAG!r}")
+            try:
+                return _build(hint, value)
+            except ProtocolError as exc:
+                raise _Mismatch(f"({exc.message})") from None
+        return nested
     if isinstance(hint, type):
-        return lambda value: isinstance(value, hint)
+        return _identity_if(lambda value: isinstance(value, hint))
     raise TypeError(f"unsupported field type {hint!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class _Schema:
-    checkers: dict[str, Checker]
+    converters: dict[str, Converter]
     required: frozenset[str]
 
 
@@ -82,7 +147,7 @@ def _schema(cls: type) -> _Schema:
         hints = typing.get_type_hints(cls)
         fields = dataclasses.fields(cls)
         schema = _Schema(
-            checkers={f.name: _checker(hints[f.name]) for f in fields},
+            converters={f.name: _converter(hints[f.name]) for f in fields},
             required=frozenset(
                 f.name for f in fields
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -90,6 +155,30 @@ def _schema(cls: type) -> _Schema:
         )
         _SCHEMAS[cls] = schema
     return schema
+
+
+def _build(cls: type[M], wire: dict[str, Any]) -> M:
+    tag = cls.TAG
+    schema = _schema(cls)
+    values = {}
+    for name, value in wire.items():
+        if name == TYPE_KEY:
+            continue
+        convert = schema.converters.get(name)
+        if convert is None:
+            raise ProtocolError(f"{tag}: unexpected field {name!r}")
+        try:
+            values[name] = convert(value)
+        except _Mismatch as exc:
+            raise ProtocolError(f"{tag}: field {name!r} {exc}") from None
+    missing = schema.required - values.keys()
+    if missing:
+        raise ProtocolError(f"{tag}: missing field {sorted(missing)[0]!r}")
+    message = cls(**values)
+    problem = message.problem()
+    if problem is not None:
+        raise ProtocolError(f"{tag}: {problem}")
+    return message
 
 
 def decode(wire: dict[str, Any]) -> Message:
@@ -100,20 +189,26 @@ def decode(wire: dict[str, Any]) -> Message:
     cls = _REGISTRY.get(tag)
     if cls is None:
         raise ProtocolError(f"unknown message type {tag!r}")
-    schema = _schema(cls)
-    values = dict(wire)
-    del values[TYPE_KEY]
-    for name, value in values.items():
-        check = schema.checkers.get(name)
-        if check is None:
-            raise ProtocolError(f"{tag}: unexpected field {name!r}")
-        if not check(value):
-            raise ProtocolError(f"{tag}: field {name!r} has the wrong type")
-    missing = schema.required - values.keys()
-    if missing:
-        raise ProtocolError(f"{tag}: missing field {sorted(missing)[0]!r}")
-    return cls(**values)
+    return _build(cls, wire)
 
+
+def decode_as(hint: Any, value: Any) -> Any:
+    """Check a reply's value against the type its request promises (``REPLY``), building
+    nested messages; ProtocolError says what did not fit."""
+    try:
+        return _converter_for(hint)(value)
+    except _Mismatch as exc:
+        raise ProtocolError(f"reply {exc}") from None
+
+
+_REPLY_CONVERTERS: dict[Any, Converter] = {}
+
+
+def _converter_for(hint: Any) -> Converter:
+    convert = _REPLY_CONVERTERS.get(hint)
+    if convert is None:
+        convert = _REPLY_CONVERTERS[hint] = _converter(hint)
+    return convert
 
 
 # --- handshake -----------------------------------------------------------------------------
@@ -185,6 +280,15 @@ class Heartbeat(Message):
     mem_total: int
     disk_free: int
     processes: int
+
+    def problem(self) -> str | None:
+        if len(self.load) != 3:
+            return f"load has {len(self.load)} values, not 3"
+        figures = [self.seq, *self.load, self.cpu_percent, self.mem_available, self.mem_total,
+                   self.disk_free, self.processes]
+        if any(value < 0 for value in figures):
+            return "a figure is negative"
+        return None
 
 
 @register
@@ -305,20 +409,6 @@ class RunRequest(Message):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class ProcExited(Message):
-    """client -> master event: processes ended (all those one reaping pass collected).
-    Sent until acknowledged, even across reconnects; ``(boot, eseq)`` lets the master drop
-    a repeat."""
-
-    TAG: ClassVar[str] = "exited"
-
-    boot: str
-    eseq: int
-    procs: list[dict[str, Any]]
-
-
-@register
-@dataclasses.dataclass(frozen=True)
 class Ack(Message):
     """master -> client: every event up to ``eseq`` of client run ``boot`` arrived; stop
     resending them. Cumulative, and sent a little after the event (20 ms)."""
@@ -349,6 +439,9 @@ class PutBegin(Message):
     kind: str
     mode: int
     size: int
+
+    def problem(self) -> str | None:
+        return entry_problem(self.kind, self.mode, self.size)
 
 
 @register
@@ -397,6 +490,9 @@ class GetFile(Message):
     mode: int
     size: int
 
+    def problem(self) -> str | None:
+        return entry_problem(self.kind, self.mode, self.size)
+
 
 @register
 @dataclasses.dataclass(frozen=True)
@@ -437,6 +533,17 @@ class Cancel(Message):
 
     req: int
 
+
+
+def entry_problem(kind: str, mode: int, size: int) -> str | None:
+    """The rules for a file entry of a transfer, shared by both directions."""
+    if kind not in ("file", "dir"):
+        return f"kind {kind!r} is neither 'file' nor 'dir'"
+    if not 0 <= mode <= 0o7777:
+        return f"mode {mode:#o} out of range"
+    if size < 0:
+        return "negative size"
+    return None
 
 
 def error_code(value: int) -> ErrorCode:

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 from common.messages import Message, register
 from common.states import ENDED_STATES, ProcState
 
+_STATE_VALUES = frozenset(state.value for state in ProcState)
+
 RUSAGE_FIELDS = ("ru_utime", "ru_stime", "ru_maxrss", "ru_minflt", "ru_majflt", "ru_nvcsw",
                  "ru_nivcsw")
 
@@ -16,6 +18,15 @@ RUSAGE_FIELDS = ("ru_utime", "ru_stime", "ru_maxrss", "ru_minflt", "ru_majflt", 
 def rusage_dict(usage: Any) -> dict[str, float]:
     """The fields of a ``resource.struct_rusage`` that corral reports (maxrss in KiB)."""
     return {name: float(getattr(usage, name)) for name in RUSAGE_FIELDS}
+
+
+def rusage_problem(usage: dict[str, float]) -> str | None:
+    """A rusage map must have exactly corral's fields, none negative."""
+    if set(usage) != set(RUSAGE_FIELDS):
+        return f"rusage fields are {sorted(usage)}, expected {list(RUSAGE_FIELDS)}"
+    if any(value < 0 for value in usage.values()):
+        return "a rusage figure is negative"
+    return None
 
 
 def signal_name(number: int) -> str:
@@ -62,6 +73,17 @@ class ProcInfo(Message):
     cpu_time: float | None = None  # user + system, while running
     rss: int | None = None  # bytes, while running
 
+    def problem(self) -> str | None:
+        if self.state not in _STATE_VALUES:
+            return f"unknown process state {self.state!r}"
+        if self.pid < 0 or self.seq < 0:
+            return "negative pid or seq"
+        if self.rusage is not None:
+            return rusage_problem(self.rusage)
+        if any(v is not None and v < 0 for v in (self.cpu_time, self.rss)):
+            return "negative cpu time or rss"
+        return None
+
     @property
     def proc_state(self) -> ProcState:
         return ProcState(self.state)
@@ -80,3 +102,22 @@ class ProcInfo(Message):
         if state is ProcState.SPAWN_FAILED:
             return f"spawn failed: {self.error}"
         return str(state)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ProcExited(Message):
+    """client -> master event: processes ended (all those one reaping pass collected).
+    Sent until acknowledged, even across reconnects; ``(boot, eseq)`` lets the master drop
+    a repeat."""
+
+    TAG: ClassVar[str] = "exited"
+
+    boot: str
+    eseq: int
+    procs: list[ProcInfo]
+
+    def problem(self) -> str | None:
+        if len(self.boot) > 64 or self.eseq < 1:
+            return "bad boot id or event sequence number"
+        return None

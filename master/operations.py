@@ -19,9 +19,9 @@ from common.messages import (
     RunRequest,
     SignalRequest,
     UsageRequest,
-    decode,
 )
 from common.procs import ProcInfo
+from common.replies import LogAnswer, RunAnswer, SignalAnswer, UsageAnswer
 from master.fanout import GroupResult, fan_out, parse_ref, resolve_targets
 from master.registry import Node
 from master.server import MasterEngine
@@ -40,32 +40,9 @@ class SignalOutcome:
     message: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class UsageReport:
-    children: dict[str, float]  # getrusage(RUSAGE_CHILDREN) on the node
-    processes: list[ProcInfo]
-
-
-@dataclasses.dataclass(frozen=True)
-class LogChunk:
-    data: bytes
-    offset: int
-    ended: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    exit_code: int | None
-    signal: int | None
-    stdout: bytes
-    stderr: bytes
-    dropped: int
-    timed_out: bool
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+UsageReport = UsageAnswer
+LogChunk = LogAnswer
+RunResult = RunAnswer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +56,12 @@ class WaitResult:
         return self.info is not None and self.info.describe() == "exited 0"
 
 
-def _proc(value: Any) -> ProcInfo:
-    info = decode(value)
-    if not isinstance(info, ProcInfo):
-        raise CorralError(f"expected a process, got {info.TAG}", ErrorCode.PROTOCOL)
-    return info
+def _procs(_node: Node, value: list[ProcInfo]) -> list[ProcInfo]:
+    return value
 
 
-def _procs(_node: Node, value: Any) -> list[ProcInfo]:
-    return [_proc(item) for item in value]
+def _same(_node: Node, value: Any) -> Any:
+    return value
 
 
 class Operations:
@@ -155,8 +129,8 @@ class Operations:
                     outcomes[f"{name}:{pid}"] = SignalOutcome(f"{name}:{pid}", False, exc.message)
                 return
             for answer in answers:
-                ref = f"{name}:{answer['pid']}"
-                outcomes[ref] = SignalOutcome(ref, answer["ok"], answer["message"])
+                ref = f"{name}:{answer.pid}"
+                outcomes[ref] = SignalOutcome(ref, answer.ok, answer.message)
 
         gevent.joinall([gevent.spawn(one_node, n, p) for n, p in by_node.items()])
         return [outcomes[ref] for ref in dict.fromkeys(refs) if ref in outcomes]
@@ -164,9 +138,8 @@ class Operations:
     def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
         nodes, errors = resolve_targets(self.registry, nodeset)
 
-        def convert(node: Node, answers: Any) -> list[SignalOutcome]:
-            return [SignalOutcome(f"{node.name}:{a['pid']}", a["ok"], a["message"])
-                    for a in answers]
+        def convert(node: Node, answers: list[SignalAnswer]) -> list[SignalOutcome]:
+            return [SignalOutcome(f"{node.name}:{a.pid}", a.ok, a.message) for a in answers]
 
         def make(_node: Node) -> Any:
             return lambda req: SignalRequest(req=req, signum=signum, all_running=True)
@@ -178,18 +151,14 @@ class Operations:
     def rusage(self, nodeset: str | None) -> GroupResult[UsageReport]:
         nodes, errors = resolve_targets(self.registry, nodeset)
 
-        def convert(_node: Node, value: Any) -> UsageReport:
-            return UsageReport(children=value["children"],
-                               processes=[_proc(p) for p in value["processes"]])
-
         return fan_out(nodes, lambda _n: lambda req: UsageRequest(req=req), self.timeout,
-                       convert, errors)
+                       _same, errors)
 
     def log(self, ref: str, lines: int | None, offset: int | None) -> LogChunk:
         name, pid = parse_ref(ref)
-        value = self._ask(name, lambda req: LogRequest(req=req, pid=pid, lines=lines,
-                                                       offset=offset))
-        return LogChunk(data=value["data"], offset=value["offset"], ended=value["ended"])
+        answer: LogAnswer = self._ask(name, lambda req: LogRequest(req=req, pid=pid, lines=lines,
+                                                                   offset=offset))
+        return answer
 
     # --- wait --------------------------------------------------------------------------
 
@@ -211,8 +180,7 @@ class Operations:
             # Listen first, then look: an exit between the two is not missed.
             waiters = {ref: self.engine.exits.waiter(name, pid) for ref, pid in members}
             try:
-                table = {p.pid: p for p in _procs(self._node(name), self._ask(
-                    name, lambda req: ListRequest(req=req)))}
+                table = {p.pid: p for p in self._ask(name, lambda req: ListRequest(req=req))}
                 for ref, pid in members:
                     current = table.get(pid)
                     if current is None:
@@ -250,10 +218,7 @@ class Operations:
         def make(_node: Node) -> Any:
             return lambda req: RunRequest(req=req, command=command, timeout=timeout, cwd=cwd)
 
-        def convert(_node: Node, value: Any) -> RunResult:
-            return RunResult(**value)
-
-        return fan_out(nodes, make, timeout + RUN_GRACE, convert, errors)
+        return fan_out(nodes, make, timeout + RUN_GRACE, _same, errors)
 
     # --- completion --------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ from collections import defaultdict
 
 import gevent.event
 
-from common.messages import ProcExited, decode
-from common.procs import ProcInfo
+from common.procs import ProcExited
 from master.events import ProcessEvent
 from master.registry import Node, NodeRegistry
 
@@ -32,11 +31,7 @@ class ExitTracker:
         if event.eseq <= self._last_seen.get(key, 0):
             return  # delivered before the connection dropped; the ack was lost
         self._last_seen[key] = event.eseq
-        for wire in event.procs:
-            info = decode(wire)
-            if not isinstance(info, ProcInfo):
-                log.warning("%s sent an exit event without a process", node.name)
-                continue
+        for info in event.procs:
             for waiter in self._waiters.pop((node.name, info.pid), []):
                 waiter.set(info)
             self._registry.publish(ProcessEvent(node.name, info))

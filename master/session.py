@@ -44,13 +44,16 @@ from common.messages import (
     Hello,
     Message,
     Ping,
-    ProcExited,
     Register,
     Reply,
     Welcome,
     decode,
+    decode_as,
     error_code,
 )
+from common.procs import ProcExited
+from common.replies import REPLY_TYPES
+from common.text import printable
 from common.turns import Turns
 from master.registry import DuplicateName, Node
 
@@ -71,7 +74,8 @@ class Session:
         self.node: Node | None = None
         self._reader = FrameReader(sock, engine.config.max_frame)
         self._write_lock = gevent.lock.Semaphore()
-        self._pending: dict[int, gevent.event.AsyncResult] = {}
+        # Requests in flight: the waiter, and the type their reply must have.
+        self._pending: dict[int, tuple[gevent.event.AsyncResult, Any]] = {}
         self._sinks: dict[int, Callable[[Message], None]] = {}  # streamed replies, by req
         self._ack_due: tuple[str, int] | None = None
         self._request_ids = itertools.count(1)
@@ -127,7 +131,7 @@ class Session:
 
     def _finish(self, reason: str) -> None:
         gevent.killall(self._greenlets, block=False)
-        for result in self._pending.values():
+        for result, _reply_type in self._pending.values():
             result.set_exception(
                 CorralError(f"connection lost: {reason}", ErrorCode.DISCONNECTED)
             )
@@ -222,10 +226,11 @@ class Session:
                 registry.heartbeat(self.node, message)
             elif isinstance(message, Reply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
-                    waiting.set(message.value)
+                    self._deliver(waiting, message.value)
             elif isinstance(message, FailReply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
-                    waiting.set_exception(RemoteError(message.message, error_code(message.code)))
+                    waiting[0].set_exception(RemoteError(printable(message.message),
+                                                         error_code(message.code)))
             elif isinstance(message, (GetFile, GetChunk, GetFileEnd)):
                 sink = self._sinks.get(message.req)
                 if sink is not None:  # else: the pull was cancelled; drop the rest
@@ -238,15 +243,33 @@ class Session:
             else:
                 raise ProtocolError(f"unexpected {message.TAG} from a client")
 
+    @staticmethod
+    def _deliver(waiting: tuple[gevent.event.AsyncResult, Any], value: Any) -> None:
+        """Hand a reply's value, checked against its request's reply type, to its waiter.
+        A value of the wrong shape is this request's protocol error, and the connection's."""
+        result, reply_type = waiting
+        try:
+            result.set(decode_as(reply_type, value))
+        except ProtocolError as exc:
+            result.set_exception(CorralError(f"protocol error: {exc.message}",
+                                             ErrorCode.PROTOCOL))
+            raise
+
+    def _register(self, req: int, message: Message) -> gevent.event.AsyncResult:
+        result = gevent.event.AsyncResult()
+        self._pending[req] = (result, REPLY_TYPES[type(message)])
+        return result
+
     def request(self, make: Callable[[int], Message], timeout: float) -> Any:
-        """Send the request ``make(req_id)`` and wait for its reply's value."""
+        """Send the request ``make(req_id)`` and wait for its reply's value, checked
+        against the type that request's reply must have."""
         if self._closed_reason is not None:
             raise CorralError(f"{self.label}: not connected", ErrorCode.DISCONNECTED)
         req = next(self._request_ids)
-        result = gevent.event.AsyncResult()
-        self._pending[req] = result
+        message = make(req)
+        result = self._register(req, message)
         try:
-            self.send(make(req))
+            self.send(message)
             return result.get(timeout=timeout)
         except gevent.Timeout:
             raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
@@ -278,11 +301,11 @@ class Session:
         if self._closed_reason is not None:
             raise CorralError(f"{self.label}: not connected", ErrorCode.DISCONNECTED)
         req = next(self._request_ids)
-        result = gevent.event.AsyncResult()
-        self._pending[req] = result
+        message = make(req)
+        result = self._register(req, message)
         if sink is not None:
             self._sinks[req] = sink
-        self.send(make(req))
+        self.send(message)
         return req, result
 
     def end(self, req: int, cancel: bool) -> None:

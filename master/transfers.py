@@ -34,6 +34,7 @@ from common.messages import (
     PutEnd,
     RemoveRequest,
 )
+from common.replies import RemoveAnswer
 from master.fanout import GroupResult, fan_out, resolve_targets
 from master.registry import Node, NodeRegistry, natural_key
 from master.session import Session
@@ -383,8 +384,8 @@ def remove(registry: NodeRegistry, nodeset: str | None, paths: list[str], recurs
         node_paths = [path.replace("?HOST", node.name) for path in paths]
         return lambda req: RemoveRequest(req=req, paths=node_paths, recursive=recursive)
 
-    def convert(_node: Node, answers: Any) -> list[RemoveOutcome]:
-        return [RemoveOutcome(a["path"], a["ok"], a["message"]) for a in answers]
+    def convert(_node: Node, answers: list[RemoveAnswer]) -> list[RemoveOutcome]:
+        return [RemoveOutcome(a.path, a.ok, a.message) for a in answers]
 
     return fan_out(nodes, make, timeout, convert, errors)
 

@@ -111,9 +111,12 @@ def _fits(value: typing.Any, hint: typing.Any) -> bool:
     return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
 
 
+FIGURE = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
+
+
 @FUZZ
-@given(st.integers(0, 2**31), st.lists(st.floats(allow_nan=False), min_size=3, max_size=3),
-       st.floats(allow_nan=False), st.integers(0, 2**62))
+@given(st.integers(0, 2**31), st.lists(FIGURE, min_size=3, max_size=3), FIGURE,
+       st.integers(0, 2**62))
 def test_valid_messages_round_trip(seq: int, load: list[float], cpu: float, free: int) -> None:
     beat = Heartbeat(seq=seq, load=load, cpu_percent=cpu, mem_available=free, mem_total=free,
                      disk_free=free, processes=seq % 1000)

@@ -1,0 +1,34 @@
+"""Text from a peer, made safe to show: control characters are escaped, never sent raw.
+
+A node (or a process on it) can send any bytes: terminal escape sequences could rewrite
+the operator's screen, a carriage return could hide a line, a newline could forge a log
+entry. Everything shown on the console or written to a log that came from a peer passes
+through here. Newlines and tabs in multi-line output (``run``, ``log``) are kept where the
+caller says so.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def printable(text: str) -> str:
+    """One line: every control character escaped as ``\\xNN``."""
+    return _CONTROL.sub(_escape, text)
+
+
+def printable_lines(text: str) -> str:
+    """Several lines: newlines and tabs kept, every other control character escaped."""
+    return _CONTROL_KEEP_LINES.sub(_escape, text)
+
+
+def printable_bytes(data: bytes) -> str:
+    """Output bytes of a process, decoded leniently, as printable lines."""
+    return printable_lines(data.decode(errors="replace"))
