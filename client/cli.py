@@ -24,6 +24,8 @@ from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
 from common.errors import CorralError
+from common.names import NAME_RULE, name_problem
+from common.text import EscapingFormatter
 from common.tls import TlsFiles
 
 
@@ -34,12 +36,20 @@ def parse_master(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def node_name(text: str) -> str:
+    problem = name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="corral-client", description="Run a corral client daemon on this machine."
     )
     parser.add_argument("--master", required=True, type=parse_master, metavar="HOST:PORT")
-    parser.add_argument("--name", default=socket.gethostname(), help="default: the host name")
+    parser.add_argument("--name", type=node_name, default=socket.gethostname(),
+                        help="default: the host name. " + NAME_RULE)
     parser.add_argument("--token-file", type=Path, help="default: $CORRAL_TOKEN, then "
                         f"{auth.default_token_path()}")
     parser.add_argument("--state-dir", type=Path,
@@ -66,16 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format=f"%(asctime)s corral-client[{args.name}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(
+        f"%(asctime)s corral-client[{args.name}] %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        handlers=[handler])
     try:
         token = auth.client_token(args.token_file)
     except CorralError as exc:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
+    token_path = args.token_file or (
+        None if os.environ.get(auth.TOKEN_ENV, "").strip() else auth.default_token_path())
+    if token_path is not None and (warning := auth.exposure_warning(token_path)):
+        logging.getLogger("corral.client").warning("%s", warning)
     state_dir = (args.state_dir or default_state_dir(args.name)).resolve()
     workdir = (args.workdir or state_dir / "work").resolve()
     log_dir = (args.log_dir or state_dir / "logs").resolve()
@@ -111,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)
         return 2
     handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir, sandbox, allow)
+    handlers.sweep_stdin()
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
                               sandbox)

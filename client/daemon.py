@@ -28,6 +28,7 @@ from client.sandbox import Sandbox
 from common import tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame, send_whole
+from common.landing import PartialLedger
 from common.messages import (
     Ack,
     Cancel,
@@ -101,6 +102,10 @@ class ClientDaemon:
         self.outbox: dict[int, ProcExited] = {}
         self._ended: list[ProcInfo] = []
         self._tls_context: Any = None
+        # Temporary files of copies in progress; a killed client removes them at start.
+        self.partials = PartialLedger(config.state_dir / "partial-files")
+        for leftover in self.partials.sweep():
+            log.info("removed %s, left by a copy that was interrupted", leftover)
         if config.tls is not None:
             self._tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT), config.tls)
@@ -183,7 +188,7 @@ class _Connection:
         self._write_lock = gevent.lock.Semaphore()
         self._workers = gevent.pool.Group()
         self.authenticated = False
-        self.uploads = Uploads(daemon.sandbox)
+        self.uploads = Uploads(daemon.sandbox, daemon.partials)
         self._in_flight: dict[int, gevent.Greenlet] = {}
 
     def run(self) -> bool:

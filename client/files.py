@@ -21,7 +21,7 @@ import gevent
 
 from client.sandbox import Sandbox
 from common.errors import CorralError, ErrorCode
-from common.landing import IncomingFile, io_error
+from common.landing import IncomingFile, PartialLedger, io_error
 from common.messages import (
     FailReply,
     GetChunk,
@@ -50,8 +50,9 @@ def flush_to_disk(fd: int) -> None:
 class Uploads:
     """The receiving end of pushes on one connection."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, ledger: PartialLedger | None = None) -> None:
         self.sandbox = sandbox
+        self.ledger = ledger
         self._open: dict[int, IncomingFile] = {}
         self._failed: set[int] = set()
 
@@ -89,7 +90,8 @@ class Uploads:
             raise CorralError(f"unknown kind {begin.kind!r}", ErrorCode.BAD_REQUEST)
         if target.is_dir():
             target = self.sandbox.locate(str(target / begin.name))
-        self._open[begin.req] = IncomingFile(target, begin.mode, begin.size, flush_to_disk)
+        self._open[begin.req] = IncomingFile(target, begin.mode, begin.size, flush_to_disk,
+                                             self.ledger)
         return None
 
     def _upload(self, req: int) -> IncomingFile:

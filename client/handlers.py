@@ -6,6 +6,7 @@ error reply; the handlers know nothing of sockets.
 
 from __future__ import annotations
 
+import os
 import resource
 import uuid
 from collections.abc import Callable
@@ -75,18 +76,37 @@ class RequestHandlers:
             raise CorralError(f"count must be 1 to {MAX_COPIES}", ErrorCode.BAD_REQUEST)
         if self.allow is not None and request.argv:
             self.allow.check(request.argv)
-        stdin_path = None
-        if request.stdin is not None:
-            self.stdin_dir.mkdir(parents=True, exist_ok=True)
-            stdin_path = self.stdin_dir / uuid.uuid4().hex
-            stdin_path.write_bytes(request.stdin)
         folder = self._folder(request.cwd)
+        stdin_path = None if request.stdin is None else self._stage_stdin(request.stdin)
         started = []
         turns = Turns(gevent.sleep)  # a big batch must not hold up heartbeats
-        for _ in range(request.count):
-            started.append(self.procs.spawn(request.argv, folder, request.env, stdin_path))
-            turns.take()
+        try:
+            for _ in range(request.count):
+                started.append(self.procs.spawn(request.argv, folder, request.env, stdin_path))
+                turns.take()
+        finally:
+            # Every copy has opened it by now (a spawn returns after exec), so the bytes
+            # live on only in those open descriptors.
+            if stdin_path is not None:
+                stdin_path.unlink(missing_ok=True)
         return [record.info().to_wire() for record in started]
+
+    def _stage_stdin(self, data: bytes) -> Path:
+        """The request's stdin bytes in a file only this user can read, in a folder only
+        this user can enter: they may be a secret."""
+        self.stdin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.stdin_dir, 0o700)  # an older client made it 0755
+        path = self.stdin_dir / uuid.uuid4().hex
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return path
+
+    def sweep_stdin(self) -> None:
+        """Stdin files left by a client killed between staging and spawning."""
+        if self.stdin_dir.is_dir():
+            for leftover in self.stdin_dir.iterdir():
+                leftover.unlink(missing_ok=True)
 
     def list_processes(self, _request: ListRequest) -> list[dict[str, Any]]:
         return [info.to_wire() for info in self.procs.snapshot()]

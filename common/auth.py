@@ -41,6 +41,17 @@ def read_token(path: Path) -> bytes:
     return text.encode()
 
 
+def exposure_warning(path: Path) -> str | None:
+    """A warning when users other than the owner can read or change the token file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"token file {path} can be read by other users; chmod 600 it"
+    return None
+
+
 def ensure_token(path: Path) -> tuple[bytes, bool]:
     """Read the master's token, creating it (mode 0600) first if absent; True if created."""
     if path.exists():

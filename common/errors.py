@@ -26,6 +26,7 @@ class ErrorCode(enum.IntEnum):
     ALREADY_ENDED = 16
     CANCELLED = 17
     IO = 18
+    BAD_NAME = 19  # a node name outside the naming rule
 
 
 class CorralError(Exception):

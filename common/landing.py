@@ -5,7 +5,9 @@ interrupted transfer leaves nothing at the destination."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -14,6 +16,48 @@ from pathlib import Path
 from common.errors import CorralError, ErrorCode
 
 TEMP_PREFIX = ".corral-partial-"
+PERMISSION_BITS = 0o777
+
+
+class PartialLedger:
+    """Where the temporary files of transfers in progress are noted, so that a process
+    killed in the middle of one (SIGKILL, power cut of the process) removes them the next
+    time it starts. One line per temporary file, appended; emptied whenever no transfer is
+    open, so it stays a few lines long."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._open = 0
+
+    def sweep(self) -> list[Path]:
+        """Remove what an earlier run left behind; return what was removed."""
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        removed = []
+        for line in lines:
+            try:
+                temp = Path(json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a line cut short by the crash itself
+            if temp.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+                    removed.append(temp)
+        self.path.unlink(missing_ok=True)
+        return removed
+
+    def opened(self, temp: Path) -> None:
+        self._open += 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as ledger:
+            ledger.write(json.dumps(str(temp)) + "\n")
+
+    def closed(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self.path.unlink(missing_ok=True)
 
 
 def io_error(path: Path | None, exc: OSError) -> CorralError:
@@ -22,20 +66,26 @@ def io_error(path: Path | None, exc: OSError) -> CorralError:
 
 class IncomingFile:
     def __init__(self, final: Path, mode: int, expected_size: int | None = None,
-                 flush: Callable[[int], None] = os.fsync) -> None:
-        """``flush`` is how to fsync; an event loop passes one that runs in a thread."""
+                 flush: Callable[[int], None] = os.fsync,
+                 ledger: PartialLedger | None = None) -> None:
+        """``flush`` is how to fsync; an event loop passes one that runs in a thread.
+        ``ledger`` notes the temporary file until it is renamed or removed."""
         self.final = final
-        self.mode = mode & 0o7777
+        # Permission bits only: a peer must never plant a setuid, setgid or sticky file.
+        self.mode = mode & PERMISSION_BITS
         self.expected_size = expected_size
         self.size = 0
         self._flush = flush
         self._hasher = hashlib.sha256()
         self.temp = final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        self._ledger = ledger
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             self._out = open(self.temp, "xb")  # noqa: SIM115 (closed in commit or discard)
         except OSError as exc:
             raise io_error(final, exc) from None
+        if ledger is not None:
+            ledger.opened(self.temp)
 
     def write(self, data: bytes) -> None:
         try:
@@ -64,7 +114,14 @@ class IncomingFile:
         except CorralError:
             self.discard()
             raise
+        self._release()
 
     def discard(self) -> None:
         self._out.close()
         self.temp.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.closed()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 from common.errors import ErrorCode, ProtocolError
 
 TYPE_KEY = "t"
+_NODE_ID = re.compile(r"[!-~]{1,64}")
 
 _REGISTRY: dict[str, type[Message]] = {}
 _SCHEMAS: dict[type, _Schema] = {}
@@ -239,6 +241,13 @@ class Register(Message):
     nonce: bytes
     mac: bytes
     pid: int = 0
+
+    def problem(self) -> str | None:
+        if not _NODE_ID.fullmatch(self.node_id):
+            return "node_id must be 1 to 64 printable ASCII characters without spaces"
+        if len(self.host) > 255:
+            return "host name longer than 255 characters"
+        return None
 
 
 @register

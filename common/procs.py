@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from common.messages import Message, register
 from common.states import ENDED_STATES, ProcState
+from common.text import printable
 
 _STATE_VALUES = frozenset(state.value for state in ProcState)
 
@@ -100,7 +101,7 @@ class ProcInfo(Message):
         if state is ProcState.KILLED:
             return f"killed {signal_name(self.signal or 0)}"
         if state is ProcState.SPAWN_FAILED:
-            return f"spawn failed: {self.error}"
+            return f"spawn failed: {printable(self.error or '')}"
         return str(state)
 
 

@@ -9,6 +9,7 @@ caller says so.
 
 from __future__ import annotations
 
+import logging
 import re
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -32,3 +33,12 @@ def printable_lines(text: str) -> str:
 def printable_bytes(data: bytes) -> str:
     """Output bytes of a process, decoded leniently, as printable lines."""
     return printable_lines(data.decode(errors="replace"))
+
+
+class EscapingFormatter(logging.Formatter):
+    """A log formatter that escapes control characters in each message, so a peer's text
+    cannot forge log lines or carry terminal escapes into a log someone will ``cat``.
+    Tracebacks (ours, not a peer's) are appended as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))

@@ -127,7 +127,7 @@ class MasterAPI:
              progress: ProgressCallback | None = None) -> GroupResult[TransferResult]:
         """Fetch from each node into LOCAL_DIR/<node>/; ``?HOST`` becomes the node's name."""
         return self._hub.call(transfers.pull, self._engine.registry, nodeset, remote_paths,
-                              local_dir, progress)
+                              local_dir, progress, self._engine.pull_ledger)
 
     def remove(self, nodeset: str | None, paths: list[str], recursive: bool = False
                ) -> GroupResult[list[RemoveOutcome]]:

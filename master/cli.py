@@ -11,7 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
+from common import auth
 from common.errors import CorralError
+from common.text import EscapingFormatter
 from common.tls import TlsFiles
 from master.api import MasterAPI, load_master_token
 from master.console import CorralConsole
@@ -46,7 +48,7 @@ def setup_logging(log_dir: Path) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "master.log"
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger("corral")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
@@ -67,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if created:
         print(f"corral-master: created token file {token_path} (mode 0600); "
               "give it to the clients", file=sys.stderr)
-    elif token_path.stat().st_mode & 0o077:
-        print(f"corral-master: warning: token file {token_path} can be read by other "
-              "users; chmod 600 it", file=sys.stderr)
+    elif (warning := auth.exposure_warning(token_path)) is not None:
+        print(f"corral-master: warning: {warning}", file=sys.stderr)
     try:
         tls_files = TlsFiles.from_options(args.tls_cert, args.tls_key, args.tls_ca)
     except CorralError as exc:

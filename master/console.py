@@ -9,6 +9,7 @@ tests; a failed command sets a non-zero ``exit_code`` that the master exits with
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import cmd2
@@ -22,6 +23,8 @@ from master.console_args import CATEGORY, positive_int, seconds
 from master.console_files import FileCommands
 from master.console_processes import DEFAULT_RUN_TIMEOUT, ProcessCommands
 from master.events import Event
+
+log = logging.getLogger("corral.master.console")
 
 
 class CorralConsole(cmd2.Cmd):
@@ -65,6 +68,16 @@ class CorralConsole(cmd2.Cmd):
         except KeyboardInterrupt:
             self.last_result = None
             self.fail("cancelled")
+            return False
+        except Exception as exc:
+            # Not an error corral expected: still one line and a failed status; the
+            # traceback goes to the master's log (and to the screen with ``set debug on``).
+            self.last_result = None
+            command = getattr(statement, "command", "") or str(statement).split(" ")[0]
+            log.exception("console command %r failed", command)
+            self.fail(f"{command}: {type(exc).__name__}: {exc}")
+            if self.debug:
+                self.pexcept(exc)
             return False
 
     def default(self, statement: Any) -> bool | None:

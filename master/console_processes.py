@@ -8,6 +8,7 @@ import time
 from cmd2 import Cmd2ArgumentParser, with_argparser
 
 from common.procs import signal_name
+from common.text import printable_bytes
 from master import render
 from master.console_args import (
     ConsoleCommands,
@@ -143,7 +144,7 @@ class ProcessCommands(ConsoleCommands):
 
     def _write_raw(self, data: bytes) -> None:
         if data:
-            self.app.stdout.write(data.decode(errors="replace"))
+            self.app.stdout.write(printable_bytes(data))
             self.app.stdout.flush()
 
     wait_parser = Cmd2ArgumentParser(description="Wait for processes to end.")

@@ -6,6 +6,7 @@ import dataclasses
 
 from common.procs import ProcInfo
 from common.states import NodeState
+from common.text import printable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,10 +20,10 @@ class NodeEvent:
 
     def describe(self) -> str:
         if self.new is None:
-            return f"node {self.name} refused: {self.detail}"
+            return f"node {self.name} refused: {printable(self.detail)}"
         if self.old is None:
             return f"node {self.name} joined ({self.detail})"
-        tail = f" ({self.detail})" if self.detail else ""
+        tail = f" ({printable(self.detail)})" if self.detail else ""
         return f"node {self.name}: {self.old} -> {self.new}{tail}"
 
 
@@ -45,5 +46,5 @@ Event = NodeEvent | ProcessEvent
 
 
 def short_command(argv: list[str], width: int = 40) -> str:
-    text = " ".join(argv)
+    text = printable(" ".join(argv))
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -20,6 +20,7 @@ from common.states import NodeState
 from master.registry import Node, NodeRegistry, natural_key
 
 T = TypeVar("T")
+MAX_PID = 2**31  # pid_t is a signed 32-bit number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +45,10 @@ class GroupResult(Generic[T]):
 def parse_ref(ref: str) -> tuple[str, int]:
     """``n1:4242`` -> ("n1", 4242)."""
     node, sep, pid = ref.rpartition(":")
-    if not sep or not node or not pid.isdigit():
+    if not sep or not node or not pid.isascii() or not pid.isdigit():
         raise UsageError(f"bad process reference {ref!r}: expected NODE:PID")
+    if not 0 < int(pid) < MAX_PID:
+        raise UsageError(f"bad process reference {ref!r}: pid out of range")
     return node, int(pid)
 
 

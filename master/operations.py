@@ -22,6 +22,7 @@ from common.messages import (
 )
 from common.procs import ProcInfo
 from common.replies import LogAnswer, RunAnswer, SignalAnswer, UsageAnswer
+from common.text import printable
 from master.fanout import GroupResult, fan_out, parse_ref, resolve_targets
 from master.registry import Node
 from master.server import MasterEngine
@@ -130,7 +131,7 @@ class Operations:
                 return
             for answer in answers:
                 ref = f"{name}:{answer.pid}"
-                outcomes[ref] = SignalOutcome(ref, answer.ok, answer.message)
+                outcomes[ref] = SignalOutcome(ref, answer.ok, printable(answer.message))
 
         gevent.joinall([gevent.spawn(one_node, n, p) for n, p in by_node.items()])
         return [outcomes[ref] for ref in dict.fromkeys(refs) if ref in outcomes]
@@ -139,7 +140,8 @@ class Operations:
         nodes, errors = resolve_targets(self.registry, nodeset)
 
         def convert(node: Node, answers: list[SignalAnswer]) -> list[SignalOutcome]:
-            return [SignalOutcome(f"{node.name}:{a.pid}", a.ok, a.message) for a in answers]
+            return [SignalOutcome(f"{node.name}:{a.pid}", a.ok, printable(a.message))
+                    for a in answers]
 
         def make(_node: Node) -> Any:
             return lambda req: SignalRequest(req=req, signum=signum, all_running=True)

@@ -18,23 +18,42 @@ from master.registry import Node, NodeRegistry
 log = logging.getLogger("corral.master.procs")
 
 
+BOOTS_KEPT = 4  # client runs per node whose last event is remembered
+
+
 class ExitTracker:
     def __init__(self, registry: NodeRegistry) -> None:
         self._registry = registry
-        self._last_seen: dict[tuple[str, str], int] = {}  # (node id, client boot) -> eseq
+        # node id -> {client boot -> last eseq}, the newest boots last. A client resends
+        # only events of its current run, so a few recent boots are all that can repeat.
+        self._last_seen: dict[str, dict[str, int]] = {}
         self._waiters: dict[tuple[str, int], list[gevent.event.AsyncResult]] = (
             defaultdict(list)
         )
 
     def on_exit(self, node: Node, event: ProcExited) -> None:
-        key = (node.node_id, event.boot)
-        if event.eseq <= self._last_seen.get(key, 0):
-            return  # delivered before the connection dropped; the ack was lost
-        self._last_seen[key] = event.eseq
+        """Publish an exit event, unless it is a repeat (delivered before a reconnect and
+        its ack lost)."""
+        boots = self._last_seen.get(node.node_id)
+        if boots is None:
+            self._forget_departed()
+            boots = self._last_seen[node.node_id] = {}
+        if event.eseq <= boots.get(event.boot, 0):
+            return
+        boots.pop(event.boot, None)
+        boots[event.boot] = event.eseq
+        while len(boots) > BOOTS_KEPT:
+            del boots[next(iter(boots))]
         for info in event.procs:
             for waiter in self._waiters.pop((node.name, info.pid), []):
                 waiter.set(info)
             self._registry.publish(ProcessEvent(node.name, info))
+
+    def _forget_departed(self) -> None:
+        """Drop the memory of nodes the registry no longer holds, now and then."""
+        if len(self._last_seen) >= 2 * self._registry.size() + 64:
+            for node_id in [n for n in self._last_seen if not self._registry.knows(n)]:
+                del self._last_seen[node_id]
 
     def waiter(self, node: str, pid: int) -> gevent.event.AsyncResult:
         """An AsyncResult that gets the ProcInfo when ``node:pid`` is reported ended."""

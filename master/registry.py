@@ -27,6 +27,7 @@ log = logging.getLogger("corral.master.nodes")
 
 MISSING_AFTER = 3  # heartbeat intervals without a heartbeat
 GONE_AFTER = 10
+MAX_GONE = 10_000  # departed nodes remembered (oldest forgotten first)
 
 
 class DuplicateName(CorralError):
@@ -63,6 +64,7 @@ class Node:
     last_heartbeat: float | None = None  # monotonic
     heartbeat: Heartbeat | None = None
     rtt_ms: float | None = None
+    gone_at: float = 0.0  # monotonic time it last went GONE
 
     def view(self, now: float) -> NodeView:
         hb = self.heartbeat
@@ -131,6 +133,7 @@ class NodeRegistry:
         ]
         for node_id in stale:
             del self._by_id[node_id]
+        self._limit_gone()
 
         node = self._by_id.get(hello.node_id)
         if node is not None and node.session is not None and node.session is not session:
@@ -152,6 +155,15 @@ class NodeRegistry:
             node.last_heartbeat = None
             self.change_state(node, NodeState.CONNECTING, f"from {session.address}")
         return node
+
+    def _limit_gone(self) -> None:
+        """Keep at most MAX_GONE departed nodes: a peer holding the token could otherwise
+        register under ever new ids and names until the master runs out of memory."""
+        gone = [n for n in self._by_id.values() if n.state is NodeState.GONE]
+        if len(gone) >= MAX_GONE:
+            gone.sort(key=lambda n: n.gone_at)
+            for node in gone[: len(gone) - MAX_GONE + 1]:
+                del self._by_id[node.node_id]
 
     def disconnected(self, node: Node, session: Session, reason: str) -> None:
         if node.session is not session:
@@ -193,6 +205,8 @@ class NodeRegistry:
         if new not in NODE_TRANSITIONS[old]:
             raise AssertionError(f"node {node.name}: illegal transition {old} -> {new}")
         node.state = new
+        if new is NodeState.GONE:
+            node.gone_at = time.monotonic()
         self.publish(NodeEvent(node.name, old, new, detail))
 
     # --- queries --------------------------------------------------------------------------
@@ -209,6 +223,12 @@ class NodeRegistry:
             if node.name == name:
                 return node
         raise CorralError(f"unknown node {name!r}", ErrorCode.UNKNOWN_NODE)
+
+    def size(self) -> int:
+        return len(self._by_id)
+
+    def knows(self, node_id: str) -> bool:
+        return node_id in self._by_id
 
     def count(self, state: NodeState) -> int:
         return sum(1 for node in self._by_id.values() if node.state is state)

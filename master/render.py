@@ -11,6 +11,7 @@ from tabulate import tabulate
 from common.nodeset import fold
 from common.procs import ProcInfo, signal_name
 from common.states import ProcState
+from common.text import printable, printable_bytes
 from master.events import short_command
 from master.fanout import GroupResult
 from master.operations import RunResult, SignalOutcome, UsageReport, WaitResult
@@ -97,9 +98,11 @@ def exec_table(group: GroupResult[list[ProcInfo]]) -> str:
     for name in group.succeeded:
         for info in group.results[name]:
             if info.proc_state is ProcState.SPAWN_FAILED:
-                rows.append([name, "-", short_command(info.argv), f"error: {info.error}"])
+                rows.append([name, "-", short_command(info.argv),
+                             f"error: {printable(info.error or '')}"])
             else:
-                rows.append([name, ref(name, info), short_command(info.argv), info.log])
+                rows.append([name, ref(name, info), short_command(info.argv),
+                             printable(info.log)])
     rows += [[name, "-", "", "error: " + group.errors[name].message] for name in group.failed]
     rows.sort(key=lambda row: natural_key(row[0]))
     return _table(rows, ["node", "ref", "program", "log file"])
@@ -183,10 +186,10 @@ def run_report(group: GroupResult[RunResult], color: bool) -> str:
         shade = RED if not result.ok else YELLOW if result.stderr else GREEN
         parts.append(paint(f"[{name}] {status}", shade))
         if result.stdout:
-            parts.append(result.stdout.decode(errors="replace").rstrip("\n"))
+            parts.append(printable_bytes(result.stdout).rstrip("\n"))
         if result.stderr:
             parts.extend(paint(f"stderr: {line}", shade) for line in
-                         result.stderr.decode(errors="replace").rstrip("\n").split("\n"))
+                         printable_bytes(result.stderr).rstrip("\n").split("\n"))
         if result.dropped:
             parts.append(f"({result.dropped} more bytes of output dropped)")
     failed = [n for n in group.order if n in group.errors or not group.results[n].ok]
@@ -210,7 +213,7 @@ def transfer_report(group: GroupResult[TransferResult]) -> str:
 
 
 def remove_report(group: GroupResult[list[RemoveOutcome]]) -> str:
-    rows = [[name, o.path, "removed" if o.ok else "error: " + o.message]
+    rows = [[name, printable(o.path), "removed" if o.ok else "error: " + o.message]
             for name in group.succeeded for o in group.results[name]]
     rows += [[name, "-", "error: " + group.errors[name].message] for name in group.failed]
     failed = [n for n in group.order

@@ -17,6 +17,7 @@ from gevent.server import StreamServer
 
 from common import tls
 from common.framing import DEFAULT_MAX_FRAME
+from common.landing import PartialLedger
 from common.tls import TlsFiles
 from master.processes import ExitTracker
 from master.registry import NodeRegistry
@@ -36,6 +37,7 @@ class MasterConfig:
     handshake_timeout: float = 5.0
     request_timeout: float = 10.0  # how long a node may take to answer a request
     tls: TlsFiles | None = None
+    state_dir: Path | None = None  # the master's own files (default: the log folder)
 
 
 class MasterEngine:
@@ -44,6 +46,8 @@ class MasterEngine:
         self.token = token
         self.registry = NodeRegistry(config.heartbeat)
         self.exits = ExitTracker(self.registry)
+        # Temporary files of pulls in progress, removed at the next start if we are killed.
+        self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
         self._server: StreamServer | None = None
         self._ticker: gevent.Greenlet | None = None
         self.sessions: set[Session] = set()
@@ -63,6 +67,8 @@ class MasterEngine:
                                     backlog=2048)
         self._server.max_accept = 1000  # drain a reconnect storm in big gulps
         self._server.start()
+        for leftover in self.pull_ledger.sweep():
+            log.info("removed %s, left by a pull that was interrupted", leftover)
         self._ticker = gevent.spawn(self._check_liveness)
         log.info("listening on %s:%d", *self.address)
 

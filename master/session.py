@@ -51,10 +51,12 @@ from common.messages import (
     decode_as,
     error_code,
 )
+from common.names import MAX_NAME, name_problem, printable_name
 from common.procs import ProcExited
 from common.replies import REPLY_TYPES
 from common.text import printable
 from common.turns import Turns
+from master.complaints import Complaints
 from master.registry import DuplicateName, Node
 
 if TYPE_CHECKING:
@@ -82,6 +84,8 @@ class Session:
         self._closed_reason: str | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self._claimed_name = "?"  # the name a peer gave before it was admitted
+        self._boot: str | None = None  # the client run this connection belongs to
+        self._complaints = Complaints(log)
 
     @property
     def label(self) -> str:
@@ -102,7 +106,7 @@ class Session:
         except _HandshakeTimeout:
             reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
             self._send_error(ErrorCode.HANDSHAKE_TIMEOUT, reason)
-        except DuplicateName as exc:
+        except (DuplicateName, BadName) as exc:
             reason = exc.message
             self._send_error(exc.code, exc.message)
             self.engine.registry.refused(self._claimed_name, exc.message)
@@ -136,6 +140,7 @@ class Session:
                 CorralError(f"connection lost: {reason}", ErrorCode.DISCONNECTED)
             )
         self._pending.clear()
+        self._complaints.summarise(self.label)
         log.info("closed %s: %s", self.label, reason)
         if self.node is not None:
             self.engine.registry.disconnected(self.node, self, reason)
@@ -174,10 +179,10 @@ class Session:
         self.send(Hello(version=PROTOCOL_VERSION, nonce=master_nonce))
         first = self._read_message()
         if isinstance(first, ErrorFrame):
-            raise RemoteError(first.message, error_code(first.code))
+            raise RemoteError(printable(first.message), error_code(first.code))
         if not isinstance(first, Register):
             raise ProtocolError(f"expected register, got {first.TAG}")
-        self._claimed_name = first.name
+        self._claimed_name = printable(first.name[:MAX_NAME + 1])
         if first.version != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {first.version} not supported (master speaks "
@@ -186,7 +191,10 @@ class Session:
             )
         token = self.engine.token
         if not auth.verify(auth.client_proof(token, master_nonce, first.nonce), first.mac):
-            raise AuthError(f"authentication failed for {first.name!r}: wrong token")
+            raise AuthError(f"authentication failed for {printable_name(first.name)}: "
+                            "wrong token")
+        if (problem := name_problem(first.name)) is not None:
+            raise BadName(problem)
         node = self.engine.registry.admit(first, self)
         self.send(
             Welcome(
@@ -194,7 +202,8 @@ class Session:
                 heartbeat=self.engine.config.heartbeat,
             )
         )
-        log.info("registered %s id=%s host=%s", first.name, first.node_id, first.host)
+        log.info("registered %s id=%s host=%s", first.name, printable(first.node_id),
+                 printable(first.host))
         return node
 
     # --- traffic --------------------------------------------------------------------------
@@ -236,10 +245,9 @@ class Session:
                 if sink is not None:  # else: the pull was cancelled; drop the rest
                     sink(message)
             elif isinstance(message, ProcExited):
-                self.engine.exits.on_exit(self.node, message)
-                self._acknowledge_soon(message.boot, message.eseq)
+                self._on_exit(message)
             elif isinstance(message, ErrorFrame):
-                raise RemoteError(message.message, error_code(message.code))
+                raise RemoteError(printable(message.message), error_code(message.code))
             else:
                 raise ProtocolError(f"unexpected {message.TAG} from a client")
 
@@ -259,6 +267,19 @@ class Session:
         result = gevent.event.AsyncResult()
         self._pending[req] = (result, REPLY_TYPES[type(message)])
         return result
+
+    def _on_exit(self, event: ProcExited) -> None:
+        assert self.node is not None
+        # One connection is one client process, and a client's boot id is fixed for its
+        # life: another boot on the same connection is made up.
+        if self._boot is None:
+            self._boot = event.boot
+        elif event.boot != self._boot:
+            self._complaints.note(self.label, "exit event with another boot id on the same "
+                                  "connection, dropped", printable(event.boot[:64]))
+            return
+        self.engine.exits.on_exit(self.node, event)  # a repeat after a reconnect is dropped
+        self._acknowledge_soon(event.boot, event.eseq)
 
     def request(self, make: Callable[[int], Message], timeout: float) -> Any:
         """Send the request ``make(req_id)`` and wait for its reply's value, checked
@@ -328,6 +349,10 @@ class Session:
                 if self.node is not None:
                     self.node.rtt_ms = (time.perf_counter() - started) * 1000
             gevent.sleep(interval * RTT_EVERY)
+
+
+class BadName(ProtocolError):
+    code = ErrorCode.BAD_NAME
 
 
 class _HandshakeTimeout(Exception):

@@ -22,7 +22,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.landing import IncomingFile, io_error
+from common.landing import IncomingFile, PartialLedger, io_error
 from common.messages import (
     GetChunk,
     GetFile,
@@ -34,7 +34,9 @@ from common.messages import (
     PutEnd,
     RemoveRequest,
 )
+from common.names import name_problem
 from common.replies import RemoveAnswer
+from common.text import printable
 from master.fanout import GroupResult, fan_out, resolve_targets
 from master.registry import Node, NodeRegistry, natural_key
 from master.session import Session
@@ -125,6 +127,7 @@ def plan_push(sources: list[str], dest: str, recursive: bool) -> list[_Item]:
         items.append(_Item(Path("."), dest.rstrip("/") or ".", "dir", 0o755, 0))
     for root in roots:
         for local in _walk_local(root):
+            _check_readable(local)  # the whole plan is made before anything is sent
             info = local.stat()
             if into_folder:
                 remote = str(PurePosixPath(dest.rstrip("/") or ".") /
@@ -135,6 +138,17 @@ def plan_push(sources: list[str], dest: str, recursive: bool) -> list[_Item]:
             items.append(_Item(local, remote, kind, stat.S_IMODE(info.st_mode),
                                info.st_size if kind == "file" else 0))
     return items
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb") as source:
+                source.read(1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _walk_local(top: Path) -> Iterator[Path]:
@@ -265,8 +279,9 @@ def _fail(target: _Target, exc: BaseException) -> None:
 class _Download:
     """Writes one node's streamed files under its own folder, each verified then renamed."""
 
-    def __init__(self, base: Path, meter: _Meter) -> None:
-        self.base = base
+    def __init__(self, base: Path, meter: _Meter, ledger: PartialLedger | None) -> None:
+        self.base = base  # resolved: LOCAL_DIR/NODE
+        self.ledger = ledger
         self.meter = meter
         self.files = 0
         self.bytes = 0
@@ -274,10 +289,15 @@ class _Download:
         self._file: IncomingFile | None = None
 
     def _place(self, relpath: str) -> Path:
+        """Where a node's relative path lands; never outside its folder, whatever the path
+        or the links already on disk say."""
         parts = PurePosixPath(relpath).parts
-        if not parts or PurePosixPath(relpath).is_absolute() or ".." in parts:
+        unsafe = (not parts or PurePosixPath(relpath).is_absolute() or ".." in parts
+                  or "\0" in relpath)
+        target = self.base.joinpath(*parts)
+        if unsafe or not target.resolve().is_relative_to(self.base):
             raise CorralError(f"node sent an unsafe path {relpath!r}", ErrorCode.PROTOCOL)
-        return self.base.joinpath(*parts)
+        return target
 
     def __call__(self, message: Message) -> None:
         if self.error is not None:
@@ -288,7 +308,8 @@ class _Download:
                 if message.kind == "dir":
                     target.mkdir(parents=True, exist_ok=True)
                 else:
-                    self._file = IncomingFile(target, message.mode, message.size, _flush)
+                    self._file = IncomingFile(target, message.mode, message.size, _flush,
+                                              self.ledger)
             elif isinstance(message, GetChunk):
                 self._current().write(message.data)
                 self.meter.add(len(message.data))
@@ -321,17 +342,23 @@ def _flush(fd: int) -> None:
 
 
 def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], local_dir: str,
-         progress: ProgressCallback | None) -> GroupResult[TransferResult]:
+         progress: ProgressCallback | None, ledger: PartialLedger | None = None
+         ) -> GroupResult[TransferResult]:
     if not remote_paths:
         raise UsageError("nothing to pull")
     nodes, errors = resolve_targets(registry, nodeset)
     meter = _Meter(progress, 0)
-    base = Path(local_dir)
+    base = Path(local_dir).resolve()
     results: dict[str, TransferResult] = {}
 
     def from_node(node: Node) -> None:
         started = time.monotonic()
-        download = _Download(base / node.name, meter)
+        folder = node_folder(base, node.name)
+        if folder is None:
+            errors[node.name] = CorralError(f"node name {node.name!r} is not a plain folder "
+                                            "name; nothing pulled", ErrorCode.BAD_NAME)
+            return
+        download = _Download(folder, meter, ledger)
         try:
             for remote in remote_paths:
                 _pull_one(node, remote.replace("?HOST", node.name), download)
@@ -346,6 +373,14 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
     gevent.joinall([gevent.spawn(from_node, node) for node in nodes], raise_error=True)
     return GroupResult(results=results, errors=errors,
                        order=sorted(set(results) | set(errors), key=natural_key))
+
+
+def node_folder(base: Path, name: str) -> Path | None:
+    """``base/name``, resolved, if it lies directly inside ``base`` (None otherwise)."""
+    if name_problem(name) is not None:
+        return None
+    folder = (base / name).resolve()
+    return folder if folder.parent == base else None
 
 
 def _pull_one(node: Node, remote: str, download: _Download) -> None:
@@ -385,7 +420,7 @@ def remove(registry: NodeRegistry, nodeset: str | None, paths: list[str], recurs
         return lambda req: RemoveRequest(req=req, paths=node_paths, recursive=recursive)
 
     def convert(_node: Node, answers: list[RemoveAnswer]) -> list[RemoveOutcome]:
-        return [RemoveOutcome(a.path, a.ok, a.message) for a in answers]
+        return [RemoveOutcome(a.path, a.ok, printable(a.message)) for a in answers]
 
     return fan_out(nodes, make, timeout, convert, errors)
 

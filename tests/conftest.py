@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from common.text import EscapingFormatter
 from master.api import MasterAPI
 from master.server import MasterConfig
 from tests.harness import ClientProcess, MasterProcess
@@ -31,7 +32,7 @@ def master_log(tmp_path: Path) -> Path:
 def master(tmp_path: Path, master_log: Path) -> Iterator[MasterAPI]:
     """The real master engine on its hub thread, in this process, on an ephemeral port."""
     handler = logging.FileHandler(master_log)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(name)s %(levelname)s %(message)s"))
     logger = logging.getLogger("corral")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
