@@ -49,10 +49,10 @@ class PartialLedger:
         return removed
 
     def opened(self, temp: Path) -> None:
-        self._open += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as ledger:
             ledger.write(json.dumps(str(temp)) + "\n")
+        self._open += 1
 
     def closed(self) -> None:
         self._open -= 1
@@ -78,14 +78,16 @@ class IncomingFile:
         self._flush = flush
         self._hasher = hashlib.sha256()
         self.temp = final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-        self._ledger = ledger
+        self._ledger: PartialLedger | None = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            if ledger is not None:  # noted first: a temporary file never exists unnoted
+                ledger.opened(self.temp)
+                self._ledger = ledger
             self._out = open(self.temp, "xb")  # noqa: SIM115 (closed in commit or discard)
         except OSError as exc:
+            self._release()
             raise io_error(final, exc) from None
-        if ledger is not None:
-            ledger.opened(self.temp)
 
     def write(self, data: bytes) -> None:
         try:
