@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean docs
 
 install: $(STAMP)
 
@@ -34,3 +34,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The message reference in docs/protocol.md, written from the code's registry.
+docs: $(STAMP)
+	$(PY) -c "from common.spec import update; update('docs/protocol.md')"

@@ -336,8 +336,8 @@ class Ping(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class ExecRequest(Message):
-    """Start ``count`` copies of a program; the reply value is a list of their ProcInfo
-    maps (a failed spawn is one too, in state ``spawn failed``)."""
+    """Start ``count`` copies of a program; one ``proc`` per copy (a failed spawn is one
+    too, in state ``spawn failed``, with ``error``)."""
 
     TAG: ClassVar[str] = "exec"
 
@@ -352,7 +352,7 @@ class ExecRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class ListRequest(Message):
-    """Reap, then reply with a list of ProcInfo maps, oldest first."""
+    """Reap, then list every process this client started, oldest first."""
 
     TAG: ClassVar[str] = "ps"
 
@@ -362,10 +362,8 @@ class ListRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class SignalRequest(Message):
-    """Signal processes this client started (every running one with ``all_running``).
-
-    Reply: a list of ``{"pid", "ok", "code", "message"}``, one per pid.
-    """
+    """Signal processes this client started (every running one with ``all_running``);
+    one answer per pid."""
 
     TAG: ClassVar[str] = "signal"
 
@@ -378,7 +376,7 @@ class SignalRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class UsageRequest(Message):
-    """Reply: ``{"children": rusage of RUSAGE_CHILDREN, "processes": [ProcInfo maps]}``."""
+    """Resource usage: the client's RUSAGE_CHILDREN and its process table."""
 
     TAG: ClassVar[str] = "rusage"
 
@@ -388,10 +386,8 @@ class UsageRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class LogRequest(Message):
-    """Read a process's log: its last ``lines`` lines, or from byte ``offset`` on.
-
-    Reply: ``{"data": bytes, "offset": int (where the next read starts), "ended": bool}``.
-    """
+    """Read a process's log: its last ``lines`` lines, or up to ``max_bytes`` from byte
+    ``offset`` on."""
 
     TAG: ClassVar[str] = "log"
 
@@ -405,8 +401,8 @@ class LogRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class RunRequest(Message):
-    """Run ``/bin/sh -c command``. Reply: ``{"exit_code", "signal", "stdout", "stderr",
-    "dropped", "timed_out", "duration"}``."""
+    """Run ``/bin/sh -c command`` (or, with an allow-list, the simple command without a
+    shell) and answer with how it ended and its output."""
 
     TAG: ClassVar[str] = "run"
 
@@ -438,7 +434,8 @@ class Ack(Message):
 @dataclasses.dataclass(frozen=True)
 class PutBegin(Message):
     """Start writing ``path`` (relative to the work folder; into it, keeping ``name``, if it
-    is an existing folder). ``kind`` is ``file`` or ``dir``. Reply: ``{"path": final}``."""
+    is an existing folder). ``kind`` is ``file`` or ``dir``. Answered once the file is in
+    place (after ``pute``), or at the first error."""
 
     TAG: ClassVar[str] = "put"
 
@@ -456,6 +453,8 @@ class PutBegin(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class PutChunk(Message):
+    """The next bytes (at most 1 MiB) of the file pushed by request ``req``."""
+
     TAG: ClassVar[str] = "putc"
 
     req: int
@@ -477,7 +476,7 @@ class PutEnd(Message):
 @dataclasses.dataclass(frozen=True)
 class GetRequest(Message):
     """Send ``path`` (a file, or a folder and everything in it) back as GetFile, GetChunk and
-    GetFileEnd frames with this req, then reply ``{"files": n, "bytes": m}``."""
+    GetFileEnd frames with this req, then reply with the counts."""
 
     TAG: ClassVar[str] = "get"
 
@@ -506,6 +505,8 @@ class GetFile(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class GetChunk(Message):
+    """The next bytes of the file being sent for get ``req``."""
+
     TAG: ClassVar[str] = "getc"
 
     req: int
@@ -515,6 +516,8 @@ class GetChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class GetFileEnd(Message):
+    """The end of that file: the sender's SHA-256 of all of it."""
+
     TAG: ClassVar[str] = "gete"
 
     req: int
@@ -524,7 +527,7 @@ class GetFileEnd(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class RemoveRequest(Message):
-    """Reply: a list of ``{"path", "ok", "code", "message"}``, one per path."""
+    """Remove paths (folders only with ``recursive``); one answer per path."""
 
     TAG: ClassVar[str] = "rm"
 

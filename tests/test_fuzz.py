@@ -13,12 +13,13 @@ import typing
 from pathlib import Path
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.protocol import Identity, handshake
 from common import PROTOCOL_VERSION, auth
-from common.errors import ConnectionClosed, ProtocolError
+from common.errors import ConnectionClosed, CorralError, ProtocolError
 from common.framing import FrameReader, pack_frame
 from common.messages import (
     _REGISTRY,
@@ -29,6 +30,7 @@ from common.messages import (
     decode,
 )
 from common.procs import ProcInfo  # noqa: F401  (registers the "proc" type)
+from common.replies import REPLY_TYPES  # noqa: F401  (registers the reply types)
 from common.states import NodeState
 from master.api import MasterAPI
 from tests.conftest import TOKEN
@@ -218,3 +220,118 @@ def test_storm_of_bad_frames(master: MasterAPI, spawn_client, master_log: Path) 
     closed = sum(1 for line in master_log.read_text().splitlines()
                  if "corral.master.session INFO closed" in line)
     assert closed >= len(seeds)  # every peer's connection ended with a log line saying why
+
+
+# --- well-typed, hostile values, from a peer that holds the token -----------------------------
+
+HOSTILE_INTS = [0, -1, 1, 2**31, 2**63 - 1, -(2**63), 2**64 - 1]
+HOSTILE_FLOATS = [0.0, -1.0, 1e308, -1e308, float("nan"), float("inf"), 0.5]
+
+
+def _hostile(hint: typing.Any, rng: random.Random, depth: int = 0) -> typing.Any:
+    """A value of type ``hint`` (as the wire sees it) chosen to hurt: extremes, control
+    characters, long strings, deep and wide lists."""
+    origin = typing.get_origin(hint)
+    if hint is typing.Any:
+        return rng.choice([None, 1, "x", b"y", [1], {"k": "v"}])
+    if origin in (typing.Union, __import__("types").UnionType):
+        return _hostile(rng.choice(typing.get_args(hint)), rng, depth)
+    if hint is type(None):
+        return None
+    if hint is bool:
+        return rng.random() < 0.5
+    if hint is int:
+        return rng.choice([*HOSTILE_INTS, rng.randrange(-10**9, 10**9)])
+    if hint is float:
+        return rng.choice(HOSTILE_FLOATS)
+    if hint is str:
+        return "".join(chr(rng.choice([0, 7, 10, 13, 27, 0x9b, 65, 0x2028]))
+                       for _ in range(rng.choice([0, 1, 64, 3000])))
+    if hint is bytes:
+        return rng.randbytes(rng.choice([0, 1, 32, 4096]))
+    if origin is list:
+        count = 0 if depth > 2 else rng.choice([0, 1, 3, 50])
+        return [_hostile(typing.get_args(hint)[0], rng, depth + 1) for _ in range(count)]
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return {_hostile(key, rng, depth + 1): _hostile(item, rng, depth + 1)
+                for _ in range(rng.choice([0, 2, 20]))}
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return _hostile_wire(hint, rng, depth + 1)
+    raise TypeError(hint)
+
+
+def _hostile_wire(cls: type[Message], rng: random.Random, depth: int = 0) -> dict[str, typing.Any]:
+    hints = typing.get_type_hints(cls)
+    wire = {f.name: _hostile(hints[f.name], rng, depth) for f in dataclasses.fields(cls)}
+    wire["t"] = cls.TAG
+    return wire
+
+
+def _hostile_session(address: tuple[str, int], seed: int, messages: int) -> int:
+    """Authenticate, then send well-typed messages of every kind with hostile values until
+    the master closes the connection; return how many were sent."""
+    rng = random.Random(seed)
+    sock = socket.create_connection(address, timeout=30)
+    sent = 0
+    try:
+        handshake(sock, FrameReader(sock), Identity(f"{rng.getrandbits(128):032x}",
+                                                    f"hostile{seed % 50}", "fuzz"),
+                  TOKEN.encode())
+        kinds = sorted(_REGISTRY.values(), key=lambda cls: cls.TAG)
+        for _ in range(messages):
+            cls = rng.choice(kinds)
+            body = msgpack.packb(_hostile_wire(cls, rng), use_bin_type=True)
+            if len(body) < 8 * 1024 * 1024:
+                sock.sendall(_frame(body))
+                sent += 1
+    except (OSError, CorralError):
+        pass
+    finally:
+        sock.close()
+    return sent
+
+
+@pytest.mark.slow
+def test_hostile_well_typed_messages_leave_master_memory_bounded(
+        master: MasterAPI, spawn_client, master_log: Path) -> None:
+    import psutil
+
+    spawn_client("healthy", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    me = psutil.Process()
+
+    def storm(seeds: range) -> int:
+        total = 0
+        threads_sent: list[int] = []
+        lock = threading.Lock()
+
+        def worker(chunk: list[int]) -> None:
+            for seed in chunk:
+                count = _hostile_session(master.address, seed, 40)
+                with lock:
+                    threads_sent.append(count)
+
+        threads = [threading.Thread(target=worker, args=(list(seeds)[i::8],)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        runs = 0
+        while any(t.is_alive() for t in threads):
+            assert master.run("healthy", "true").ok  # keeps working throughout
+            runs += 1
+        for thread in threads:
+            thread.join()
+        total = sum(threads_sent)
+        assert runs > 0 and total > 0
+        return total
+
+    storm(range(0, 100))  # warm-up: caches, first-time allocations
+    before = me.memory_info().rss
+    sent = storm(range(100, 500))
+    grown = (me.memory_info().rss - before) / 2**20
+    print(f"{sent} hostile messages over 400 sessions; master process grew {grown:.1f} MiB")
+    assert grown < 20
+    states = {n.name: n.state for n in master.nodes()}
+    assert states["healthy"] is NodeState.READY
+    lines = master_log.read_text().count("\n")
+    assert lines < 500 * 8  # a few lines per session at most, never one per message
