@@ -90,6 +90,10 @@ class IncomingFile:
             raise io_error(final, exc) from None
 
     def write(self, data: bytes) -> None:
+        if self.expected_size is not None and self.size + len(data) > self.expected_size:
+            # Checked as it arrives: a sender must not fill the disk past what it announced.
+            raise CorralError(f"{self.final}: more than the {self.expected_size} bytes "
+                              "announced", ErrorCode.IO)
         try:
             self._out.write(data)
         except OSError as exc:

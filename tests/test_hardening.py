@@ -313,3 +313,13 @@ def test_failures_are_one_line_and_fail_the_batch(spawn_master, spawn_client,
     assert master.proc.returncode == 1
     assert err.strip().splitlines()[-1] == (
         "error: bad process reference 'n1:99999999999999999999': pid out of range")
+
+
+def test_a_pull_cannot_send_more_than_it_announced(master: MasterAPI, n1: ClientProcess,
+                                                   tmp_path: Path) -> None:
+    frames = file_frames("big", b"x" * 4096)
+    frames[0]["size"] = 10
+    scripted(master, "evil", pulling(frames))
+    group = master.pull("evil", ["big"], str(tmp_path / "out"))
+    assert "more than the 10 bytes announced" in group.errors["evil"].message
+    assert list((tmp_path / "out" / "evil").iterdir()) == []
