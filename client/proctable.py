@@ -162,20 +162,25 @@ class ProcTable:
 
     # --- spawning -------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-              stdin_path: Path | None = None) -> ProcRecord:
+    def spawn(self, program: str | None, argv: list[str], cwd: Path | None = None,
+              env: dict[str, str] | None = None, stdin_path: Path | None = None) -> ProcRecord:
+        """Start ``program`` (the path ``find_program`` gave for ``argv[0]``; None: nothing
+        was found, which is recorded as a failed spawn)."""
         if not argv or not argv[0]:
             raise CorralError("no program given", ErrorCode.BAD_REQUEST)
         seq = self._next_seq
         self._next_seq += 1
-        program = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
+        log_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
-                            log_path=self._log_dir / f"{seq}-{program}.log")
+                            log_path=self._log_dir / f"{seq}-{log_name}.log")
         self._records.append(record)
         full_env = {**self._base_env, **env} if env else self._base_env
         try:
-            pid = self._spawner(SpawnSpec(argv=record.argv, cwd=record.cwd, env=full_env,
-                                          stdout_path=record.log_path, stdin_path=stdin_path))
+            if program is None:
+                raise SpawnFailed(f"No such file or directory: {argv[0]}")
+            pid = self._spawner(SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
+                                          env=full_env, stdout_path=record.log_path,
+                                          stdin_path=stdin_path))
         except SpawnFailed as exc:
             record.error = exc.message
             record.ended = time.time()
@@ -186,7 +191,7 @@ class ProcTable:
         # Watch before anything can yield, so the reaper never meets an unknown pid.
         self._reaper.watch(pid, self._on_exit)
         record.pid = pid
-        named = self._log_dir / f"{seq}-{program}-{pid}.log"
+        named = self._log_dir / f"{seq}-{log_name}-{pid}.log"
         os.replace(record.log_path, named)  # the child keeps writing through its open fd
         record.log_path = named
         self._by_pid[pid] = record

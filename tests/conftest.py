@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,8 +54,10 @@ def spawn_client(tmp_path: Path, token_file: Path) -> Iterator[object]:
     started: list[ClientProcess] = []
 
     def start(name: str, master: tuple[str, int], extra: list[str] | None = None,
-              token: Path | None = None) -> ClientProcess:
-        client = ClientProcess(name, master, token or token_file, tmp_path, extra).start()
+              token: Path | None = None, popen: dict[str, Any] | None = None
+              ) -> ClientProcess:
+        client = ClientProcess(name, master, token or token_file, tmp_path, extra,
+                               popen=popen).start()
         started.append(client)
         return client
 
