@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except CorralError as exc:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
-    procs.exit_listeners.append(daemon.publish_exit)
+    procs.change_listeners.append(daemon.publish_change)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, daemon.stop)
     logging.getLogger("corral.client").info(

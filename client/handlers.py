@@ -118,17 +118,8 @@ class RequestHandlers:
         return [info.to_wire() for info in self.procs.snapshot()]
 
     def signal(self, request: SignalRequest) -> list[dict[str, Any]]:
-        pids = self.procs.running_pids() if request.all_running else request.pids
-        outcomes = []
-        for pid in pids:
-            try:
-                self.procs.send_signal(pid, request.signum)
-            except CorralError as exc:
-                outcomes.append({"pid": pid, "ok": False, "code": int(exc.code),
-                                 "message": exc.message})
-            else:
-                outcomes.append({"pid": pid, "ok": True, "code": 0, "message": ""})
-        return outcomes
+        return self.procs.signal(None if request.all_running else request.pids,
+                                 request.signum)
 
     def usage(self, _request: UsageRequest) -> dict[str, Any]:
         processes = [info.to_wire() for info in self.procs.snapshot()]
