@@ -111,9 +111,9 @@ class ProcInfo(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class ProcExited(Message):
-    """client -> master event: processes ended (all those one reaping pass collected).
-    Sent until acknowledged, even across reconnects; ``(boot, eseq)`` lets the master drop
-    a repeat."""
+    """client -> master event: processes ended, stopped or continued (all those one
+    reaping pass found). Sent until acknowledged, even across reconnects; ``(boot, eseq)``
+    lets the master drop a repeat."""
 
     TAG: ClassVar[str] = "exited"
 
