@@ -14,24 +14,14 @@ from master.console import CorralConsole
 PLANTED = "#!/bin/sh\necho planted > {marker}\n"
 
 
-@pytest.fixture(params=["posix", "fork"])
-def spawn_method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture
+def lab(ready_client):  # type: ignore[no-untyped-def]
+    return ready_client("lab", "--allow", "echo")
 
 
 @pytest.fixture
-def lab(master: MasterAPI, spawn_client, spawn_method: str):  # type: ignore[no-untyped-def]
-    client = spawn_client("lab", master.address,
-                          extra=["--spawn", spawn_method, "--allow", "echo"])
-    assert master.wait_ready(1, timeout=30).reached
-    return client
-
-
-@pytest.fixture
-def open_node(master: MasterAPI, spawn_client, spawn_method: str):  # type: ignore[no-untyped-def]
-    client = spawn_client("n1", master.address, extra=["--spawn", spawn_method])
-    assert master.wait_ready(1, timeout=30).reached
-    return client
+def open_node(ready_client):  # type: ignore[no-untyped-def]
+    return ready_client("n1")
 
 
 def plant(folder: Path, name: str, marker: Path) -> Path:

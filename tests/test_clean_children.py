@@ -14,14 +14,8 @@ from master.api import MasterAPI
 from tests.harness import wait_until
 
 
-@pytest.fixture(params=["posix", "fork"])
-def spawn_method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def leaky_client(master: MasterAPI, spawn_client, spawn_method: str, tmp_path: Path
-                 ) -> Iterator[object]:
+def leaky_client(ready_client, tmp_path: Path) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """A client started the way a careless shell would: an open file and a pipe's write
     end inherited (fds 10 and 251), SIGUSR1 ignored and SIGUSR2 blocked."""
     stray = tmp_path / "stray"
@@ -36,10 +30,7 @@ def leaky_client(master: MasterAPI, spawn_client, spawn_method: str, tmp_path: P
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
 
     try:
-        client = spawn_client("n1", master.address, extra=["--spawn", spawn_method],
-                              popen={"close_fds": False, "preexec_fn": careless_shell})
-        assert master.wait_ready(1, timeout=30).reached
-        yield client
+        yield ready_client("n1", popen={"close_fds": False, "preexec_fn": careless_shell})
     finally:
         for fd in (file_fd, pipe_read, pipe_write):
             os.close(fd)

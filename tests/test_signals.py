@@ -16,11 +16,6 @@ from master.events import Event, ProcessEvent
 from tests.harness import wait_until
 
 
-@pytest.fixture(params=["posix", "fork"])
-def spawn_method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def notices(master: MasterAPI) -> list[str]:
     seen: list[str] = []
@@ -34,10 +29,8 @@ def notices(master: MasterAPI) -> list[str]:
 
 
 @pytest.fixture
-def node(master: MasterAPI, spawn_client, spawn_method: str):  # type: ignore[no-untyped-def]
-    client = spawn_client("n1", master.address, extra=["--spawn", spawn_method])
-    assert master.wait_ready(1, timeout=30).reached
-    return client
+def node(ready_client):  # type: ignore[no-untyped-def]
+    return ready_client("n1")
 
 
 @pytest.fixture
@@ -58,6 +51,17 @@ def state_of(master: MasterAPI, ref: str) -> str:
 def results(console: CorralConsole, command: str) -> list[tuple[bool, str, int]]:
     console.onecmd_plus_hooks(command)
     return [(o.ok, o.message, o.still_running) for o in console.last_result]
+
+
+def sleeps_started(leader: int) -> bool:
+    """Both sleeps have been exec'd (so the background one ignores SIGINT by now)."""
+    names = []
+    for pid in group_members(leader):
+        try:
+            names.append(psutil.Process(pid).name())
+        except psutil.Error:
+            continue
+    return names.count("sleep") == 2
 
 
 def group_members(leader: int) -> list[int]:
@@ -109,9 +113,7 @@ def test_kill_reports_the_group_left_behind(master: MasterAPI, node,
     # A non-interactive shell starts its background job with SIGINT ignored.
     ref = start(master, ["sh", "-c", "sleep 100 & sleep 200"])
     leader = int(ref.split(":")[1])
-    wait_until(lambda: len(group_members(leader)) == 3 or
-               (len(group_members(leader)) == 2 and psutil.Process(leader).name() == "sleep"),
-               what="the background sleep started")
+    wait_until(lambda: sleeps_started(leader), what="both sleeps started")
     [(ok, message, left)] = results(console, f"kill {ref}")
     assert ok and message == "killed SIGINT" and left == 1
     assert (f"{ref}  killed SIGINT; 1 process of its group still runs (sKill to end it)"
@@ -132,7 +134,7 @@ def test_kill_reports_the_group_left_behind(master: MasterAPI, node,
 def test_skill_all_ends_leftover_groups(master: MasterAPI, node) -> None:
     ref = start(master, ["sh", "-c", "sleep 100 & exec sleep 200"])
     leader = int(ref.split(":")[1])
-    wait_until(lambda: len(group_members(leader)) == 2, what="both sleeps")
+    wait_until(lambda: sleeps_started(leader), what="both sleeps started")
     (outcome,) = master.signal([ref], signal.SIGINT)
     assert outcome.still_running == 1
     group = master.signal_all("n1", signal.SIGKILL)
