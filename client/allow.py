@@ -1,31 +1,83 @@
 """The programs a client will run, when it was started with an allow-list.
 
-An entry without a slash names a program found on PATH (``sleep``); an entry with a slash
-is an exact path (``/opt/lab/bin/sim``). With a list in force, a command for ``run`` must
-be one simple command (no pipes, redirections, ``;``, ``$`` or backquotes), because a shell
-line could start anything; it is then started directly, without a shell.
+An entry without a slash names a program found on the client's own PATH (``sleep``); an
+entry with a slash is a path (``/opt/lab/bin/sim``). A request's program is resolved the
+way it will be executed (``client.spawn.find_program``: the client's PATH, or the folder
+the process starts in) and the real path of that file, symbolic links followed, must be
+the real path of an entry.
+
+With a list in force, two more things hold:
+- a command for ``run`` must be one simple command (no pipes, redirections, ``;``, ``$`` or
+  backquotes), because a shell line could start anything; it is started without a shell;
+- a request may not set an environment variable that changes what a listed program loads
+  or runs (``REFUSED_ENVIRONMENT``).
+The folder a process starts in lies inside the client's root for every request, list or
+not (``Sandbox.folder``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import shlex
-import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
+from client.spawn import find_program
 from common.errors import CorralError, ErrorCode
 
 SHELL_SYNTAX = set(";|&$`<>(){}\n\\*?[]~")
+
+# Variables a request may not set under an allow-list: each makes a listed program load or
+# run code it names. A deny-list can never be complete (any program may read any variable),
+# which is why the README promises only what is written there.
+REFUSED_ENVIRONMENT = (
+    # the dynamic loader and libc: libraries to preload, audit or search; tunables;
+    # character-set converters and message catalogues (format strings) loaded from a path
+    "LD_*", "DYLD_*", "GLIBC_TUNABLES", "MALLOC_*", "GCONV_PATH", "LOCPATH", "NLSPATH",
+    "TEXTDOMAINDIR",
+    # where a bare command name is looked up, by shells and by execvp in the child
+    "PATH",
+    # shells: start-up files, exported functions, options, word splitting, trace prompts
+    "ENV", "BASH_ENV", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS", "IFS", "PS4",
+    "PROMPT_COMMAND", "ZDOTDIR", "SHELL",
+    # interpreters' module paths, start-up files and options
+    "PYTHON*", "PERL*", "RUBY*", "GEM_*", "NODE_*", "LUA_*", "TCLLIBPATH", "PHPRC",
+    "PHP_INI_SCAN_DIR", "CLASSPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS", "R_PROFILE*", "R_ENVIRON*", "R_LIBS*", "DOTNET_*", "CORECLR_*",
+    "COMPlus_*",
+    # plug-in and engine folders of common libraries
+    "OPENSSL_*", "GIO_*", "GTK_*", "GST_PLUGIN_*", "QT_PLUGIN_PATH", "LIBGL_DRIVERS_PATH",
+    "SASL_PATH",
+    # tools that start a helper named in the environment, or read commands from it
+    "EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE", "BROWSER",
+    "SSH_ASKPASS", "SUDO_ASKPASS", "GIT_*", "VIMINIT", "EXINIT", "MYVIMRC", "MAKEFLAGS",
+    "MAKEFILES",
+    # where programs find their configuration files, which may hold commands
+    "HOME", "XDG_CONFIG_*", "XDG_DATA_*",
+)
+_REFUSED = re.compile("|".join(fnmatch.translate(p) for p in REFUSED_ENVIRONMENT))
+# Locale names with a slash are paths from which libc loads locale data and catalogues.
+_LOCALE = re.compile(r"LANG|LANGUAGE|LC_[A-Z_]+")
 
 
 class NotAllowed(CorralError):
     code = ErrorCode.PERMISSION
 
 
+def check_environment_names(env: dict[str, str]) -> None:
+    """Names and values the kernel can carry at all (any client, list or not)."""
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise CorralError(f"bad environment entry {name!r}", ErrorCode.BAD_REQUEST)
+
+
 class AllowList:
     def __init__(self, entries: list[str], node: str) -> None:
         self.node = node
         self.names = {entry for entry in entries if "/" not in entry}
+        # A relative path entry is taken from the folder the client was started in.
         self.paths = {os.path.realpath(entry) for entry in entries if "/" in entry}
 
     @classmethod
@@ -39,19 +91,26 @@ class AllowList:
                     entries.append(line)
         return cls(entries, node) if entries or allow_file is not None else None
 
-    def check(self, argv: list[str]) -> None:
-        program = argv[0]
-        if "/" in program:
-            allowed = os.path.realpath(program) in self.paths
-        else:
-            found = shutil.which(program)
-            allowed = program in self.names or (
-                found is not None and os.path.realpath(found) in self.paths)
-        if not allowed:
-            raise NotAllowed(f"program {program!r} is not allowed on {self.node}")
+    def _allowed_paths(self) -> set[str]:
+        # Names are looked up at each check, so a program installed later is found.
+        found = (find_program(name, Path("/")) for name in self.names)
+        return self.paths | {os.path.realpath(path) for path in found if path is not None}
+
+    def check(self, name: str, program: str | None) -> None:
+        """``program`` is where ``name`` resolved (None: nothing there); refuse unless its
+        real path is on the list."""
+        if program is None or os.path.realpath(program) not in self._allowed_paths():
+            raise NotAllowed(f"program {name!r} is not allowed on {self.node}")
+
+    def check_environment(self, env: dict[str, str]) -> None:
+        refused = sorted(_refused(env.items()))
+        if refused:
+            raise NotAllowed(f"environment variables that change what runs are refused on "
+                             f"{self.node} (it has an allow-list): {', '.join(refused)}")
 
     def command_argv(self, command: str) -> list[str]:
-        """The argv of an allowed simple command, or NotAllowed saying why not."""
+        """The argv of a simple command, or NotAllowed saying why not (the program itself
+        is checked once resolved)."""
         if any(ch in SHELL_SYNTAX for ch in command):
             raise NotAllowed(f"only simple commands may run on {self.node} (it has an "
                              "allow-list): no pipes, redirections, ; or $")
@@ -61,5 +120,10 @@ class AllowList:
             raise CorralError(f"cannot parse command: {exc}", ErrorCode.BAD_REQUEST) from None
         if not argv:
             raise CorralError("empty command", ErrorCode.BAD_REQUEST)
-        self.check(argv)
         return argv
+
+
+def _refused(entries: Iterable[tuple[str, str]]) -> Iterable[str]:
+    for name, value in entries:
+        if _REFUSED.match(name) or (_LOCALE.fullmatch(name) and "/" in value):
+            yield name

@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = (args.log_dir or state_dir / "logs").resolve()
     for folder in (state_dir, workdir, log_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    try:  # before the chdir: relative paths in the list are the operator's
+        allow = AllowList.from_options(args.allow, args.allow_file, args.name)
+    except OSError as exc:
+        print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)
+        return 2
     os.chdir(workdir)  # where processes start unless told otherwise
     identity = Identity(
         node_id=load_node_id(state_dir), name=args.name, host=socket.gethostname(),
@@ -119,12 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"corral-client: {exc}", file=sys.stderr)
         return 2
-    try:
-        allow = AllowList.from_options(args.allow, args.allow_file, args.name)
-    except OSError as exc:
-        print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    handlers = RequestHandlers(procs, reaper, spawner, workdir, state_dir, sandbox, allow)
+    handlers = RequestHandlers(procs, reaper, spawner, state_dir, sandbox, allow)
     handlers.sweep_stdin()
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except CorralError as exc:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
-    procs.exit_listeners.append(daemon.publish_exit)
+    procs.change_listeners.append(daemon.publish_change)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, daemon.stop)
     logging.getLogger("corral.client").info(

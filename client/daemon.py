@@ -110,8 +110,9 @@ class ClientDaemon:
             self._tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT), config.tls)
 
-    def publish_exit(self, info: ProcInfo) -> None:
-        """Queue an exit; every exit one reaping pass finds travels in one event."""
+    def publish_change(self, info: ProcInfo) -> None:
+        """Queue an exit (or a stop, or a continue); every change one reaping pass finds
+        travels in one event."""
         if not self._ended:
             gevent.get_hub().loop.run_callback(self._flush_exits)
         self._ended.append(info)

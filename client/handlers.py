@@ -15,13 +15,13 @@ from typing import Any
 
 import gevent
 
-from client.allow import AllowList
+from client.allow import AllowList, check_environment_names
 from client.files import remove
 from client.proctable import ProcTable
 from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.shell import run_shell
-from client.spawn import SpawnSpec
+from client.spawn import SpawnSpec, find_program
 from common.errors import CorralError, ErrorCode
 from common.messages import (
     ExecRequest,
@@ -43,14 +43,13 @@ TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for line
 
 class RequestHandlers:
     def __init__(self, procs: ProcTable, reaper: Reaper, spawner: Callable[[SpawnSpec], int],
-                 workdir: Path, state_dir: Path, sandbox: Sandbox,
+                 state_dir: Path, sandbox: Sandbox,
                  allow: AllowList | None = None) -> None:
         self.sandbox = sandbox
         self.allow = allow
         self.procs = procs
         self.reaper = reaper
         self.spawner = spawner
-        self.workdir = workdir
         self.stdin_dir = state_dir / "stdin"
 
     def table(self) -> dict[type[Message], Callable[[Any], Any]]:
@@ -65,24 +64,31 @@ class RequestHandlers:
             RemoveRequest: lambda request: remove(self.sandbox, request),
         }
 
-    def _folder(self, cwd: str | None) -> Path:
-        folder = (self.workdir / cwd).resolve() if cwd else self.workdir
-        if not folder.is_dir():
-            raise CorralError(f"no such folder: {folder}", ErrorCode.NOT_FOUND)
-        return folder
+    def _program(self, argv: list[str], folder: Path) -> str | None:
+        """Where ``argv[0]`` resolves, checked against the allow-list when there is one."""
+        if not argv or not argv[0] or any("\0" in arg for arg in argv):
+            raise CorralError("no program given, or a NUL byte in an argument",
+                              ErrorCode.BAD_REQUEST)
+        program = find_program(argv[0], folder)
+        if self.allow is not None:
+            self.allow.check(argv[0], program)
+        return program
 
     def exec(self, request: ExecRequest) -> list[dict[str, Any]]:
         if not 1 <= request.count <= MAX_COPIES:
             raise CorralError(f"count must be 1 to {MAX_COPIES}", ErrorCode.BAD_REQUEST)
-        if self.allow is not None and request.argv:
-            self.allow.check(request.argv)
-        folder = self._folder(request.cwd)
+        check_environment_names(request.env)
+        if self.allow is not None:
+            self.allow.check_environment(request.env)
+        folder = self.sandbox.folder(request.cwd)
+        program = self._program(request.argv, folder)
         stdin_path = None if request.stdin is None else self._stage_stdin(request.stdin)
         started = []
         turns = Turns(gevent.sleep)  # a big batch must not hold up heartbeats
         try:
             for _ in range(request.count):
-                started.append(self.procs.spawn(request.argv, folder, request.env, stdin_path))
+                started.append(self.procs.spawn(program, request.argv, folder, request.env,
+                                                 stdin_path))
                 turns.take()
         finally:
             # Every copy has opened it by now (a spawn returns after exec), so the bytes
@@ -112,17 +118,8 @@ class RequestHandlers:
         return [info.to_wire() for info in self.procs.snapshot()]
 
     def signal(self, request: SignalRequest) -> list[dict[str, Any]]:
-        pids = self.procs.running_pids() if request.all_running else request.pids
-        outcomes = []
-        for pid in pids:
-            try:
-                self.procs.send_signal(pid, request.signum)
-            except CorralError as exc:
-                outcomes.append({"pid": pid, "ok": False, "code": int(exc.code),
-                                 "message": exc.message})
-            else:
-                outcomes.append({"pid": pid, "ok": True, "code": 0, "message": ""})
-        return outcomes
+        return self.procs.signal(None if request.all_running else request.pids,
+                                 request.signum)
 
     def usage(self, _request: UsageRequest) -> dict[str, Any]:
         processes = [info.to_wire() for info in self.procs.snapshot()]
@@ -154,8 +151,13 @@ class RequestHandlers:
     def run(self, request: RunRequest) -> dict[str, Any]:
         if request.timeout <= 0:
             raise CorralError("timeout must be positive", ErrorCode.BAD_REQUEST)
-        argv = self.allow.command_argv(request.command) if self.allow is not None else None
-        return run_shell(self.reaper, self.spawner, request.command, self._folder(request.cwd),
-                         request.timeout, argv)
+        folder = self.sandbox.folder(request.cwd)
+        if self.allow is None:
+            argv = ["/bin/sh", "-c", request.command]
+        else:
+            argv = self.allow.command_argv(request.command)
+        program = self._program(argv, folder)
+        assert program is not None  # /bin/sh, or an allowed program, which is there
+        return run_shell(self.reaper, self.spawner, program, argv, folder, request.timeout)
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,17 +17,18 @@ from typing import Any
 
 import psutil
 
+from client.groups import GroupScan, scan_groups
 from client.journal import Journal
 from client.reaper import Reaper
 from client.spawn import SpawnFailed, SpawnSpec
 from common.errors import CorralError, ErrorCode
 from common.procs import ProcInfo, rusage_dict, signal_name
-from common.states import ENDED_STATES, PROC_TRANSITIONS, SIGNALLABLE_STATES, ProcState
+from common.states import ENDED_STATES, LIVE_STATES, PROC_TRANSITIONS, ProcState
 
 log = logging.getLogger("corral.client.procs")
 
 Spawner = Callable[[SpawnSpec], int]
-ExitListener = Callable[[ProcInfo], None]
+ChangeListener = Callable[[ProcInfo], None]  # ended, stopped or continued
 
 
 @dataclasses.dataclass
@@ -44,6 +46,7 @@ class ProcRecord:
     error: str | None = None
     rusage: dict[str, float] | None = None
     adopted: bool = False  # found running after a client restart: no longer our child
+    group_gone: bool = False  # seen empty after the process ended: never signal it again
 
     def to_journal(self) -> dict[str, Any]:
         return {"seq": self.seq, "argv": self.argv, "cwd": str(self.cwd),
@@ -66,7 +69,7 @@ class ProcRecord:
     def info(self, live: bool = False) -> ProcInfo:
         """``live``: add psutil's CPU time and RSS for a running process (reads /proc)."""
         cpu_time = rss = None
-        if live and self.state is ProcState.RUNNING:
+        if live and self.state in LIVE_STATES:
             cpu_time, rss = _live_usage(self.pid)
         return ProcInfo(
             seq=self.seq, pid=self.pid, argv=self.argv, cwd=str(self.cwd),
@@ -89,6 +92,12 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
 
 
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
+SETTLE = 0.5  # seconds a signal is given to act before kill reports who still runs
+SETTLE_POLL = 0.02
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+# Signals whose default action does not end a process.
+HARMLESS_SIGNALS = STOP_SIGNALS | {signal.SIGCONT, signal.SIGCHLD, signal.SIGURG,
+                                   signal.SIGWINCH}
 
 
 class ProcTable:
@@ -102,7 +111,7 @@ class ProcTable:
         self._by_pid: dict[int, ProcRecord] = {}
         self._records: list[ProcRecord] = []
         self._next_seq = _first_free_seq(log_dir)
-        self.exit_listeners: list[ExitListener] = []
+        self.change_listeners: list[ChangeListener] = []
         # Copied once: copying os.environ costs more than the rest of a spawn's Python.
         self._base_env = dict(os.environ)
         if journal is not None:
@@ -162,20 +171,25 @@ class ProcTable:
 
     # --- spawning -------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-              stdin_path: Path | None = None) -> ProcRecord:
+    def spawn(self, program: str | None, argv: list[str], cwd: Path | None = None,
+              env: dict[str, str] | None = None, stdin_path: Path | None = None) -> ProcRecord:
+        """Start ``program`` (the path ``find_program`` gave for ``argv[0]``; None: nothing
+        was found, which is recorded as a failed spawn)."""
         if not argv or not argv[0]:
             raise CorralError("no program given", ErrorCode.BAD_REQUEST)
         seq = self._next_seq
         self._next_seq += 1
-        program = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
+        log_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
-                            log_path=self._log_dir / f"{seq}-{program}.log")
+                            log_path=self._log_dir / f"{seq}-{log_name}.log")
         self._records.append(record)
         full_env = {**self._base_env, **env} if env else self._base_env
         try:
-            pid = self._spawner(SpawnSpec(argv=record.argv, cwd=record.cwd, env=full_env,
-                                          stdout_path=record.log_path, stdin_path=stdin_path))
+            if program is None:
+                raise SpawnFailed(f"No such file or directory: {argv[0]}")
+            pid = self._spawner(SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
+                                          env=full_env, stdout_path=record.log_path,
+                                          stdin_path=stdin_path))
         except SpawnFailed as exc:
             record.error = exc.message
             record.ended = time.time()
@@ -184,9 +198,9 @@ class ProcTable:
             log.info("could not start %s: %s", argv, exc.message)
             return record
         # Watch before anything can yield, so the reaper never meets an unknown pid.
-        self._reaper.watch(pid, self._on_exit)
+        self._reaper.watch(pid, self._on_exit, self._on_pause)
         record.pid = pid
-        named = self._log_dir / f"{seq}-{program}-{pid}.log"
+        named = self._log_dir / f"{seq}-{log_name}-{pid}.log"
         os.replace(record.log_path, named)  # the child keeps writing through its open fd
         record.log_path = named
         self._by_pid[pid] = record
@@ -203,15 +217,32 @@ class ProcTable:
             record.signal = os.WTERMSIG(status)
             self._change_state(record, ProcState.KILLED)
         else:
+            record.signal = None  # it may have been stopped by one before
             record.exit_code = os.WEXITSTATUS(status)
             self._change_state(record, ProcState.EXITED)
         self._ended(record)
 
+    def _on_pause(self, pid: int, status: int) -> None:
+        record = self._by_pid[pid]
+        if os.WIFSTOPPED(status) and record.state is ProcState.RUNNING:
+            record.signal = os.WSTOPSIG(status)
+            self._change_state(record, ProcState.STOPPED)
+        elif os.WIFCONTINUED(status) and record.state is ProcState.STOPPED:
+            record.signal = None
+            self._change_state(record, ProcState.RUNNING)
+        else:
+            return  # a repeat of what is known
+        log.info("pid %d %s", pid, record.info().describe())
+        self._tell(record)
+
     def _ended(self, record: ProcRecord) -> None:
         self._record_event(record.ended_event())
+        log.debug("pid %d %s", record.pid, record.info().describe())
+        self._tell(record)
+
+    def _tell(self, record: ProcRecord) -> None:
         info = record.info()
-        log.debug("pid %d %s", record.pid, info.describe())
-        for listener in list(self.exit_listeners):
+        for listener in list(self.change_listeners):
             listener(info)
 
     def _record_event(self, event: dict[str, Any]) -> None:
@@ -240,24 +271,105 @@ class ProcTable:
             raise CorralError(f"pid {pid} was not started by this client", ErrorCode.PERMISSION)
         return record
 
-    def send_signal(self, pid: int, signum: int) -> ProcInfo:
+    def signal(self, pids: list[int] | None, signum: int) -> list[dict[str, Any]]:
+        """Send ``signum`` to the process group of each pid (None: of every process whose
+        group still runs), give it time to act, and say per pid what became of the process
+        and how many others of its group still run."""
         self._collect()
-        record = self.find(pid)
-        if record.state not in SIGNALLABLE_STATES:
-            raise CorralError(f"pid {pid} already ended ({record.info().describe()})",
-                              ErrorCode.ALREADY_ENDED)
+        outcomes: dict[int, dict[str, Any]] = {}
+        if pids is None:
+            records = [r for r in self._records if r.pid and not r.group_gone]
+        else:
+            records = []
+            for pid in dict.fromkeys(pids):
+                try:
+                    records.append(self.find(pid))
+                except CorralError as exc:
+                    outcomes[pid] = _failure(pid, exc)
+        ended_before = {r.pid for r in records if r.state not in LIVE_STATES}
+        scan = scan_groups(ended_before)
+        targets = []
+        for record in records:
+            if record.pid in ended_before and not self._group_lives(record, scan):
+                if pids is not None:
+                    outcomes[record.pid] = _failure(record.pid, CorralError(
+                        f"pid {record.pid} already ended ({record.info().describe()}), and "
+                        "so has its process group", ErrorCode.ALREADY_ENDED))
+                continue
+            try:
+                self._send(record, signum)
+            except OSError as exc:
+                outcomes[record.pid] = _failure(record.pid, CorralError(
+                    f"pid {record.pid}: {exc.strerror}", ErrorCode.PERMISSION))
+                continue
+            targets.append(record)
+        was = {record.pid: record.state for record in targets}
+        self._settle(targets, signum)
+        scan = scan_groups([record.pid for record in targets])
+        for record in targets:
+            others = [pid for pid in scan.live(record.pid) if pid != record.pid]
+            outcomes[record.pid] = {
+                "pid": record.pid, "ok": True, "code": 0,
+                "message": _what_became(record, was[record.pid], signum),
+                "still_running": len(others)}
+        order = pids if pids is not None else [record.pid for record in records]
+        return [outcomes[pid] for pid in dict.fromkeys(order) if pid in outcomes]
+
+    def _group_lives(self, record: ProcRecord, scan: GroupScan) -> bool:
+        """Does the group of an ended process still have members? Once seen empty, never
+        again: its number may then go to another process, which might lead a group."""
+        if not record.group_gone and (record.pid in scan.pids or not scan.live(record.pid)):
+            record.group_gone = True  # (a live process with that pid is another one)
+        return not record.group_gone
+
+    def _send(self, record: ProcRecord, signum: int) -> None:
         # The child leads its own process group (setsid), so the signal reaches everything
         # it started too, as a terminal's Ctrl-C would.
-        os.killpg(pid, signum)
-        log.info("sent %s to pid %d", signal_name(signum), pid)
-        return record.info()
+        os.killpg(record.pid, signum)
+        if record.state is ProcState.STOPPED and signum not in HARMLESS_SIGNALS:
+            # As a shell does for a stopped job: a stopped process acts on a signal only
+            # once continued (SIGKILL aside).
+            os.killpg(record.pid, signal.SIGCONT)
+        log.info("sent %s to the group of pid %d", signal_name(signum), record.pid)
 
-    def running_pids(self) -> list[int]:
-        self._collect()
-        return [r.pid for r in self._records if r.state is ProcState.RUNNING]
+    def _settle(self, targets: list[ProcRecord], signum: int) -> None:
+        """Wait, at most SETTLE seconds, until the signal has done what it does by default:
+        groups emptied, leaders stopped or continued. Other greenlets run meanwhile."""
+        import gevent
+
+        def settled() -> bool:
+            self._collect()
+            if signum in STOP_SIGNALS:
+                return all(r.state is not ProcState.RUNNING for r in targets)
+            if signum == signal.SIGCONT:
+                return all(r.state is not ProcState.STOPPED for r in targets)
+            scan = scan_groups([r.pid for r in targets])
+            return not any(scan.live(r.pid) for r in targets)
+
+        if signum in HARMLESS_SIGNALS - STOP_SIGNALS - {signal.SIGCONT} or not targets:
+            return
+        deadline = time.monotonic() + SETTLE
+        while not settled() and time.monotonic() < deadline:
+            gevent.sleep(SETTLE_POLL)
 
     def is_ended(self, pid: int) -> bool:
         return self.find(pid).state in ENDED_STATES
+
+
+def _failure(pid: int, exc: CorralError) -> dict[str, Any]:
+    return {"pid": pid, "ok": False, "code": int(exc.code), "message": exc.message,
+            "still_running": 0}
+
+
+def _what_became(record: ProcRecord, was: ProcState, signum: int) -> str:
+    """``killed SIGINT``, ``stopped (SIGSTOP)``, ``sent SIGUSR1; still running``, ..."""
+    now = record.info().describe()
+    name = signal_name(signum)
+    if was not in LIVE_STATES:
+        return f"sent {name} to its group (the process itself had {now})"
+    if record.state is ProcState.RUNNING:
+        return "continued, running" if was is ProcState.STOPPED else f"sent {name}; still running"
+    return now
 
 
 def _same_process(pid: int, started: float) -> bool:

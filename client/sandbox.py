@@ -1,4 +1,5 @@
-"""Where copy, pull and remove may touch: inside the work folder, or an explicit --root.
+"""Where copy, pull and remove may touch, and where processes may start: inside the work
+folder, or an explicit --root.
 
 Paths from the master are taken relative to the work folder. A path is refused when its
 folder, or the entry itself if it is a symbolic link, resolves outside the root: ``..``
@@ -43,3 +44,17 @@ class Sandbox:
         if not self._inside(entry):
             raise OutsideSandbox(f"{path}: outside the sandbox ({self.root})")
         return entry
+
+    def folder(self, path: str | None) -> Path:
+        """The folder a process starts in: ``path`` (the work folder when empty), fully
+        resolved, inside the root, and a folder."""
+        if not path:
+            return self.workdir
+        if "\0" in path:
+            raise CorralError(f"bad path {path!r}", ErrorCode.BAD_REQUEST)
+        folder = Path(os.path.realpath(self.workdir / path))
+        if not self._inside(folder):
+            raise OutsideSandbox(f"{path}: outside the sandbox ({self.root})")
+        if not folder.is_dir():
+            raise CorralError(f"no such folder: {path}", ErrorCode.NOT_FOUND)
+        return folder

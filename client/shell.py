@@ -22,15 +22,16 @@ OUTPUT_CAP = 1024 * 1024  # per stream; the rest is counted and dropped
 DRAIN_AFTER_EXIT = 0.5  # a background grandchild may hold the pipe open; don't wait on it
 
 
-def run_shell(reaper: Reaper, spawner: Callable[[SpawnSpec], int], command: str, cwd: Path,
-              timeout: float, argv: list[str] | None = None) -> dict[str, Any]:
-    """Run ``command`` through /bin/sh -c (or ``argv`` directly, when given)."""
+def run_shell(reaper: Reaper, spawner: Callable[[SpawnSpec], int], program: str,
+              argv: list[str], cwd: Path, timeout: float) -> dict[str, Any]:
+    """Run ``program`` (``/bin/sh -c COMMAND``, or one allowed program) and collect its
+    output."""
     started = time.monotonic()
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = spawner(SpawnSpec(argv=argv or ["/bin/sh", "-c", command], cwd=cwd,
-                                env=dict(os.environ), stdout_fd=out_write, stderr_fd=err_write))
+        pid = spawner(SpawnSpec(program=program, argv=argv, cwd=cwd, env=dict(os.environ),
+                                stdout_fd=out_write, stderr_fd=err_write))
     except BaseException:
         for fd in (out_read, err_read):
             os.close(fd)

@@ -1,20 +1,25 @@
 """Starting a child process: two methods behind one seam, chosen with ``--spawn``.
 
 Both give the child its own session, stdin from /dev/null (or a given file), stdout and
-stderr on one log file, the requested working folder, then exec the program. Both report a
-failed exec as ``SpawnFailed`` at once, never as a process that ran and exited 127.
+stderr on one log file, the requested working folder, and nothing else of the client's:
+only descriptors 0, 1 and 2, every signal at its default action and an empty signal mask.
+Both execute exactly ``SpawnSpec.program``, an absolute path the client found itself
+(``find_program``), never a search on a PATH the request set. Both report a failed exec as
+``SpawnFailed`` at once, never as a process that ran and exited 127.
 
-- ``posix``: ``os.posix_spawnp`` with file actions. libc performs the same
+- ``posix``: ``os.posix_spawn`` with file actions and attributes. libc performs the same
   fork -> dup2 -> exec sequence (with vfork, so the parent's size does not matter) and
   returns the exec error to the parent. The default: fast, and safe beside threads.
-- ``fork``: the same steps written out with ``os.fork``/``os.dup2``/``os.execvp`` and a
+- ``fork``: the same steps written out with ``os.fork``/``os.dup2``/``os.execve`` and a
   close-on-exec error pipe, to be read line by line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import signal
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +29,14 @@ from common.errors import CorralError, ErrorCode
 
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 LOG_MODE = 0o644
+# Every signal a program may use. (glibc keeps two more, 32 and 33, for its threads; Python
+# cannot name them, and glibc's posix_spawn leaves them ignored in the child: see
+# docs/processes.md.) SIGKILL and SIGSTOP cannot be caught or ignored, so they are never
+# reset: some C libraries fail the spawn when asked to.
+ALL_SIGNALS = frozenset(signal.valid_signals())
+RESETTABLE_SIGNALS = ALL_SIGNALS - {signal.SIGKILL, signal.SIGSTOP}
+# Where the kernel lists this process's open descriptors (Linux; /dev/fd elsewhere).
+FD_FOLDER = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 
 class SpawnFailed(CorralError):
@@ -32,6 +45,7 @@ class SpawnFailed(CorralError):
 
 @dataclasses.dataclass(frozen=True)
 class SpawnSpec:
+    program: str  # the absolute path to execute (``find_program``); argv[0] is only a name
     argv: list[str]
     cwd: Path
     env: dict[str, str]
@@ -44,10 +58,54 @@ class SpawnSpec:
     def __post_init__(self) -> None:
         if (self.stdout_path is None) == (self.stdout_fd is None):
             raise ValueError("give exactly one of stdout_path and stdout_fd")
+        if not os.path.isabs(self.program):
+            raise ValueError(f"the program must be an absolute path, not {self.program!r}")
+
+
+def find_program(name: str, folder: Path) -> str | None:
+    """The absolute path of the program ``name`` names: the one PATH rule of both methods.
+
+    A name with a slash is a path, taken relative to ``folder``, the folder the process
+    will start in (exactly where the kernel would look). A bare name is searched on the
+    client's own PATH, never on a PATH the request sets (that one only reaches the child's
+    environment), and only in absolute folders: an empty or relative PATH entry would
+    search the request's folder. Like ``execvp``, a file found without execute permission
+    is kept in case nothing better comes, so the exec reports "Permission denied".
+    None when there is no such file.
+    """
+    if "/" in name:
+        return os.path.join(folder, name)
+    fallback = None
+    for entry in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(entry):
+            continue
+        candidate = os.path.join(entry, name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            fallback = fallback or candidate
+    return fallback
+
+
+def inherited_descriptors() -> list[int]:
+    """Descriptors above 2 that this process has open without close-on-exec: every one
+    would leak into a child. (Those with close-on-exec are closed by exec itself.)"""
+    leaking = []
+    for name in os.listdir(FD_FOLDER):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+        if not flags & fcntl.FD_CLOEXEC:
+            leaking.append(fd)
+    return leaking
 
 
 def spawn_posix(spec: SpawnSpec) -> int:
-    """Start ``spec`` with posix_spawnp; return the child's pid."""
+    """Start ``spec`` with posix_spawn; return the child's pid."""
     file_actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_OPEN, 0, str(spec.stdin_path or os.devnull), os.O_RDONLY, 0),
     ]
@@ -58,6 +116,8 @@ def spawn_posix(spec: SpawnSpec) -> int:
     # stderr onto stdout shares one file offset, so the lines stay in the order written.
     file_actions.append((os.POSIX_SPAWN_DUP2, spec.stderr_fd if spec.stderr_fd is not None
                          else 1, 2))
+    # Then close, in the child only, whatever else would survive the exec.
+    file_actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in inherited_descriptors())
     # posix_spawn has no chdir action in Python 3.11, so the parent changes folder around
     # the call when the child needs another one. The client runs greenlets in one thread
     # and this does not yield, so no other code can observe the borrowed working folder.
@@ -66,23 +126,33 @@ def spawn_posix(spec: SpawnSpec) -> int:
     try:
         if borrow:
             os.chdir(spec.cwd)
-        return os.posix_spawnp(spec.argv[0], spec.argv, spec.env,
-                               file_actions=file_actions, setsid=True)
+        # posix_spawn, not posix_spawnp: the path is already found, no PATH is searched.
+        # setsigdef resets every signal to its default action (Python ignores SIGPIPE
+        # and SIGXFSZ, and ignored signals survive exec); setsigmask=() unblocks all.
+        return os.posix_spawn(spec.program, spec.argv, spec.env, file_actions=file_actions,
+                              setsid=True, setsigdef=RESETTABLE_SIGNALS, setsigmask=())
     except OSError as exc:
         raise SpawnFailed(_reason(exc)) from None
+    except ValueError as exc:  # a NUL byte in an argument, "=" in a variable's name
+        raise SpawnFailed(str(exc)) from None
     finally:
         if borrow:
             os.chdir(home)
 
 
 def spawn_fork(spec: SpawnSpec) -> int:
-    """Start ``spec`` with fork, dup2 and execvp; return the child's pid."""
+    """Start ``spec`` with fork, dup2 and execve; return the child's pid."""
     # The pipe is close-on-exec: a successful exec closes the child's end, so the parent
     # reads EOF. If anything fails first, the child writes its errno and exits.
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    leaking = inherited_descriptors()
+    # Block every signal across the fork, so none of the parent's handlers can run in the
+    # child before the child has put every signal back to its default.
+    parent_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
     pid = os.fork()
     if pid == 0:
-        _become_child(spec, error_read, error_write)  # never returns
+        _become_child(spec, error_read, error_write, leaking)  # never returns
+    signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
     os.close(error_write)
     try:
         report = _read_all(error_read)
@@ -95,12 +165,17 @@ def spawn_fork(spec: SpawnSpec) -> int:
     os.waitpid(pid, 0)
     (errno,) = struct.unpack("i", report[:4])
     where = report[4:].decode(errors="replace")
+    if not errno:
+        raise SpawnFailed(where)
     raise SpawnFailed(_reason(OSError(errno, os.strerror(errno), where or None)))
 
 
-def _become_child(spec: SpawnSpec, error_read: int, error_write: int) -> None:
+def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
+                  leaking: list[int]) -> None:
     try:
         os.close(error_read)
+        stage = "signals"
+        _default_signals()
         os.setsid()  # own session and process group: signals to the group reach only it
         stage = str(spec.stdin_path or os.devnull)
         stdin_fd = os.open(stage, os.O_RDONLY)
@@ -113,17 +188,26 @@ def _become_child(spec: SpawnSpec, error_read: int, error_write: int) -> None:
         os.dup2(out_fd, 1)
         # stderr onto stdout shares one file offset, so the lines stay in the order written.
         os.dup2(spec.stderr_fd if spec.stderr_fd is not None else out_fd, 2)
-        for fd in (stdin_fd, out_fd):
+        for fd in {stdin_fd, out_fd, *leaking}:
             if fd > 2:
-                os.close(fd)
+                os.close(fd)  # only 0, 1, 2 (and the close-on-exec error pipe) remain
         stage = str(spec.cwd)
         os.chdir(spec.cwd)
-        stage = spec.argv[0]
-        os.execvpe(spec.argv[0], spec.argv, spec.env)
-    except OSError as exc:
-        os.write(error_write, struct.pack("i", exc.errno or 0) + stage.encode()[:200])
+        stage = spec.program
+        os.execve(spec.program, spec.argv, spec.env)  # execve: no PATH search
+    except BaseException as exc:  # anything at all: the parent must hear of it
+        errno = (exc.errno or 0) if isinstance(exc, OSError) else 0
+        where = stage if errno else f"{stage}: {exc}"
+        os.write(error_write, struct.pack("i", errno) + where.encode()[:200])
     finally:
         os._exit(127)  # only reached if exec failed; never return into the parent's code
+
+
+def _default_signals() -> None:
+    """Every signal back to its default action, then an empty mask (undoing the block)."""
+    for signum in RESETTABLE_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _read_all(fd: int) -> bytes:

@@ -68,7 +68,7 @@ class ProcInfo(Message):
     started: float  # wall-clock seconds
     ended: float | None = None
     exit_code: int | None = None
-    signal: int | None = None
+    signal: int | None = None  # the one that killed it, or that stopped it (state stopped)
     error: str | None = None
     rusage: dict[str, float] | None = None  # wait4's, once ended
     cpu_time: float | None = None  # user + system, while running
@@ -94,7 +94,8 @@ class ProcInfo(Message):
         return self.proc_state in ENDED_STATES
 
     def describe(self) -> str:
-        """The state words the console shows: running, exited N, killed SIG, spawn failed."""
+        """The state words the console shows: running, stopped (SIG), exited N, killed SIG,
+        spawn failed: REASON."""
         state = self.proc_state
         if state is ProcState.EXITED:
             return f"exited {self.exit_code}"
@@ -102,15 +103,17 @@ class ProcInfo(Message):
             return f"killed {signal_name(self.signal or 0)}"
         if state is ProcState.SPAWN_FAILED:
             return f"spawn failed: {printable(self.error or '')}"
+        if state is ProcState.STOPPED:
+            return f"stopped ({signal_name(self.signal or 0)})"
         return str(state)
 
 
 @register
 @dataclasses.dataclass(frozen=True)
 class ProcExited(Message):
-    """client -> master event: processes ended (all those one reaping pass collected).
-    Sent until acknowledged, even across reconnects; ``(boot, eseq)`` lets the master drop
-    a repeat."""
+    """client -> master event: processes ended, stopped or continued (all those one
+    reaping pass found). Sent until acknowledged, even across reconnects; ``(boot, eseq)``
+    lets the master drop a repeat."""
 
     TAG: ClassVar[str] = "exited"
 

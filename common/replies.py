@@ -41,7 +41,10 @@ def _outcome_problem(ok: bool, code: int) -> str | None:
 @register
 @dataclasses.dataclass(frozen=True)
 class SignalAnswer(Message):
-    """One pid of a SignalRequest: sent, or why not (``code`` 0 when ``ok``)."""
+    """One pid of a SignalRequest: sent, or why not (``code`` 0 when ``ok``). When sent,
+    ``message`` says what became of the process once the signal had time to act
+    (``killed SIGINT``), and ``still_running`` counts the other members of its process
+    group alive then."""
 
     TAG: ClassVar[str] = "signal-answer"
 
@@ -49,8 +52,11 @@ class SignalAnswer(Message):
     ok: bool
     code: int = 0
     message: str = ""
+    still_running: int = 0
 
     def problem(self) -> str | None:
+        if self.still_running < 0:
+            return "negative count of processes still running"
         return _outcome_problem(self.ok, self.code)
 
 

@@ -26,10 +26,12 @@ REACHABLE_STATES = frozenset({NodeState.CONNECTING, NodeState.READY, NodeState.M
 
 
 class ProcState(enum.Enum):
-    """A process a client started: STARTING -> RUNNING -> EXITED | KILLED, or SPAWN_FAILED."""
+    """A process a client started: STARTING -> RUNNING -> EXITED | KILLED, or SPAWN_FAILED;
+    RUNNING <-> STOPPED while a signal has stopped it."""
 
     STARTING = "starting"
     RUNNING = "running"
+    STOPPED = "stopped"  # by SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU; SIGCONT resumes it
     EXITED = "exited"
     KILLED = "killed"
     SPAWN_FAILED = "spawn failed"
@@ -39,15 +41,20 @@ class ProcState(enum.Enum):
         return self.value
 
 
+_ENDS = frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.ENDED_UNKNOWN})
+
 PROC_TRANSITIONS: dict[ProcState, frozenset[ProcState]] = {
     ProcState.STARTING: frozenset({ProcState.RUNNING, ProcState.SPAWN_FAILED}),
-    ProcState.RUNNING: frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.ENDED_UNKNOWN}),
+    ProcState.RUNNING: _ENDS | {ProcState.STOPPED},
+    # A stopped process can be killed (SIGKILL needs no SIGCONT), and when it is continued
+    # and exits at once, wait4 reports only the exit.
+    ProcState.STOPPED: _ENDS | {ProcState.RUNNING},
     ProcState.EXITED: frozenset(),
     ProcState.ENDED_UNKNOWN: frozenset(),
     ProcState.KILLED: frozenset(),
     ProcState.SPAWN_FAILED: frozenset(),
 }
 
-ENDED_STATES = frozenset({ProcState.EXITED, ProcState.KILLED, ProcState.SPAWN_FAILED,
-                          ProcState.ENDED_UNKNOWN})
-SIGNALLABLE_STATES = frozenset({ProcState.RUNNING})
+ENDED_STATES = _ENDS | {ProcState.SPAWN_FAILED}
+LIVE_STATES = frozenset({ProcState.RUNNING, ProcState.STOPPED})
+SIGNALLABLE_STATES = LIVE_STATES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from common.procs import ProcInfo
-from common.states import NodeState
+from common.states import NodeState, ProcState
 from common.text import printable
 
 
@@ -29,7 +29,7 @@ class NodeEvent:
 
 @dataclasses.dataclass(frozen=True)
 class ProcessEvent:
-    """A process a client started has ended."""
+    """A process a client started has ended, been stopped or been continued."""
 
     node: str
     info: ProcInfo
@@ -39,7 +39,9 @@ class ProcessEvent:
         return f"{self.node}:{self.info.pid}"
 
     def describe(self) -> str:
-        return f"process {self.ref} ({short_command(self.info.argv)}) {self.info.describe()}"
+        # A process reported running again has just been continued.
+        state = "continued" if self.info.proc_state is ProcState.RUNNING else self.info.describe()
+        return f"process {self.ref} ({short_command(self.info.argv)}) {state}"
 
 
 Event = NodeEvent | ProcessEvent

@@ -38,7 +38,13 @@ PER_COPY = 0.02  # seconds of extra patience per copy that exec -n asks for
 class SignalOutcome:
     ref: str
     ok: bool
-    message: str = ""
+    message: str = ""  # the error, or what became of the process (``killed SIGINT``)
+    still_running: int = 0  # other members of its process group alive after the signal
+
+    @classmethod
+    def from_answer(cls, node: str, answer: SignalAnswer) -> SignalOutcome:
+        return cls(f"{node}:{answer.pid}", answer.ok, printable(answer.message),
+                   answer.still_running)
 
 
 UsageReport = UsageAnswer
@@ -130,8 +136,8 @@ class Operations:
                     outcomes[f"{name}:{pid}"] = SignalOutcome(f"{name}:{pid}", False, exc.message)
                 return
             for answer in answers:
-                ref = f"{name}:{answer.pid}"
-                outcomes[ref] = SignalOutcome(ref, answer.ok, printable(answer.message))
+                outcome = SignalOutcome.from_answer(name, answer)
+                outcomes[outcome.ref] = outcome
 
         gevent.joinall([gevent.spawn(one_node, n, p) for n, p in by_node.items()])
         return [outcomes[ref] for ref in dict.fromkeys(refs) if ref in outcomes]
@@ -140,8 +146,7 @@ class Operations:
         nodes, errors = resolve_targets(self.registry, nodeset)
 
         def convert(node: Node, answers: list[SignalAnswer]) -> list[SignalOutcome]:
-            return [SignalOutcome(f"{node.name}:{a.pid}", a.ok, printable(a.message))
-                    for a in answers]
+            return [SignalOutcome.from_answer(node.name, answer) for answer in answers]
 
         def make(_node: Node) -> Any:
             return lambda req: SignalRequest(req=req, signum=signum, all_running=True)

@@ -1,4 +1,5 @@
-"""Process exits reported by the clients: drop repeats, tell the operator, wake waiters.
+"""Process exits (and stops and continues) reported by the clients: drop repeats, tell the
+operator, wake those waiting for an end.
 
 Lives on the hub thread. A client resends an exit event until it is acknowledged, so after
 a reconnect the same event may come twice; ``(boot, eseq)`` recognises the repeat.
@@ -45,8 +46,9 @@ class ExitTracker:
         while len(boots) > BOOTS_KEPT:
             del boots[next(iter(boots))]
         for info in event.procs:
-            for waiter in self._waiters.pop((node.name, info.pid), []):
-                waiter.set(info)
+            if info.ended_state:  # not a stop or a continue
+                for waiter in self._waiters.pop((node.name, info.pid), []):
+                    waiter.set(info)
             self._registry.publish(ProcessEvent(node.name, info))
 
     def _forget_departed(self) -> None:

@@ -127,8 +127,21 @@ def failure_lines(group: GroupResult[Any]) -> list[str]:
 
 
 def signal_table(outcomes: list[SignalOutcome], signame: str) -> str:
-    rows = [[o.ref, f"sent {signame}" if o.ok else f"error: {o.message}"] for o in outcomes]
+    rows = [[o.ref, _signal_result(o, signame)] for o in outcomes]
     return _table(rows, ["ref", "result"])
+
+
+def _signal_result(outcome: SignalOutcome, signame: str) -> str:
+    if not outcome.ok:
+        return f"error: {outcome.message}"
+    text = outcome.message or f"sent {signame}"
+    left = outcome.still_running
+    if left:
+        text += (f"; {left} process{'es' if left > 1 else ''} of its group still "
+                 f"run{'' if left > 1 else 's'}")
+        if signame != "SIGKILL":
+            text += f" (sKill to end {'them' if left > 1 else 'it'})"
+    return text
 
 
 RUSAGE_HEADERS = ["user s", "sys s", "max rss", "minflt", "majflt", "nvcsw", "nivcsw"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,8 +54,10 @@ def spawn_client(tmp_path: Path, token_file: Path) -> Iterator[object]:
     started: list[ClientProcess] = []
 
     def start(name: str, master: tuple[str, int], extra: list[str] | None = None,
-              token: Path | None = None) -> ClientProcess:
-        client = ClientProcess(name, master, token or token_file, tmp_path, extra).start()
+              token: Path | None = None, popen: dict[str, Any] | None = None
+              ) -> ClientProcess:
+        client = ClientProcess(name, master, token or token_file, tmp_path, extra,
+                               popen=popen).start()
         started.append(client)
         return client
 
@@ -76,3 +79,22 @@ def spawn_master(tmp_path: Path, token_file: Path) -> Iterator[object]:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(params=["posix", "fork"])
+def spawn_method(request: pytest.FixtureRequest) -> str:
+    """Run the test once with each way the client starts processes."""
+    return str(request.param)
+
+
+@pytest.fixture
+def ready_client(master: MasterAPI, spawn_client, spawn_method: str):  # type: ignore[no-untyped-def]
+    """Start one client with this test's spawn method and wait until it is READY."""
+
+    def start(name: str, *extra: str, popen: dict[str, Any] | None = None) -> ClientProcess:
+        client = spawn_client(name, master.address, extra=["--spawn", spawn_method, *extra],
+                              popen=popen)
+        assert master.wait_ready(1, timeout=30).reached
+        return client
+
+    return start

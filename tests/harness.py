@@ -41,8 +41,10 @@ class ClientProcess:
     """A real ``corral-client`` process with its own state folder and log file."""
 
     def __init__(self, name: str, master: tuple[str, int], token_file: Path, base: Path,
-                 extra: list[str] | None = None, prefix: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, prefix: list[str] | None = None,
+                 popen: dict[str, Any] | None = None) -> None:
         self.name = name
+        self.popen = popen or {}  # more subprocess.Popen options (pass_fds, preexec_fn)
         self.prefix = prefix or []  # e.g. ip netns exec NS
         self.master = master
         self.token_file = token_file
@@ -62,6 +64,7 @@ class ClientProcess:
                  "--state-dir", str(self.state_dir), "--workdir", str(self.workdir),
                  "--log-dir", str(self.log_dir), *self.extra],
                 stdout=out, stderr=subprocess.STDOUT, env=python_env(), cwd=ROOT,
+                **self.popen,
             )
         return self
 

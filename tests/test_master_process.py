@@ -147,7 +147,7 @@ def test_ctrl_c_stops_wait_and_log_follow(tmp_path, token_file, spawn_client) ->
         child.sendcontrol("c")
         child.expect_exact("corral>")
         child.sendline(f"sKill {ref}")
-        child.expect(f"{ref}\\s+sent SIGKILL")
+        child.expect(f"{ref}\\s+killed SIGKILL")
         child.sendline("quit")
         child.expect(pexpect.EOF)
     finally:

@@ -20,11 +20,6 @@ from tests.conftest import FAST_HEARTBEAT, TOKEN
 from tests.harness import wait_until
 
 
-@pytest.fixture(params=["posix", "fork"])
-def spawn_method(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def nodes(master: MasterAPI, spawn_client, spawn_method: str) -> list:
     clients = [spawn_client(name, master.address, extra=["--spawn", spawn_method])

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client.spawn import SPAWNERS, SpawnFailed, SpawnSpec
+from client.spawn import SPAWNERS, SpawnFailed, SpawnSpec, find_program
+
+SH = find_program("sh", Path("/")) or "/bin/sh"
+CAT = find_program("cat", Path("/")) or "/bin/cat"
 
 
 @pytest.fixture(params=sorted(SPAWNERS))
@@ -23,7 +26,7 @@ def finish(pid: int) -> int:
 def test_output_cwd_env_and_session(spawner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     log = tmp_path / "out.log"
     script = 'echo out1; echo err1 >&2; echo out2; pwd; echo "$GREETING"; ps -o sid= -p $$'
-    pid = spawner(SpawnSpec(argv=["sh", "-c", script], cwd=tmp_path,
+    pid = spawner(SpawnSpec(program=SH, argv=["sh", "-c", script], cwd=tmp_path,
                             env={**os.environ, "GREETING": "hello"}, stdout_path=log))
     assert finish(pid) == 0
     lines = log.read_text().splitlines()
@@ -33,18 +36,20 @@ def test_output_cwd_env_and_session(spawner, tmp_path: Path) -> None:  # type: i
 
 def test_stdin_from_dev_null_or_a_file(spawner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     log = tmp_path / "out.log"
-    pid = spawner(SpawnSpec(argv=["cat"], cwd=tmp_path, env=dict(os.environ), stdout_path=log))
+    pid = spawner(SpawnSpec(program=CAT, argv=["cat"], cwd=tmp_path, env=dict(os.environ),
+                            stdout_path=log))
     assert finish(pid) == 0 and log.read_text() == ""
     feed = tmp_path / "feed"
     feed.write_text("line one\nline two\n")
-    pid = spawner(SpawnSpec(argv=["cat"], cwd=tmp_path, env=dict(os.environ), stdout_path=log,
-                            stdin_path=feed))
+    pid = spawner(SpawnSpec(program=CAT, argv=["cat"], cwd=tmp_path, env=dict(os.environ),
+                            stdout_path=log, stdin_path=feed))
     assert finish(pid) == 0 and log.read_text() == "line one\nline two\n"
 
 
 def test_missing_program_is_a_spawn_error(spawner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SpawnFailed, match="No such file or directory"):
-        spawner(SpawnSpec(argv=["no-such-program-xyz"], cwd=tmp_path, env=dict(os.environ),
+        spawner(SpawnSpec(program=str(tmp_path / "no-such-program-xyz"),
+                          argv=["no-such-program-xyz"], cwd=tmp_path, env=dict(os.environ),
                           stdout_path=tmp_path / "log"))
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no child left behind, not even a zombie
@@ -54,15 +59,16 @@ def test_not_executable_is_a_spawn_error(spawner, tmp_path: Path) -> None:  # ty
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     with pytest.raises(SpawnFailed, match="Permission denied"):
-        spawner(SpawnSpec(argv=[str(script)], cwd=tmp_path, env=dict(os.environ),
-                          stdout_path=tmp_path / "log"))
+        spawner(SpawnSpec(program=str(script), argv=[str(script)], cwd=tmp_path,
+                          env=dict(os.environ), stdout_path=tmp_path / "log"))
 
 
 def test_pipes_for_stdout_and_stderr(spawner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = spawner(SpawnSpec(argv=["sh", "-c", "echo to-out; echo to-err >&2"], cwd=tmp_path,
-                            env=dict(os.environ), stdout_fd=out_w, stderr_fd=err_w))
+    pid = spawner(SpawnSpec(program=SH, argv=["sh", "-c", "echo to-out; echo to-err >&2"],
+                            cwd=tmp_path, env=dict(os.environ), stdout_fd=out_w,
+                            stderr_fd=err_w))
     os.close(out_w)
     os.close(err_w)
     assert finish(pid) == 0
