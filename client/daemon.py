@@ -27,7 +27,7 @@ from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
 from common import tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
-from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame, send_whole
+from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
 from common.landing import PartialLedger
 from common.messages import (
     Ack,
@@ -184,7 +184,7 @@ class _Connection:
     def __init__(self, daemon: ClientDaemon, sock: Any) -> None:
         self.daemon = daemon
         self.sock = sock
-        self.reader = FrameReader(sock, daemon.config.max_frame)
+        self.channel = FrameChannel(sock, daemon.config.max_frame)
         self._write_lock = gevent.lock.Semaphore()
         self._workers = gevent.pool.Group()
         self.authenticated = False
@@ -197,7 +197,7 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.sock.settimeout(HANDSHAKE_TIMEOUT)
-            welcome = handshake(self.sock, self.reader, daemon.identity, daemon.token)
+            welcome = handshake(self.channel, daemon.identity, daemon.token)
             self.sock.settimeout(None)
             self.authenticated = True
             log.info(
@@ -218,7 +218,7 @@ class _Connection:
             else:
                 log.warning("closing connection to master: %s", exc.message)
                 if exc.code is not ErrorCode.AUTH_FAILED:
-                    send_error_quietly(self.sock, exc.code, exc.message)
+                    self._say_why(exc)
         except TimeoutError:
             log.warning("master did not complete the handshake in %g s", HANDSHAKE_TIMEOUT)
         except ssl.SSLError as exc:
@@ -235,9 +235,15 @@ class _Connection:
         return self.authenticated
 
     def send(self, message: Message) -> None:
-        frame = pack_frame(message.to_wire())
-        with self._write_lock:
-            send_whole(self.sock, frame)
+        with self._write_lock:  # frames are numbered: made and sent in one order
+            send_whole(self.sock, self.channel.frame(message.to_wire()))
+
+    def _say_why(self, exc: CorralError) -> None:
+        """Tell the master why we close, through the lock once other greenlets send too."""
+        if self.authenticated:
+            self.send_quietly(ErrorFrame(code=int(exc.code), message=exc.message))
+        else:
+            send_error_quietly(self.channel, exc.code, exc.message)
 
     def send_quietly(self, message: Message) -> None:
         with contextlib.suppress(OSError):
@@ -266,7 +272,7 @@ class _Connection:
         }
         turns = Turns(gevent.sleep)
         while True:
-            message = decode(self.reader.read_frame())
+            message = decode(self.channel.read())
             turns.take()
             if isinstance(message, (PutBegin, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.
