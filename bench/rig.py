@@ -18,11 +18,13 @@ def write_token(folder: Path) -> Path:
     return token
 
 
-def start_client(folder: Path, port: int, name: str, *extra: str) -> subprocess.Popen[bytes]:
-    """A real client named ``name``, its state under ``folder/name``, output discarded."""
+def start_client(folder: Path, port: int, name: str, *extra: str,
+                 program: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """A real client named ``name``, its state under ``folder/name``, output discarded;
+    ``program`` is what Python runs instead of ``-m client``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "client", "--master", f"127.0.0.1:{port}", "--name", name,
-         "--token-file", str(folder / "token"), "--state-dir", str(folder / name), *extra],
+        [sys.executable, *(program or ["-m", "client"]), "--master", f"127.0.0.1:{port}",
+         "--name", name, "--token-file", str(folder / "token"), "--state-dir", str(folder / name), *extra],
         cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
