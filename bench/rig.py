@@ -24,7 +24,8 @@ def start_client(folder: Path, port: int, name: str, *extra: str,
     ``program`` is what Python runs instead of ``-m client``."""
     return subprocess.Popen(
         [sys.executable, *(program or ["-m", "client"]), "--master", f"127.0.0.1:{port}",
-         "--name", name, "--token-file", str(folder / "token"), "--state-dir", str(folder / name), *extra],
+         "--name", name, "--token-file", str(folder / "token"),
+         "--state-dir", str(folder / name), *extra],
         cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
