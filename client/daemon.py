@@ -110,6 +110,10 @@ class ClientDaemon:
             self._tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT), config.tls)
 
+    @property
+    def tls_enabled(self) -> bool:
+        return self._tls_context is not None
+
     def publish_exit(self, info: ProcInfo) -> None:
         """Queue an exit; every exit one reaping pass finds travels in one event."""
         if not self._ended:
@@ -173,7 +177,13 @@ class ClientDaemon:
             wrapped.do_handshake()
             return wrapped
         except (ssl.SSLError, OSError) as exc:
-            log.warning("TLS handshake with master %s failed: %s", host, tls.describe(exc))
+            if tls.peer_not_tls(exc):
+                log.warning("TLS handshake with master %s failed: the master does not speak "
+                            "TLS but this client does (start the master with %s, or this "
+                            "client without them)", host, tls.ENABLE_HINT)
+            else:
+                log.warning("TLS handshake with master %s failed: %s", host,
+                            tls.describe(exc))
             sock.close()
             return None
 
@@ -220,7 +230,10 @@ class _Connection:
                 if exc.code is not ErrorCode.AUTH_FAILED:
                     self._say_why(exc)
         except TimeoutError:
-            log.warning("master did not complete the handshake in %g s", HANDSHAKE_TIMEOUT)
+            hint = "" if daemon.tls_enabled else (" (a master that requires TLS says nothing "
+                                                  "to a client without it)")
+            log.warning("master did not complete the handshake in %g s%s", HANDSHAKE_TIMEOUT,
+                        hint)
         except ssl.SSLError as exc:
             # With TLS 1.3 the master checks our certificate after our side is done, so its
             # refusal arrives here, as an alert.

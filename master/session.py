@@ -169,14 +169,26 @@ class Session:
         except _HandshakeTimeout:
             # Most likely a client without TLS, waiting for our hello: tell it in clear.
             self._fall_back(wrapped, clear)
-            raise AuthError("TLS handshake failed: this master requires TLS (no TLS hello "
-                            f"within {self.engine.config.handshake_timeout:g} s)") from None
+            raise AuthError(
+                "TLS handshake failed: this master requires TLS and the client started none "
+                f"within {self.engine.config.handshake_timeout:g} s (start the client with "
+                f"{tls.ENABLE_HINT})") from None
         clear.close()
         self._channel = FrameChannel(self.sock, self.engine.config.max_frame)
+
+    def _refuse_tls_client(self) -> None:
+        """A client started with TLS opens with a TLS record, which read as a frame length
+        would be a refusal for size that leaves everyone guessing: say what it is."""
+        if tls.opens_tls(self.sock.recv(2, socket.MSG_PEEK)):
+            raise ProtocolError(f"the client speaks TLS but this master does not (start "
+                                f"the master with {tls.ENABLE_HINT}, or the client without "
+                                "them)")
 
     def _handshake(self) -> Node:
         master_nonce = auth.new_nonce()
         self.send(Hello(version=PROTOCOL_VERSION, nonce=master_nonce))
+        if self.engine.tls_context is None:
+            self._refuse_tls_client()
         first = self._read_message()
         if isinstance(first, ErrorFrame):
             raise RemoteError(printable(first.message), error_code(first.code))
