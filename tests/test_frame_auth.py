@@ -3,9 +3,12 @@ handshake can neither add, replay, reorder, cut nor splice frames in either dire
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -187,3 +190,21 @@ def test_a_frame_reflected_back_to_the_master_is_refused(
                and "failed authentication" in master_log.read_text(), what="master's log")
     wait_until(lambda: len(relay.links) == 2, what="the client reconnecting")
     assert master.wait_ready(1, timeout=30).reached
+
+
+def test_layout_is_as_the_specification_says() -> None:
+    """docs/protocol.md's formulas, written out again here, give the very bytes we send."""
+    token, master_nonce, client_nonce = b"the token", b"M" * 32, b"C" * 32
+    prk = hmac.new(master_nonce + client_nonce, token, hashlib.sha256).digest()
+    client_key = hmac.new(prk, b"corral-v2 frames client to master\x01",
+                          hashlib.sha256).digest()
+    writer = FrameWriter()
+    writer.authenticate(FrameMac(session_keys(token, master_nonce, client_nonce)
+                                 .client_to_master))
+    writer.frame({"t": "ping", "req": 1})  # number 0
+    frame = writer.frame({"t": "ping", "req": 2})  # number 1
+    body = msgpack.packb({"t": "ping", "req": 2}, use_bin_type=True)
+    length = struct.pack(">I", len(body) + 16)
+    tag = hmac.new(client_key, struct.pack(">Q", 1) + length + body,
+                   hashlib.sha256).digest()[:16]
+    assert frame == length + body + tag
