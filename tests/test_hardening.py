@@ -15,7 +15,7 @@ import pytest
 
 from client.protocol import Identity, handshake
 from common.errors import RemoteError
-from common.framing import FrameReader
+from common.framing import FrameChannel
 from common.landing import TEMP_PREFIX
 from common.messages import GetRequest, ListRequest, SignalRequest
 from common.procs import ProcExited, ProcInfo
@@ -64,7 +64,7 @@ def test_master_refuses_a_bad_name_from_a_peer_holding_the_token(
 
     sock = socket.create_connection(master.address, timeout=PATIENCE)
     with pytest.raises(RemoteError) as refused:
-        handshake(sock, FrameReader(sock), Identity("f" * 32, name, "test"), TOKEN.encode())
+        handshake(FrameChannel(sock), Identity("f" * 32, name, "test"), TOKEN.encode())
     sock.close()
     assert "a node name is 1 to 64 characters" in refused.value.message
     assert master.nodes() == []
