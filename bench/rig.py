@@ -18,14 +18,11 @@ def write_token(folder: Path) -> Path:
     return token
 
 
-def start_client(folder: Path, port: int, name: str, *extra: str,
-                 program: list[str] | None = None) -> subprocess.Popen[bytes]:
-    """A real client named ``name``, its state under ``folder/name``, output discarded;
-    ``program`` is what Python runs instead of ``-m client``."""
+def start_client(folder: Path, port: int, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    """A real client named ``name``, its state under ``folder/name``, output discarded."""
     return subprocess.Popen(
-        [sys.executable, *(program or ["-m", "client"]), "--master", f"127.0.0.1:{port}",
-         "--name", name, "--token-file", str(folder / "token"),
-         "--state-dir", str(folder / name), *extra],
+        [sys.executable, "-m", "client", "--master", f"127.0.0.1:{port}", "--name", name,
+         "--token-file", str(folder / "token"), "--state-dir", str(folder / name), *extra],
         cwd=ROOT, stderr=subprocess.DEVNULL)
 
 

@@ -464,12 +464,12 @@ class PutChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class PutEnd(Message):
-    """The sender's SHA-256 of everything sent; the client commits only if it matches."""
+    """The sender's CRC-32 of everything sent; the client commits only if it matches."""
 
     TAG: ClassVar[str] = "pute"
 
     req: int
-    sha256: bytes
+    crc32: int
 
 
 @register
@@ -516,12 +516,12 @@ class GetChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class GetFileEnd(Message):
-    """The end of that file: the sender's SHA-256 of all of it."""
+    """The end of that file: the sender's CRC-32 of all of it."""
 
     TAG: ClassVar[str] = "gete"
 
     req: int
-    sha256: bytes
+    crc32: int
 
 
 @register

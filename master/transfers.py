@@ -1,4 +1,5 @@
-"""copy, pull and remove on the hub thread: files streamed in chunks, checked by SHA-256.
+"""copy, pull and remove on the hub thread: files streamed in chunks, checked by CRC-32
+(each chunk's frame is authenticated too).
 
 A push reads each local file once and sends every chunk to all target nodes at once; the
 slowest node sets the pace (TCP back-pressure), so memory stays flat however large the
@@ -9,11 +10,11 @@ node's files under ``LOCAL_DIR/<node>/`` through a temporary file, verified, the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import stat
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -233,7 +234,7 @@ def _push_item(item: _Item, targets: list[_Target], meter: _Meter) -> None:
 
 def _stream_file(item: _Item, targets: list[_Target],
                  begun: dict[int, tuple[int, gevent.event.AsyncResult]], meter: _Meter) -> None:
-    hasher = hashlib.sha256()
+    crc32 = 0
 
     def deliver(index: int, message_for: Callable[[int], Message]) -> None:
         target = targets[index]
@@ -258,11 +259,10 @@ def _stream_file(item: _Item, targets: list[_Target],
 
     with open(item.local, "rb") as source:
         while data := source.read(CHUNK):
-            hasher.update(data)
+            crc32 = zlib.crc32(data, crc32)
             broadcast(lambda req, data=data: PutChunk(req=req, data=data))  # type: ignore[misc]
             meter.add(len(data) * sum(1 for t in targets if t.error is None))
-    digest = hasher.digest()
-    broadcast(lambda req: PutEnd(req=req, sha256=digest))
+    broadcast(lambda req: PutEnd(req=req, crc32=crc32))
 
 
 def _fail(target: _Target, exc: BaseException) -> None:
@@ -315,7 +315,7 @@ class _Download:
                 self.meter.add(len(message.data))
             elif isinstance(message, GetFileEnd):
                 incoming, self._file = self._current(), None
-                incoming.commit(message.sha256)
+                incoming.commit(message.crc32)
                 self.files += 1
                 self.bytes += incoming.size
         except OSError as exc:
