@@ -24,7 +24,7 @@ import struct
 from common.errors import ProtocolError
 
 TAG_BYTES = 16  # HMAC-SHA256 truncated to 128 bits, as in RFC 4868
-_SEQUENCE = struct.Struct(">Q")
+_SEQUENCE_AND_LENGTH = struct.Struct(">QI")  # what the tag covers before the body
 _MASTER_TO_CLIENT = b"corral-v2 frames master to client"
 _CLIENT_TO_MASTER = b"corral-v2 frames client to master"
 
@@ -62,18 +62,16 @@ class FrameMac:
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per frame: no re-keying
         self.sequence = 0
 
-    def next_tag(self, header: bytes | memoryview, body: bytes | memoryview) -> bytes:
-        """The tag of the next frame (``header`` is its length prefix); counts the frame."""
+    def next_tag(self, length: int, body: bytes | memoryview) -> bytes:
+        """The tag of the next frame (``length`` is its length prefix); counts the frame."""
         mac = self._keyed.copy()
-        mac.update(_SEQUENCE.pack(self.sequence))
-        mac.update(header)
+        mac.update(_SEQUENCE_AND_LENGTH.pack(self.sequence, length))
         mac.update(body)
         self.sequence += 1
         return mac.digest()[:TAG_BYTES]
 
-    def check(self, header: bytes | memoryview, body: bytes | memoryview,
-              tag: bytes | memoryview) -> None:
+    def check(self, length: int, body: bytes | memoryview, tag: bytes | memoryview) -> None:
         number = self.sequence
-        if not hmac.compare_digest(self.next_tag(header, body), tag):
+        if not hmac.compare_digest(self.next_tag(length, body), tag):
             raise FrameAuthError(f"frame {number} failed authentication (forged, replayed, "
                                  "reordered or altered on the way)")

@@ -86,7 +86,7 @@ class FrameReader:
         if self._mac is None:
             return unpack_body(frame)
         body = frame[: length - TAG_BYTES]
-        self._mac.check(HEADER.pack(length), body, frame[length - TAG_BYTES:])
+        self._mac.check(length, body, frame[length - TAG_BYTES:])
         return unpack_body(body)
 
 
@@ -110,8 +110,8 @@ class FrameWriter:
         """The frame that carries ``body`` (already encoded)."""
         if self._mac is None:
             return HEADER.pack(len(body)) + body
-        header = HEADER.pack(len(body) + TAG_BYTES)
-        return b"".join((header, body, self._mac.next_tag(header, body)))
+        length = len(body) + TAG_BYTES
+        return b"".join((HEADER.pack(length), body, self._mac.next_tag(length, body)))
 
 
 class FrameChannel:
