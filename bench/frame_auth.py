@@ -7,8 +7,8 @@
 2. ``copy`` of one file to one real client process on this machine, by this tree and by
    the tree before frames were authenticated (protocol 1, exported from git: the parent of
    the commit that set ``PROTOCOL_VERSION = 2``, or ``--baseline REF``), alternating
-   rounds, medians compared. Protocol 2 also checks files with a CRC-32 instead of a
-   SHA-256, since the frames that carry them are authenticated: that is part of its cost.
+   rounds, medians compared. Protocol 2 also drops protocol 1's SHA-256 of each file, a
+   second hash of bytes the frame MACs already cover: that is part of what is compared.
 
     .venv/bin/python bench/frame_auth.py [--size-mib 1024] [--rounds 5] [--baseline REF]
 """

@@ -464,12 +464,11 @@ class PutChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class PutEnd(Message):
-    """The sender's CRC-32 of everything sent; the client commits only if it matches."""
+    """The end of file ``req``: the client checks its size, and lands it."""
 
     TAG: ClassVar[str] = "pute"
 
     req: int
-    crc32: int
 
 
 @register
@@ -516,12 +515,11 @@ class GetChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class GetFileEnd(Message):
-    """The end of that file: the sender's CRC-32 of all of it."""
+    """The end of that file: the master checks its size, and lands it."""
 
     TAG: ClassVar[str] = "gete"
 
     req: int
-    crc32: int
 
 
 @register

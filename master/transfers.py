@@ -1,5 +1,5 @@
-"""copy, pull and remove on the hub thread: files streamed in chunks, checked by CRC-32
-(each chunk's frame is authenticated too).
+"""copy, pull and remove on the hub thread: files streamed in chunks, each in an
+authenticated frame, landed only when whole.
 
 A push reads each local file once and sends every chunk to all target nodes at once; the
 slowest node sets the pace (TCP back-pressure), so memory stays flat however large the
@@ -14,7 +14,6 @@ import logging
 import os
 import stat
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -234,8 +233,6 @@ def _push_item(item: _Item, targets: list[_Target], meter: _Meter) -> None:
 
 def _stream_file(item: _Item, targets: list[_Target],
                  begun: dict[int, tuple[int, gevent.event.AsyncResult]], meter: _Meter) -> None:
-    crc32 = 0
-
     def deliver(index: int, message_for: Callable[[int], Message]) -> None:
         target = targets[index]
         req, result = begun[index]
@@ -259,10 +256,9 @@ def _stream_file(item: _Item, targets: list[_Target],
 
     with open(item.local, "rb") as source:
         while data := source.read(CHUNK):
-            crc32 = zlib.crc32(data, crc32)
             broadcast(lambda req, data=data: PutChunk(req=req, data=data))  # type: ignore[misc]
             meter.add(len(data) * sum(1 for t in targets if t.error is None))
-    broadcast(lambda req: PutEnd(req=req, crc32=crc32))
+    broadcast(lambda req: PutEnd(req=req))
 
 
 def _fail(target: _Target, exc: BaseException) -> None:
@@ -315,7 +311,7 @@ class _Download:
                 self.meter.add(len(message.data))
             elif isinstance(message, GetFileEnd):
                 incoming, self._file = self._current(), None
-                incoming.commit(message.crc32)
+                incoming.commit()
                 self.files += 1
                 self.bytes += incoming.size
         except OSError as exc:
