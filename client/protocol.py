@@ -54,7 +54,9 @@ def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcom
             name=identity.name,
             host=identity.host,
             nonce=client_nonce,
-            mac=auth.client_proof(token, hello.nonce, client_nonce),
+            mac=auth.client_proof(token, hello.nonce, client_nonce, auth.register_claims(
+                PROTOCOL_VERSION, identity.node_id, identity.name, identity.host,
+                identity.pid)),
             pid=identity.pid,
         ),
     )
@@ -63,7 +65,9 @@ def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcom
         raise RemoteError(f"master refused: {answer.message}", error_code(answer.code))
     if not isinstance(answer, Welcome):
         raise ProtocolError(f"expected welcome, got {answer.TAG}")
-    if not auth.verify(auth.master_proof(token, hello.nonce, client_nonce), answer.mac):
+    proof = auth.master_proof(token, hello.nonce, client_nonce,
+                              auth.welcome_claims(answer.heartbeat))
+    if not auth.verify(proof, answer.mac):
         text = "master failed authentication: it does not hold our token"
         send_error_quietly(channel, ErrorCode.AUTH_FAILED, text)
         raise AuthError(text)

@@ -202,14 +202,19 @@ class Session:
                 ErrorCode.VERSION_MISMATCH,
             )
         token = self.engine.token
-        if not auth.verify(auth.client_proof(token, master_nonce, first.nonce), first.mac):
+        claimed = auth.register_claims(first.version, first.node_id, first.name, first.host,
+                                       first.pid)
+        if not auth.verify(auth.client_proof(token, master_nonce, first.nonce, claimed),
+                           first.mac):
             raise AuthError(f"authentication failed for {printable_name(first.name)}: "
                             "wrong token")
         if (problem := name_problem(first.name)) is not None:
             raise BadName(problem)
         node = self.engine.registry.admit(first, self)
-        welcome = Welcome(mac=auth.master_proof(token, master_nonce, first.nonce),
-                          heartbeat=self.engine.config.heartbeat)
+        heartbeat = self.engine.config.heartbeat
+        welcome = Welcome(mac=auth.master_proof(token, master_nonce, first.nonce,
+                                                auth.welcome_claims(heartbeat)),
+                          heartbeat=heartbeat)
         keys = frame_auth.session_keys(token, master_nonce, first.nonce)
         with self._write_lock:  # nothing may be sent between the welcome and the switch
             send_whole(self.sock, self._channel.frame(welcome.to_wire()))

@@ -7,6 +7,9 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
+
+Rewrite = Callable[[bytes], bytes]  # a whole frame in, the frame to pass on out
 
 _HEADER = struct.Struct(">I")
 
@@ -14,8 +17,10 @@ _HEADER = struct.Struct(">I")
 class Direction:
     """One way of one relayed connection: frames read from ``source`` go to ``sink``."""
 
-    def __init__(self, source: socket.socket, sink: socket.socket) -> None:
+    def __init__(self, source: socket.socket, sink: socket.socket,
+                 rewrite: Rewrite | None = None) -> None:
         self.source, self.sink = source, sink
+        self.rewrite = rewrite
         self.frames: list[bytes] = []  # every whole frame relayed, in order
         self._lock = threading.Lock()  # an injection never lands inside a relayed frame
         threading.Thread(target=self._relay, daemon=True).start()
@@ -29,6 +34,8 @@ class Direction:
             while True:
                 header = self._read(_HEADER.size)
                 frame = header + self._read(_HEADER.unpack(header)[0])
+                if self.rewrite is not None:
+                    frame = self.rewrite(frame)
                 with self._lock:
                     self.sink.sendall(frame)
                     self.frames.append(frame)
@@ -49,17 +56,21 @@ class Direction:
 
 
 class Link:
-    def __init__(self, client: socket.socket, master: socket.socket) -> None:
+    def __init__(self, client: socket.socket, master: socket.socket,
+                 to_client: Rewrite | None, to_master: Rewrite | None) -> None:
         self.sockets = [client, master]
-        self.to_client = Direction(master, client)
-        self.to_master = Direction(client, master)
+        self.to_client = Direction(master, client, to_client)
+        self.to_master = Direction(client, master, to_master)
 
 
 class FrameRelay:
-    """Listens on an ephemeral port; each connection is relayed to ``master``."""
+    """Listens on an ephemeral port; each connection is relayed to ``master``, each frame
+    passed through ``to_client`` or ``to_master`` first when given."""
 
-    def __init__(self, master: tuple[str, int]) -> None:
+    def __init__(self, master: tuple[str, int], to_client: Rewrite | None = None,
+                 to_master: Rewrite | None = None) -> None:
         self.master = master
+        self.rewrites = (to_client, to_master)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address: tuple[str, int] = self.listener.getsockname()
         self.links: list[Link] = []
@@ -70,7 +81,7 @@ class FrameRelay:
             while True:
                 client, _ = self.listener.accept()
                 master = socket.create_connection(self.master)
-                self.links.append(Link(client, master))
+                self.links.append(Link(client, master, *self.rewrites))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

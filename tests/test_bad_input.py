@@ -116,7 +116,8 @@ def test_wrong_protocol_version(master: MasterAPI, healthy, master_log: Path) ->
     nonce = auth.new_nonce()
     sock.sendall(pack_frame(Register(
         version=PROTOCOL_VERSION + 98, node_id="e" * 32, name="future", host="h", nonce=nonce,
-        mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce)).to_wire()))
+        mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce, auth.register_claims(
+            PROTOCOL_VERSION + 98, "e" * 32, "future", "h", 0))).to_wire()))
     error = read_error(channel)
     assert error.code == ErrorCode.VERSION_MISMATCH
     wait_until(lambda: logged(master_log, f"protocol version {PROTOCOL_VERSION + 98} not "

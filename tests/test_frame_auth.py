@@ -180,6 +180,44 @@ def test_a_replayed_request_runs_once(master: MasterAPI, relay: FrameRelay,
     assert count.read_text() == "ran\n"
 
 
+def _changing(tag: str, field: str, value: object) -> Callable[[bytes], bytes]:
+    """A rewrite that sets ``field`` in the handshake frame of type ``tag``."""
+    def rewrite(frame: bytes) -> bytes:
+        try:
+            body = msgpack.unpackb(frame[HEADER.size:])
+        except ValueError:
+            return frame  # an authenticated frame: its tag is not msgpack
+        if body.get("t") != tag:
+            return frame
+        changed = msgpack.packb({**body, field: value}, use_bin_type=True)
+        return HEADER.pack(len(changed)) + changed
+    return rewrite
+
+
+def test_a_relay_cannot_rename_the_client(master: MasterAPI, spawn_client,
+                                          master_log: Path) -> None:
+    relay = FrameRelay(master.address, to_master=_changing("register", "name", "intruder"))
+    try:
+        spawn_client("n1", relay.address)
+        wait_until(lambda: "authentication failed for 'intruder'" in master_log.read_text(),
+                   what="master's log")
+        assert master.nodes() == []
+    finally:
+        relay.close()
+
+
+def test_a_relay_cannot_change_the_heartbeat_interval(master: MasterAPI, spawn_client,
+                                                      master_log: Path) -> None:
+    relay = FrameRelay(master.address, to_client=_changing("welcome", "heartbeat", 3600.0))
+    try:
+        client = spawn_client("n1", relay.address)
+        wait_until(lambda: "master failed authentication" in client.log_text(),
+                   what="client's log")
+        assert all(n.state is not NodeState.READY for n in master.nodes())
+    finally:
+        relay.close()
+
+
 def test_a_frame_reflected_back_to_the_master_is_refused(
         master: MasterAPI, relay: FrameRelay, relayed: ClientProcess, master_log: Path
 ) -> None:

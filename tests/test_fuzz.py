@@ -148,10 +148,12 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def _register_body(hello: Hello, rng: random.Random) -> bytes:
-    nonce = auth.new_nonce()
-    wire = Register(version=PROTOCOL_VERSION, node_id=f"{rng.getrandbits(128):032x}",
-                    name=f"fuzz{rng.randrange(10**6)}", host="fuzz", nonce=nonce,
-                    mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce)).to_wire()
+    nonce, node_id = auth.new_nonce(), f"{rng.getrandbits(128):032x}"
+    name = f"fuzz{rng.randrange(10**6)}"
+    claims = auth.register_claims(PROTOCOL_VERSION, node_id, name, "fuzz", 0)
+    wire = Register(version=PROTOCOL_VERSION, node_id=node_id, name=name, host="fuzz",
+                    nonce=nonce, mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce,
+                                                       claims)).to_wire()
     return msgpack.packb(wire, use_bin_type=True)
 
 
