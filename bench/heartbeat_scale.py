@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -32,11 +33,12 @@ TOKEN = "bench-token"
 
 def simulate(host: str, port: int, count: int, prefix: str, raw: bool) -> None:
     import gevent
+    import gevent.lock
     import gevent.socket
 
     from client.protocol import Identity, handshake
-    from common.framing import FrameReader, pack_frame
-    from common.messages import Heartbeat, ListRequest, Ping, Reply, decode
+    from common.framing import FrameChannel
+    from common.messages import Heartbeat, ListRequest, Message, Ping, Reply, decode
     from common.procs import ProcInfo
 
     # What a simulated node answers to `pid`: ten processes, some running, some ended.
@@ -52,31 +54,35 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool) -> None:
 
     def one(index: int) -> None:
         gevent.sleep(random.uniform(0, 2))  # spread the connection storm over 2 s
-        sock = gevent.socket.create_connection((host, port))
-        reader = FrameReader(sock)
+        channel = FrameChannel(gevent.socket.create_connection((host, port)))
         if not raw:
             name = f"{prefix}{index}"
-            handshake(sock, reader, Identity(node_id=f"{name:0>32}"[-32:], name=name,
-                                             host="sim"), TOKEN.encode())
-        if raw:
-            beat(sock)
-        gevent.spawn(beat, sock)
-        while True:
-            message = decode(reader.read_frame())
-            if isinstance(message, Ping):
-                sock.sendall(pack_frame(Reply(req=message.req).to_wire()))
-            elif isinstance(message, ListRequest):
-                sock.sendall(pack_frame(Reply(req=message.req, value=table).to_wire()))
+            handshake(channel, Identity(node_id=f"{name:0>32}"[-32:], name=name, host="sim"),
+                      TOKEN.encode())
+        lock = gevent.lock.Semaphore()  # frames are numbered: one sender at a time
 
-    def beat(sock: object) -> None:
+        def send(message: Message) -> None:
+            with lock:
+                channel.send(message.to_wire())
+
+        if raw:
+            beat(send)
+        gevent.spawn(beat, send)
+        while True:
+            message = decode(channel.read())
+            if isinstance(message, Ping):
+                send(Reply(req=message.req))
+            elif isinstance(message, ListRequest):
+                send(Reply(req=message.req, value=table))
+
+    def beat(send: Callable[[Message], None]) -> None:
         seq = 0
         gevent.sleep(random.uniform(0, 1))
         while True:
             seq += 1
-            frame = pack_frame(Heartbeat(seq=seq, load=[0.1, 0.2, 0.3], cpu_percent=1.5,
-                                         mem_available=1 << 33, mem_total=1 << 34,
-                                         disk_free=1 << 36, processes=3).to_wire())
-            sock.sendall(frame)  # type: ignore[attr-defined]
+            send(Heartbeat(seq=seq, load=[0.1, 0.2, 0.3], cpu_percent=1.5,
+                           mem_available=1 << 33, mem_total=1 << 34, disk_free=1 << 36,
+                           processes=3))
             gevent.sleep(1.0)
 
     greenlets = [gevent.spawn(one, i) for i in range(count)]

@@ -27,7 +27,7 @@ from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
 from common import tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
-from common.framing import DEFAULT_MAX_FRAME, FrameReader, pack_frame, send_whole
+from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
 from common.landing import PartialLedger
 from common.messages import (
     Ack,
@@ -110,6 +110,10 @@ class ClientDaemon:
             self._tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT), config.tls)
 
+    @property
+    def tls_enabled(self) -> bool:
+        return self._tls_context is not None
+
     def publish_change(self, info: ProcInfo) -> None:
         """Queue an exit (or a stop, or a continue); every change one reaping pass finds
         travels in one event."""
@@ -174,7 +178,13 @@ class ClientDaemon:
             wrapped.do_handshake()
             return wrapped
         except (ssl.SSLError, OSError) as exc:
-            log.warning("TLS handshake with master %s failed: %s", host, tls.describe(exc))
+            if tls.peer_not_tls(exc):
+                log.warning("TLS handshake with master %s failed: the master does not speak "
+                            "TLS but this client does (start the master with %s, or this "
+                            "client without them)", host, tls.ENABLE_HINT)
+            else:
+                log.warning("TLS handshake with master %s failed: %s", host,
+                            tls.describe(exc))
             sock.close()
             return None
 
@@ -185,7 +195,7 @@ class _Connection:
     def __init__(self, daemon: ClientDaemon, sock: Any) -> None:
         self.daemon = daemon
         self.sock = sock
-        self.reader = FrameReader(sock, daemon.config.max_frame)
+        self.channel = FrameChannel(sock, daemon.config.max_frame)
         self._write_lock = gevent.lock.Semaphore()
         self._workers = gevent.pool.Group()
         self.authenticated = False
@@ -198,7 +208,7 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.sock.settimeout(HANDSHAKE_TIMEOUT)
-            welcome = handshake(self.sock, self.reader, daemon.identity, daemon.token)
+            welcome = handshake(self.channel, daemon.identity, daemon.token)
             self.sock.settimeout(None)
             self.authenticated = True
             log.info(
@@ -219,9 +229,12 @@ class _Connection:
             else:
                 log.warning("closing connection to master: %s", exc.message)
                 if exc.code is not ErrorCode.AUTH_FAILED:
-                    send_error_quietly(self.sock, exc.code, exc.message)
+                    self._say_why(exc)
         except TimeoutError:
-            log.warning("master did not complete the handshake in %g s", HANDSHAKE_TIMEOUT)
+            hint = "" if daemon.tls_enabled else (" (a master that requires TLS says nothing "
+                                                  "to a client without it)")
+            log.warning("master did not complete the handshake in %g s%s", HANDSHAKE_TIMEOUT,
+                        hint)
         except ssl.SSLError as exc:
             # With TLS 1.3 the master checks our certificate after our side is done, so its
             # refusal arrives here, as an alert.
@@ -236,9 +249,15 @@ class _Connection:
         return self.authenticated
 
     def send(self, message: Message) -> None:
-        frame = pack_frame(message.to_wire())
-        with self._write_lock:
-            send_whole(self.sock, frame)
+        with self._write_lock:  # frames are numbered: made and sent in one order
+            send_whole(self.sock, self.channel.frame(message.to_wire()))
+
+    def _say_why(self, exc: CorralError) -> None:
+        """Tell the master why we close, through the lock once other greenlets send too."""
+        if self.authenticated:
+            self.send_quietly(ErrorFrame(code=int(exc.code), message=exc.message))
+        else:
+            send_error_quietly(self.channel, exc.code, exc.message)
 
     def send_quietly(self, message: Message) -> None:
         with contextlib.suppress(OSError):
@@ -267,7 +286,7 @@ class _Connection:
         }
         turns = Turns(gevent.sleep)
         while True:
-            message = decode(self.reader.read_frame())
+            message = decode(self.channel.read())
             turns.take()
             if isinstance(message, (PutBegin, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.

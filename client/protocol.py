@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
 
-from common import PROTOCOL_VERSION, auth
+from common import PROTOCOL_VERSION, auth, frame_auth
 from common.errors import AuthError, ErrorCode, ProtocolError, RemoteError
-from common.framing import FrameReader, pack_frame
+from common.framing import FrameChannel
 from common.messages import ErrorFrame, Hello, Message, Register, Welcome, decode, error_code
 
 
@@ -21,50 +20,57 @@ class Identity:
     pid: int = 0
 
 
-def send(sock: Any, message: Message) -> None:
-    sock.sendall(pack_frame(message.to_wire()))
+def send(channel: FrameChannel, message: Message) -> None:
+    channel.send(message.to_wire())
 
 
-def send_error_quietly(sock: Any, code: ErrorCode, text: str) -> None:
+def send_error_quietly(channel: FrameChannel, code: ErrorCode, text: str) -> None:
     with contextlib.suppress(OSError):
-        send(sock, ErrorFrame(code=int(code), message=text))
+        send(channel, ErrorFrame(code=int(code), message=text))
 
 
-def handshake(sock: Any, reader: FrameReader, identity: Identity, token: bytes) -> Welcome:
-    """Authenticate to the master and prove that it holds the token too.
+def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcome:
+    """Authenticate to the master, prove that it holds the token too, and from then on
+    authenticate every frame on ``channel`` both ways.
 
     Raises AuthError, ProtocolError or RemoteError (the master refused us) with a message
     fit for a log line. Nothing is run for a master until this has returned.
     """
-    hello = decode(reader.read_frame())
+    hello = decode(channel.read())
     if isinstance(hello, ErrorFrame):
         raise RemoteError(f"master refused: {hello.message}", error_code(hello.code))
     if not isinstance(hello, Hello):
         raise ProtocolError(f"expected hello, got {hello.TAG}")
     if hello.version != PROTOCOL_VERSION:
         text = f"master speaks protocol {hello.version}, this client {PROTOCOL_VERSION}"
-        send_error_quietly(sock, ErrorCode.VERSION_MISMATCH, text)
+        send_error_quietly(channel, ErrorCode.VERSION_MISMATCH, text)
         raise ProtocolError(text, ErrorCode.VERSION_MISMATCH)
     client_nonce = auth.new_nonce()
     send(
-        sock,
+        channel,
         Register(
             version=PROTOCOL_VERSION,
             node_id=identity.node_id,
             name=identity.name,
             host=identity.host,
             nonce=client_nonce,
-            mac=auth.client_proof(token, hello.nonce, client_nonce),
+            mac=auth.client_proof(token, hello.nonce, client_nonce, auth.register_claims(
+                PROTOCOL_VERSION, identity.node_id, identity.name, identity.host,
+                identity.pid)),
             pid=identity.pid,
         ),
     )
-    answer = decode(reader.read_frame())
+    answer = decode(channel.read())
     if isinstance(answer, ErrorFrame):
         raise RemoteError(f"master refused: {answer.message}", error_code(answer.code))
     if not isinstance(answer, Welcome):
         raise ProtocolError(f"expected welcome, got {answer.TAG}")
-    if not auth.verify(auth.master_proof(token, hello.nonce, client_nonce), answer.mac):
+    proof = auth.master_proof(token, hello.nonce, client_nonce,
+                              auth.welcome_claims(answer.heartbeat))
+    if not auth.verify(proof, answer.mac):
         text = "master failed authentication: it does not hold our token"
-        send_error_quietly(sock, ErrorCode.AUTH_FAILED, text)
+        send_error_quietly(channel, ErrorCode.AUTH_FAILED, text)
         raise AuthError(text)
+    keys = frame_auth.session_keys(token, hello.nonce, client_nonce)
+    channel.authenticate(sending_key=keys.client_to_master, receiving_key=keys.master_to_client)
     return answer

@@ -1,7 +1,10 @@
 """The shared token and the mutual HMAC-SHA256 proofs exchanged in the handshake.
 
 Each side proves it holds the token by a MAC over both nonces, with a different label per
-direction so one side's proof can never be replayed as the other's.
+direction so one side's proof can never be replayed as the other's. Each proof also covers
+the fields its frame carries (the client's identity, the master's heartbeat interval): the
+handshake's frames have no frame MAC, so without this someone on the path could relay a
+real handshake with another name or node id in it.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ import hashlib
 import hmac
 import os
 import secrets
+import struct
 from pathlib import Path
 
 from common.errors import AuthError
 
 TOKEN_ENV = "CORRAL_TOKEN"
 NONCE_BYTES = 32
-_CLIENT_LABEL = b"corral-client-v1"
-_MASTER_LABEL = b"corral-master-v1"
+_CLIENT_LABEL = b"corral-client-v2"
+_MASTER_LABEL = b"corral-master-v2"
+_LENGTH = struct.Struct(">I")
+_DOUBLE = struct.Struct(">d")
 
 
 def default_token_path() -> Path:
@@ -75,16 +81,46 @@ def client_token(token_file: Path | None) -> bytes:
     return read_token(default_token_path())
 
 
-def _mac(token: bytes, label: bytes, master_nonce: bytes, client_nonce: bytes) -> bytes:
-    return hmac.new(token, label + master_nonce + client_nonce, hashlib.sha256).digest()
+def claims(*values: str | int | float) -> bytes:
+    """Fields a proof covers, as one unambiguous byte string: per value a type letter, a
+    4-byte big-endian length and the bytes (a str in UTF-8, an int in decimal ASCII, a
+    float as an IEEE 754 double, big-endian)."""
+    parts = []
+    for value in values:
+        if isinstance(value, str):
+            kind, data = b"s", value.encode("utf-8", "surrogatepass")
+        elif isinstance(value, int):
+            kind, data = b"i", str(value).encode()
+        else:
+            kind, data = b"f", _DOUBLE.pack(value)
+        parts.append(kind + _LENGTH.pack(len(data)) + data)
+    return b"".join(parts)
 
 
-def client_proof(token: bytes, master_nonce: bytes, client_nonce: bytes) -> bytes:
-    return _mac(token, _CLIENT_LABEL, master_nonce, client_nonce)
+def register_claims(version: int, node_id: str, name: str, host: str, pid: int) -> bytes:
+    return claims(version, node_id, name, host, pid)
 
 
-def master_proof(token: bytes, master_nonce: bytes, client_nonce: bytes) -> bytes:
-    return _mac(token, _MASTER_LABEL, master_nonce, client_nonce)
+def welcome_claims(heartbeat: float) -> bytes:
+    return claims(float(heartbeat))
+
+
+def _mac(token: bytes, label: bytes, master_nonce: bytes, client_nonce: bytes,
+         covered: bytes) -> bytes:
+    return hmac.new(token, label + master_nonce + client_nonce + covered,
+                    hashlib.sha256).digest()
+
+
+def client_proof(token: bytes, master_nonce: bytes, client_nonce: bytes,
+                 register: bytes) -> bytes:
+    """``register`` is ``register_claims`` of the register frame the proof travels in."""
+    return _mac(token, _CLIENT_LABEL, master_nonce, client_nonce, register)
+
+
+def master_proof(token: bytes, master_nonce: bytes, client_nonce: bytes,
+                 welcome: bytes) -> bytes:
+    """``welcome`` is ``welcome_claims`` of the welcome frame the proof travels in."""
+    return _mac(token, _MASTER_LABEL, master_nonce, client_nonce, welcome)
 
 
 def verify(expected: bytes, given: bytes) -> bool:

@@ -1,4 +1,5 @@
-"""Length-prefixed msgpack frames: a 4-byte big-endian length, then one msgpack map.
+"""Length-prefixed msgpack frames: a 4-byte big-endian length, then one msgpack map, and
+after the handshake a MAC (``common.frame_auth``) at the end of every frame.
 
 Works on any socket-like object with ``recv_into`` and ``sendall`` (stdlib or gevent), so
 the master, the client and a third-party client share the same code.
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 import msgpack
 
 from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError
+from common.frame_auth import TAG_BYTES, FrameMac
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
@@ -24,8 +26,8 @@ class ByteStream(Protocol):
 
 
 def pack_frame(payload: dict[str, Any]) -> bytes:
-    body = msgpack.packb(payload, use_bin_type=True)
-    return HEADER.pack(len(body)) + body
+    """A frame without a MAC, as sent during the handshake."""
+    return FrameWriter().frame(payload)
 
 
 def unpack_body(body: bytes | memoryview) -> dict[str, Any]:
@@ -50,6 +52,11 @@ class FrameReader:
         self._stream = stream
         self.max_frame = max_frame
         self._buffer = bytearray(_INITIAL_BUFFER)
+        self._mac: FrameMac | None = None
+
+    def authenticate(self, mac: FrameMac) -> None:
+        """From the next frame on, every frame must end with a MAC that ``mac`` accepts."""
+        self._mac = mac
 
     def _read_exactly(self, view: memoryview, at_frame_start: bool) -> None:
         filled = 0
@@ -70,11 +77,67 @@ class FrameReader:
             raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
         if length == 0:
             raise ProtocolError("empty frame")
+        if self._mac is not None and length <= TAG_BYTES:
+            raise ProtocolError(f"frame of {length} bytes is too short to carry its MAC")
         if length > len(self._buffer):
             self._buffer = bytearray(length)
-        body = memoryview(self._buffer)[:length]
-        self._read_exactly(body, at_frame_start=False)
+        frame = memoryview(self._buffer)[:length]
+        self._read_exactly(frame, at_frame_start=False)
+        if self._mac is None:
+            return unpack_body(frame)
+        body = frame[: length - TAG_BYTES]
+        self._mac.check(length, body, frame[length - TAG_BYTES:])
         return unpack_body(body)
+
+
+class FrameWriter:
+    """Makes the frames one side sends, plain until ``authenticate``, then with a MAC.
+
+    The MAC counts frames, so frames must go on the wire in the order they were made:
+    a sender shared by several greenlets makes and sends each frame under one lock.
+    """
+
+    def __init__(self) -> None:
+        self._mac: FrameMac | None = None
+
+    def authenticate(self, mac: FrameMac) -> None:
+        self._mac = mac
+
+    def frame(self, payload: dict[str, Any]) -> bytes:
+        return self.seal(msgpack.packb(payload, use_bin_type=True))
+
+    def seal(self, body: bytes) -> bytes:
+        """The frame that carries ``body`` (already encoded)."""
+        if self._mac is None:
+            return HEADER.pack(len(body)) + body
+        length = len(body) + TAG_BYTES
+        return b"".join((HEADER.pack(length), body, self._mac.next_tag(length, body)))
+
+
+class FrameChannel:
+    """Both directions of one connection's frames: plain during the handshake, each
+    frame authenticated from ``authenticate`` on."""
+
+    def __init__(self, stream: ByteStream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.stream = stream
+        self.reader = FrameReader(stream, max_frame)
+        self.writer = FrameWriter()
+        self.authenticated = False
+
+    def authenticate(self, sending_key: bytes, receiving_key: bytes) -> None:
+        self.writer.authenticate(FrameMac(sending_key))
+        self.reader.authenticate(FrameMac(receiving_key))
+        self.authenticated = True
+
+    def read(self) -> dict[str, Any]:
+        return self.reader.read_frame()
+
+    def frame(self, payload: dict[str, Any]) -> bytes:
+        return self.writer.frame(payload)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        """Make and send one frame; only for a connection with a single sender."""
+        self.stream.sendall(self.frame(payload))
 
 
 def send_whole(stream: ByteStream, frame: bytes) -> None:

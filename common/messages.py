@@ -464,12 +464,11 @@ class PutChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class PutEnd(Message):
-    """The sender's SHA-256 of everything sent; the client commits only if it matches."""
+    """The end of file ``req``: the client checks its size, and lands it."""
 
     TAG: ClassVar[str] = "pute"
 
     req: int
-    sha256: bytes
 
 
 @register
@@ -516,12 +515,11 @@ class GetChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class GetFileEnd(Message):
-    """The end of that file: the sender's SHA-256 of all of it."""
+    """The end of that file: the master checks its size, and lands it."""
 
     TAG: ClassVar[str] = "gete"
 
     req: int
-    sha256: bytes
 
 
 @register

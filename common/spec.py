@@ -42,7 +42,7 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.OUTSIDE_SANDBOX: "a path that resolves outside the client's root",
     ErrorCode.ALREADY_ENDED: "a signal for a process that has already ended",
     ErrorCode.CANCELLED: "the master cancelled the request",
-    ErrorCode.IO: "a file system error on the receiving side (disk full, SHA-256 mismatch)",
+    ErrorCode.IO: "a file system error on the receiving side (disk full, wrong size)",
     ErrorCode.BAD_NAME: "a node name outside the naming rule (closes)",
 }
 

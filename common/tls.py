@@ -44,6 +44,27 @@ def configure(context: ssl.SSLContext, files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+# The first bytes of every TLS connection: a handshake record (22) of version 3.x.
+_TLS_HANDSHAKE_RECORD = 0x16
+_TLS_MAJOR_VERSION = 0x03
+# What OpenSSL says when the peer's first bytes are not a TLS record at all.
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
+                    "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
+ENABLE_HINT = "--tls-cert, --tls-key and --tls-ca"
+
+
+def opens_tls(first_bytes: bytes) -> bool:
+    """Whether a peer's first bytes start a TLS handshake (and so are no corral frame:
+    read as a length, they would be a frame of some 369 MB)."""
+    return (first_bytes[:1] == bytes([_TLS_HANDSHAKE_RECORD])
+            and first_bytes[1:2] in (b"", bytes([_TLS_MAJOR_VERSION])))
+
+
+def peer_not_tls(exc: ssl.SSLError | OSError) -> bool:
+    """Whether a failed TLS handshake failed because the peer does not speak TLS."""
+    return getattr(exc, "reason", None) in _NOT_TLS_REASONS
+
+
 def describe(exc: ssl.SSLError | OSError) -> str:
     reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
     return str(reason).replace("_", " ").lower()

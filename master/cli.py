@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     parser.add_argument("--tls-ca", type=Path, help="the CA that signs client certificates")
     parser.add_argument("--max-frame", type=int, default=8 * 1024 * 1024, metavar="BYTES")
+    parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
+                        help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     return parser
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     host, port = api.address
     print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path})",
           flush=True)
-    console = CorralConsole(api, interactive=sys.stdin.isatty())
+    console = CorralConsole(api, interactive=sys.stdin.isatty(), passthrough=args.passthrough)
     try:
         stopped = console.runcmds_plus_hooks(args.commands) if args.commands else False
         if not stopped:

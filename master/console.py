@@ -23,13 +23,16 @@ from master.console_args import CATEGORY, positive_int, seconds
 from master.console_files import FileCommands
 from master.console_processes import DEFAULT_RUN_TIMEOUT, ProcessCommands
 from master.events import Event
+from master.passthrough import on_off, refusal
 
 log = logging.getLogger("corral.master.console")
 
 
 class CorralConsole(cmd2.Cmd):
-    def __init__(self, api: MasterAPI, interactive: bool, **kwargs: Any) -> None:
+    def __init__(self, api: MasterAPI, interactive: bool, passthrough: bool = True,
+                 **kwargs: Any) -> None:
         self.processes = ProcessCommands()
+        self.passthrough = passthrough
         super().__init__(allow_cli_args=False, auto_suggest=False,
                          command_sets=[self.processes, FileCommands()], **kwargs)
         self.api = api
@@ -39,6 +42,9 @@ class CorralConsole(cmd2.Cmd):
         self._interactive = interactive
         # cmd2's own tools that an operator of corral does not need in the command list.
         self.hidden_commands.extend(["alias", "macro", "run_pyscript", "edit", "shortcuts"])
+        self.add_settable(cmd2.Settable(
+            "passthrough", on_off, "run an unknown word as `run -- WORDS` on "
+            "every READY node (on/off)", self))
 
     def preloop(self) -> None:
         # Alerts are drained only while a prompt is shown: batch runs never subscribe, and
@@ -81,7 +87,13 @@ class CorralConsole(cmd2.Cmd):
             return False
 
     def default(self, statement: Any) -> bool | None:
-        """Any other word runs as a shell command on every READY node."""
+        """Any other word runs as a shell command on every READY node, unless it looks like
+        a mistyped command or the passthrough is off."""
+        refused = refusal(statement.command, self.get_visible_commands(), self.passthrough)
+        if refused is not None:
+            self.last_result = None
+            self.fail(refused)
+            return None
         self.processes.run_shell(None, statement.command_and_args, DEFAULT_RUN_TIMEOUT)
         return None
 

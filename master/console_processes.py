@@ -162,7 +162,12 @@ class ProcessCommands(ConsoleCommands):
         if not all(r.ok for r in results):
             self.app.exit_code = 1
 
-    run_parser = Cmd2ArgumentParser(description="Run a shell command on nodes.")
+    run_parser = Cmd2ArgumentParser(
+        description="Run a shell command on nodes.",
+        epilog="A word that is not a console command runs the same way on every READY "
+               "node (the passthrough), unless it is within an edit or two of a command "
+               "(lsit: did you mean list?). `set passthrough off`, or --no-passthrough on "
+               "the master, turns that off: then only run sends commands.")
     add_nodeset(run_parser)
     run_parser.add_argument("--timeout", type=seconds, default=DEFAULT_RUN_TIMEOUT,
                             metavar="S", help=f"default {DEFAULT_RUN_TIMEOUT:g}")

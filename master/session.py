@@ -22,7 +22,7 @@ import gevent.event
 import gevent.lock
 import gevent.socket
 
-from common import PROTOCOL_VERSION, auth, tls
+from common import PROTOCOL_VERSION, auth, frame_auth, tls
 from common.errors import (
     AuthError,
     ConnectionClosed,
@@ -31,7 +31,7 @@ from common.errors import (
     ProtocolError,
     RemoteError,
 )
-from common.framing import FrameReader, pack_frame, send_whole
+from common.framing import FrameChannel, send_whole
 from common.messages import (
     Ack,
     Cancel,
@@ -74,7 +74,7 @@ class Session:
         self.address = f"{address[0]}:{address[1]}"
         self.engine = engine
         self.node: Node | None = None
-        self._reader = FrameReader(sock, engine.config.max_frame)
+        self._channel = FrameChannel(sock, engine.config.max_frame)
         self._write_lock = gevent.lock.Semaphore()
         # Requests in flight: the waiter, and the type their reply must have.
         self._pending: dict[int, tuple[gevent.event.AsyncResult, Any]] = {}
@@ -169,14 +169,26 @@ class Session:
         except _HandshakeTimeout:
             # Most likely a client without TLS, waiting for our hello: tell it in clear.
             self._fall_back(wrapped, clear)
-            raise AuthError("TLS handshake failed: this master requires TLS (no TLS hello "
-                            f"within {self.engine.config.handshake_timeout:g} s)") from None
+            raise AuthError(
+                "TLS handshake failed: this master requires TLS and the client started none "
+                f"within {self.engine.config.handshake_timeout:g} s (start the client with "
+                f"{tls.ENABLE_HINT})") from None
         clear.close()
-        self._reader = FrameReader(self.sock, self.engine.config.max_frame)
+        self._channel = FrameChannel(self.sock, self.engine.config.max_frame)
+
+    def _refuse_tls_client(self) -> None:
+        """A client started with TLS opens with a TLS record, which read as a frame length
+        would be a refusal for size that leaves everyone guessing: say what it is."""
+        if tls.opens_tls(self.sock.recv(2, socket.MSG_PEEK)):
+            raise ProtocolError(f"the client speaks TLS but this master does not (start "
+                                f"the master with {tls.ENABLE_HINT}, or the client without "
+                                "them)")
 
     def _handshake(self) -> Node:
         master_nonce = auth.new_nonce()
         self.send(Hello(version=PROTOCOL_VERSION, nonce=master_nonce))
+        if self.engine.tls_context is None:
+            self._refuse_tls_client()
         first = self._read_message()
         if isinstance(first, ErrorFrame):
             raise RemoteError(printable(first.message), error_code(first.code))
@@ -190,18 +202,24 @@ class Session:
                 ErrorCode.VERSION_MISMATCH,
             )
         token = self.engine.token
-        if not auth.verify(auth.client_proof(token, master_nonce, first.nonce), first.mac):
+        claimed = auth.register_claims(first.version, first.node_id, first.name, first.host,
+                                       first.pid)
+        if not auth.verify(auth.client_proof(token, master_nonce, first.nonce, claimed),
+                           first.mac):
             raise AuthError(f"authentication failed for {printable_name(first.name)}: "
                             "wrong token")
         if (problem := name_problem(first.name)) is not None:
             raise BadName(problem)
         node = self.engine.registry.admit(first, self)
-        self.send(
-            Welcome(
-                mac=auth.master_proof(token, master_nonce, first.nonce),
-                heartbeat=self.engine.config.heartbeat,
-            )
-        )
+        heartbeat = self.engine.config.heartbeat
+        welcome = Welcome(mac=auth.master_proof(token, master_nonce, first.nonce,
+                                                auth.welcome_claims(heartbeat)),
+                          heartbeat=heartbeat)
+        keys = frame_auth.session_keys(token, master_nonce, first.nonce)
+        with self._write_lock:  # nothing may be sent between the welcome and the switch
+            send_whole(self.sock, self._channel.frame(welcome.to_wire()))
+            self._channel.authenticate(sending_key=keys.master_to_client,
+                                       receiving_key=keys.client_to_master)
         log.info("registered %s id=%s host=%s", first.name, printable(first.node_id),
                  printable(first.host))
         return node
@@ -209,9 +227,8 @@ class Session:
     # --- traffic --------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        frame = pack_frame(message.to_wire())
-        with self._write_lock:
-            send_whole(self.sock, frame)
+        with self._write_lock:  # frames are numbered: made and sent in one order
+            send_whole(self.sock, self._channel.frame(message.to_wire()))
 
     def _send_error(self, code: ErrorCode, text: str) -> None:
         try:
@@ -221,7 +238,7 @@ class Session:
             pass
 
     def _read_message(self) -> Message:
-        return decode(self._reader.read_frame())
+        return decode(self._channel.read())
 
     def _read_loop(self) -> None:
         assert self.node is not None

@@ -1,4 +1,5 @@
-"""copy, pull and remove on the hub thread: files streamed in chunks, checked by SHA-256.
+"""copy, pull and remove on the hub thread: files streamed in chunks, each in an
+authenticated frame, landed only when whole.
 
 A push reads each local file once and sends every chunk to all target nodes at once; the
 slowest node sets the pace (TCP back-pressure), so memory stays flat however large the
@@ -9,7 +10,6 @@ node's files under ``LOCAL_DIR/<node>/`` through a temporary file, verified, the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import stat
@@ -233,8 +233,6 @@ def _push_item(item: _Item, targets: list[_Target], meter: _Meter) -> None:
 
 def _stream_file(item: _Item, targets: list[_Target],
                  begun: dict[int, tuple[int, gevent.event.AsyncResult]], meter: _Meter) -> None:
-    hasher = hashlib.sha256()
-
     def deliver(index: int, message_for: Callable[[int], Message]) -> None:
         target = targets[index]
         req, result = begun[index]
@@ -258,11 +256,9 @@ def _stream_file(item: _Item, targets: list[_Target],
 
     with open(item.local, "rb") as source:
         while data := source.read(CHUNK):
-            hasher.update(data)
             broadcast(lambda req, data=data: PutChunk(req=req, data=data))  # type: ignore[misc]
             meter.add(len(data) * sum(1 for t in targets if t.error is None))
-    digest = hasher.digest()
-    broadcast(lambda req: PutEnd(req=req, sha256=digest))
+    broadcast(lambda req: PutEnd(req=req))
 
 
 def _fail(target: _Target, exc: BaseException) -> None:
@@ -315,7 +311,7 @@ class _Download:
                 self.meter.add(len(message.data))
             elif isinstance(message, GetFileEnd):
                 incoming, self._file = self._current(), None
-                incoming.commit(message.sha256)
+                incoming.commit()
                 self.files += 1
                 self.bytes += incoming.size
         except OSError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 from client.protocol import Identity, handshake
 from common.errors import CorralError
-from common.framing import FrameReader, pack_frame
+from common.framing import FrameChannel
 from common.messages import Heartbeat, Message, Ping, Reply, decode
 
 # What the peer answers to a request: the reply's value (any shape: that is the point), a
@@ -49,20 +49,21 @@ class ScriptedNode:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.sock: socket.socket | None = None
+        self.channel: FrameChannel | None = None
 
     def start(self) -> ScriptedNode:
         self.sock = socket.create_connection(self.address, timeout=30)
-        reader = FrameReader(self.sock)
-        handshake(self.sock, reader, self.identity, self.token)
+        self.channel = FrameChannel(self.sock)
+        handshake(self.channel, self.identity, self.token)
         self.sock.settimeout(None)
         threading.Thread(target=self._beat, daemon=True).start()
-        threading.Thread(target=self._serve, args=(reader,), daemon=True).start()
+        threading.Thread(target=self._serve, args=(self.channel,), daemon=True).start()
         return self
 
     def send_wire(self, wire: dict[str, Any]) -> None:
-        assert self.sock is not None
-        with self._lock:
-            self.sock.sendall(pack_frame(wire))
+        assert self.channel is not None
+        with self._lock:  # frames are numbered: made and sent in one order
+            self.channel.send(wire)
 
     def send(self, message: Message) -> None:
         self.send_wire(message.to_wire())
@@ -76,10 +77,10 @@ class ScriptedNode:
             except OSError:
                 return
 
-    def _serve(self, reader: FrameReader) -> None:
+    def _serve(self, channel: FrameChannel) -> None:
         try:
             while True:
-                request = decode(reader.read_frame())
+                request = decode(channel.read())
                 self.requests.append(request)
                 req = getattr(request, "req", None)
                 if req is None:

@@ -13,7 +13,7 @@ import pytest
 from client.protocol import Identity, handshake
 from common import PROTOCOL_VERSION, auth
 from common.errors import ConnectionClosed, ErrorCode, RemoteError
-from common.framing import FrameReader, pack_frame
+from common.framing import FrameChannel, pack_frame
 from common.messages import ErrorFrame, Hello, Register, Welcome, decode
 from common.states import NodeState
 from master.api import MasterAPI
@@ -28,18 +28,18 @@ def healthy(master: MasterAPI, spawn_client) -> object:
     return client
 
 
-def connect(master: MasterAPI) -> tuple[socket.socket, FrameReader]:
+def connect(master: MasterAPI) -> tuple[socket.socket, FrameChannel]:
     sock = socket.create_connection(master.address, timeout=30)
-    return sock, FrameReader(sock)
+    return sock, FrameChannel(sock)
 
 
-def read_error(reader: FrameReader) -> ErrorFrame:
+def read_error(channel: FrameChannel) -> ErrorFrame:
     """Read frames until the master's error frame; the connection must close after it."""
     while True:
-        message = decode(reader.read_frame())
+        message = decode(channel.read())
         if isinstance(message, ErrorFrame):
             with pytest.raises(ConnectionClosed):
-                reader.read_frame()
+                channel.read()
             return message
 
 
@@ -59,17 +59,17 @@ def identity(name: str = "bad") -> Identity:
 
 
 def test_good_handshake(master: MasterAPI) -> None:
-    sock, reader = connect(master)
-    welcome = handshake(sock, reader, identity("raw"), TOKEN.encode())
+    sock, channel = connect(master)
+    welcome = handshake(channel, identity("raw"), TOKEN.encode())
     assert isinstance(welcome, Welcome) and welcome.heartbeat == 0.2
     wait_until(lambda: [n.name for n in master.nodes()] == ["raw"], what="raw registered")
     sock.close()
 
 
 def test_wrong_token_is_refused(master: MasterAPI, healthy, master_log: Path) -> None:
-    sock, reader = connect(master)
+    _sock, channel = connect(master)
     with pytest.raises(RemoteError, match="authentication failed") as caught:
-        handshake(sock, reader, identity(), b"not-the-token")
+        handshake(channel, identity(), b"not-the-token")
     assert caught.value.code is ErrorCode.AUTH_FAILED
     wait_until(lambda: logged(master_log, "authentication failed for 'bad': wrong token"))
     assert_unharmed(master)
@@ -91,11 +91,11 @@ def test_client_refuses_a_master_without_the_token(spawn_client, tmp_path: Path)
 
     def fake_master() -> None:
         conn, _ = listener.accept()
-        reader = FrameReader(conn)
+        reader = FrameChannel(conn)
         conn.sendall(pack_frame(Hello(version=PROTOCOL_VERSION, nonce=b"n" * 32).to_wire()))
-        got["register"] = decode(reader.read_frame())
+        got["register"] = decode(reader.read())
         conn.sendall(pack_frame(Welcome(mac=b"\0" * 32, heartbeat=1.0).to_wire()))
-        got["answer"] = decode(reader.read_frame())
+        got["answer"] = decode(reader.read())
         conn.close()
 
     thread = threading.Thread(target=fake_master, daemon=True)
@@ -110,14 +110,15 @@ def test_client_refuses_a_master_without_the_token(spawn_client, tmp_path: Path)
 
 
 def test_wrong_protocol_version(master: MasterAPI, healthy, master_log: Path) -> None:
-    sock, reader = connect(master)
-    hello = decode(reader.read_frame())
+    sock, channel = connect(master)
+    hello = decode(channel.read())
     assert isinstance(hello, Hello)
     nonce = auth.new_nonce()
     sock.sendall(pack_frame(Register(
         version=PROTOCOL_VERSION + 98, node_id="e" * 32, name="future", host="h", nonce=nonce,
-        mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce)).to_wire()))
-    error = read_error(reader)
+        mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce, auth.register_claims(
+            PROTOCOL_VERSION + 98, "e" * 32, "future", "h", 0))).to_wire()))
+    error = read_error(channel)
     assert error.code == ErrorCode.VERSION_MISMATCH
     wait_until(lambda: logged(master_log, f"protocol version {PROTOCOL_VERSION + 98} not "
                                           "supported"))
@@ -125,18 +126,18 @@ def test_wrong_protocol_version(master: MasterAPI, healthy, master_log: Path) ->
 
 
 def test_oversize_frame(master: MasterAPI, healthy, master_log: Path) -> None:
-    sock, reader = connect(master)
+    sock, channel = connect(master)
     sock.sendall(struct.pack(">I", 2**32 - 1))
-    error = read_error(reader)
+    error = read_error(channel)
     assert error.code == ErrorCode.FRAME_TOO_LARGE
     wait_until(lambda: logged(master_log, "exceeds the 8388608-byte limit"))
     assert_unharmed(master)
 
 
 def test_garbage_bytes(master: MasterAPI, healthy, master_log: Path) -> None:
-    sock, reader = connect(master)
+    sock, channel = connect(master)
     sock.sendall(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n")
-    error = read_error(reader)
+    error = read_error(channel)
     assert error.code == ErrorCode.PROTOCOL
     wait_until(lambda: logged(master_log, "undecodable frame body"))
     assert_unharmed(master)
@@ -144,10 +145,10 @@ def test_garbage_bytes(master: MasterAPI, healthy, master_log: Path) -> None:
 
 def test_unknown_message_type_after_handshake(master: MasterAPI, healthy,
                                               master_log: Path) -> None:
-    sock, reader = connect(master)
-    handshake(sock, reader, identity("rogue"), TOKEN.encode())
-    sock.sendall(pack_frame({"t": "format-disk", "req": 1}))
-    error = read_error(reader)
+    _sock, channel = connect(master)
+    handshake(channel, identity("rogue"), TOKEN.encode())
+    channel.send({"t": "format-disk", "req": 1})
+    error = read_error(channel)
     assert error.code == ErrorCode.PROTOCOL and "unknown message type" in error.message
     wait_until(lambda: logged(master_log, "closed rogue (127.0.0.1:"))
     wait_until(lambda: {n.name: n.state for n in master.nodes()}.get("rogue") is NodeState.GONE)
@@ -155,9 +156,9 @@ def test_unknown_message_type_after_handshake(master: MasterAPI, healthy,
 
 
 def test_silent_connection_times_out(master: MasterAPI, healthy, master_log: Path) -> None:
-    _sock, reader = connect(master)
-    assert isinstance(decode(reader.read_frame()), Hello)
-    error = read_error(reader)  # we say nothing; the master gives up after 1 s
+    _sock, channel = connect(master)
+    assert isinstance(decode(channel.read()), Hello)
+    error = read_error(channel)  # we say nothing; the master gives up after 1 s
     assert error.code == ErrorCode.HANDSHAKE_TIMEOUT
     wait_until(lambda: logged(master_log, "handshake timeout after 1 s"))
     assert_unharmed(master)

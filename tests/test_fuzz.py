@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import random
 import socket
-import struct
 import threading
 import typing
 from pathlib import Path
@@ -20,7 +19,8 @@ from hypothesis import strategies as st
 from client.protocol import Identity, handshake
 from common import PROTOCOL_VERSION, auth
 from common.errors import ConnectionClosed, CorralError, ProtocolError
-from common.framing import FrameReader, pack_frame
+from common.frame_auth import TAG_BYTES, FrameMac
+from common.framing import FrameChannel, FrameReader, pack_frame
 from common.messages import (
     _REGISTRY,
     Heartbeat,
@@ -67,10 +67,13 @@ class _Chunks:
 
 
 @FUZZ
-@given(st.binary(max_size=2048), st.lists(st.integers(0, 2048), max_size=6))
-def test_reader_fails_only_with_protocol_errors(data: bytes, cuts: list[int]) -> None:
+@given(st.binary(max_size=2048), st.lists(st.integers(0, 2048), max_size=6), st.booleans())
+def test_reader_fails_only_with_protocol_errors(data: bytes, cuts: list[int],
+                                                authenticated: bool) -> None:
     reader = FrameReader(_Chunks(data, sorted(c for c in cuts if c <= len(data))),
                          max_frame=1024)
+    if authenticated:
+        reader.authenticate(FrameMac(b"k" * 32))
     try:
         while True:
             frame = reader.read_frame()
@@ -131,10 +134,6 @@ def test_valid_messages_round_trip(seq: int, load: list[float], cpu: float, free
 FRAMES = 10_000
 
 
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
 def _mutate(data: bytes, rng: random.Random) -> bytes:
     data = bytearray(data)
     for _ in range(rng.randint(1, 8)):
@@ -149,10 +148,12 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def _register_body(hello: Hello, rng: random.Random) -> bytes:
-    nonce = auth.new_nonce()
-    wire = Register(version=PROTOCOL_VERSION, node_id=f"{rng.getrandbits(128):032x}",
-                    name=f"fuzz{rng.randrange(10**6)}", host="fuzz", nonce=nonce,
-                    mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce)).to_wire()
+    nonce, node_id = auth.new_nonce(), f"{rng.getrandbits(128):032x}"
+    name = f"fuzz{rng.randrange(10**6)}"
+    claims = auth.register_claims(PROTOCOL_VERSION, node_id, name, "fuzz", 0)
+    wire = Register(version=PROTOCOL_VERSION, node_id=node_id, name=name, host="fuzz",
+                    nonce=nonce, mac=auth.client_proof(TOKEN.encode(), hello.nonce, nonce,
+                                                       claims)).to_wire()
     return msgpack.packb(wire, use_bin_type=True)
 
 
@@ -160,19 +161,18 @@ def _one_peer(address: tuple[str, int], rng: random.Random, frames: int) -> int:
     """Open a connection and send ``frames`` bad frames of one kind; return how many were
     sent before the master closed the connection."""
     sock = socket.create_connection(address, timeout=30)
-    reader = FrameReader(sock)
+    channel = FrameChannel(sock)
     sent = 0
     try:
         kind = rng.choice(["random", "mutated-register", "after-handshake"])
         if kind == "after-handshake":
-            handshake(sock, reader, Identity(f"{rng.getrandbits(128):032x}",
-                                             f"fz{rng.randrange(10**9)}", "fuzz"),
-                      TOKEN.encode())
+            handshake(channel, Identity(f"{rng.getrandbits(128):032x}",
+                                        f"fz{rng.randrange(10**9)}", "fuzz"), TOKEN.encode())
             good = msgpack.packb(Heartbeat(seq=1, load=[0.0, 0.0, 0.0], cpu_percent=0.0,
                                            mem_available=1, mem_total=1, disk_free=1,
                                            processes=0).to_wire(), use_bin_type=True)
         else:
-            hello = decode(reader.read_frame())
+            hello = decode(channel.read())
             assert isinstance(hello, Hello)
             good = _register_body(hello, rng)
         for _ in range(frames):
@@ -180,7 +180,7 @@ def _one_peer(address: tuple[str, int], rng: random.Random, frames: int) -> int:
                 body = rng.randbytes(rng.randrange(1, 200))
             else:
                 body = _mutate(good, rng) or b"\xc1"
-            sock.sendall(_frame(body))
+            sock.sendall(channel.writer.seal(body))  # with a valid MAC once authenticated
             sent += 1
     except OSError:
         pass
@@ -273,17 +273,17 @@ def _hostile_session(address: tuple[str, int], seed: int, messages: int) -> int:
     the master closes the connection; return how many were sent."""
     rng = random.Random(seed)
     sock = socket.create_connection(address, timeout=30)
+    channel = FrameChannel(sock)
     sent = 0
     try:
-        handshake(sock, FrameReader(sock), Identity(f"{rng.getrandbits(128):032x}",
-                                                    f"hostile{seed % 50}", "fuzz"),
-                  TOKEN.encode())
+        handshake(channel, Identity(f"{rng.getrandbits(128):032x}", f"hostile{seed % 50}",
+                                    "fuzz"), TOKEN.encode())
         kinds = sorted(_REGISTRY.values(), key=lambda cls: cls.TAG)
         for _ in range(messages):
             cls = rng.choice(kinds)
             body = msgpack.packb(_hostile_wire(cls, rng), use_bin_type=True)
-            if len(body) < 8 * 1024 * 1024:
-                sock.sendall(_frame(body))
+            if len(body) < 8 * 1024 * 1024 - TAG_BYTES:
+                sock.sendall(channel.writer.seal(body))  # authenticated: reaches the decoder
                 sent += 1
     except (OSError, CorralError):
         pass

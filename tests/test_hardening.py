@@ -3,7 +3,6 @@ own connection: names, paths, escapes, typed replies, bounded state, private lef
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import stat
@@ -15,7 +14,7 @@ import pytest
 
 from client.protocol import Identity, handshake
 from common.errors import RemoteError
-from common.framing import FrameReader
+from common.framing import FrameChannel
 from common.landing import TEMP_PREFIX
 from common.messages import GetRequest, ListRequest, SignalRequest
 from common.procs import ProcExited, ProcInfo
@@ -64,7 +63,7 @@ def test_master_refuses_a_bad_name_from_a_peer_holding_the_token(
 
     sock = socket.create_connection(master.address, timeout=PATIENCE)
     with pytest.raises(RemoteError) as refused:
-        handshake(sock, FrameReader(sock), Identity("f" * 32, name, "test"), TOKEN.encode())
+        handshake(FrameChannel(sock), Identity("f" * 32, name, "test"), TOKEN.encode())
     sock.close()
     assert "a node name is 1 to 64 characters" in refused.value.message
     assert master.nodes() == []
@@ -75,7 +74,7 @@ def test_master_refuses_a_bad_name_from_a_peer_holding_the_token(
 def file_frames(relpath: str, data: bytes, mode: int = 0o644) -> list[dict]:
     return [{"t": "getf", "relpath": relpath, "kind": "file", "mode": mode, "size": len(data)},
             {"t": "getc", "data": data},
-            {"t": "gete", "sha256": hashlib.sha256(data).digest()}]
+            {"t": "gete"}]
 
 
 def pulling(frames: list[dict]):  # type: ignore[no-untyped-def]

@@ -103,14 +103,25 @@ def test_decode_accepts_ints_for_floats() -> None:
     assert isinstance(beat, Heartbeat) and beat.load == [1, 2, 3]
 
 
-def test_proofs_depend_on_token_nonces_and_direction() -> None:
+def test_proofs_depend_on_token_nonces_direction_and_fields() -> None:
     master_nonce, client_nonce = auth.new_nonce(), auth.new_nonce()
-    client_mac = auth.client_proof(b"t", master_nonce, client_nonce)
-    assert auth.verify(client_mac, auth.client_proof(b"t", master_nonce, client_nonce))
-    assert not auth.verify(client_mac, auth.client_proof(b"u", master_nonce, client_nonce))
-    assert not auth.verify(client_mac, auth.client_proof(b"t", client_nonce, master_nonce))
+    fields = auth.register_claims(2, "a" * 32, "n1", "host", 7)
+    client_mac = auth.client_proof(b"t", master_nonce, client_nonce, fields)
+    assert auth.verify(client_mac, auth.client_proof(b"t", master_nonce, client_nonce, fields))
+    assert not auth.verify(client_mac, auth.client_proof(b"u", master_nonce, client_nonce,
+                                                         fields))
+    assert not auth.verify(client_mac, auth.client_proof(b"t", client_nonce, master_nonce,
+                                                         fields))
+    renamed = auth.register_claims(2, "a" * 32, "n2", "host", 7)
+    assert not auth.verify(client_mac, auth.client_proof(b"t", master_nonce, client_nonce,
+                                                         renamed))
     # One side's proof can never be replayed as the other's.
-    assert not auth.verify(client_mac, auth.master_proof(b"t", master_nonce, client_nonce))
+    assert not auth.verify(client_mac, auth.master_proof(b"t", master_nonce, client_nonce,
+                                                         fields))
+    # No two field lists run together into the same bytes.
+    assert auth.claims("ab", "c") != auth.claims("a", "bc")
+    assert auth.claims(1) != auth.claims("1")
+    assert auth.claims(2, "n1").hex() == "69000000013273000000026e31"  # docs/protocol.md
 
 
 def test_master_creates_a_private_token_once(tmp_path) -> None:  # type: ignore[no-untyped-def]

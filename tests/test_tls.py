@@ -82,8 +82,8 @@ def test_client_without_tls_is_refused(tls_master: MasterAPI, spawn_client,
                                        master_log: Path) -> None:
     plain = spawn_client("plain", tls_master.address)
     wait_until(lambda: "TLS handshake failed" in master_log.read_text(), what="master's log")
-    wait_until(lambda: "master refused: TLS handshake failed: this master requires TLS"
-               in plain.log_text(), what="client's log")
+    wait_until(lambda: "master refused: TLS handshake failed: this master requires TLS and "
+               "the client started none" in plain.log_text(), what="client's log")
     assert tls_master.nodes() == []
     assert plain.proc.poll() is None
 
@@ -102,3 +102,33 @@ def test_client_refuses_a_master_it_cannot_verify(tls_master: MasterAPI, spawn_c
     wary = spawn_client("n1", tls_master.address, extra=tls_args(pki, "client", "rogue-ca"))
     wait_until(lambda: "certificate verify failed" in wary.log_text(), what="client's log")
     assert tls_master.nodes() == []
+
+
+# --- TLS on one side only, through real master processes -----------------------------------
+
+def master_tls_args(pki: dict[str, Path]) -> list[str]:
+    return ["--tls-cert", str(pki["master.pem"]), "--tls-key", str(pki["master.key"]),
+            "--tls-ca", str(pki["ca"])]
+
+
+def test_tls_client_against_a_plain_master(spawn_master, spawn_client, pki) -> None:
+    master = spawn_master()
+    client = spawn_client("n1", master.address, extra=tls_args(pki))
+    wait_until(lambda: "the client speaks TLS but this master does not (start the master "
+               "with --tls-cert, --tls-key and --tls-ca" in master.log_text(),
+               what="master's log")
+    wait_until(lambda: "failed: the master does not speak TLS but this client does"
+               in client.log_text(), what="client's log")
+    assert "exceeds" not in master.log_text()  # no 369,295,618-byte "frame"
+    assert "wrong version number" not in client.log_text()
+    assert client.proc.poll() is None  # it keeps trying, in case the master is restarted
+
+
+def test_plain_client_against_a_tls_master(spawn_master, spawn_client, pki) -> None:
+    master = spawn_master(extra=[*master_tls_args(pki), "--handshake-timeout", "1"])
+    client = spawn_client("n1", master.address)
+    wanted = ("TLS handshake failed: this master requires TLS and the client started none "
+              "within 1 s (start the client with --tls-cert, --tls-key and --tls-ca)")
+    wait_until(lambda: wanted in master.log_text(), what="master's log")
+    wait_until(lambda: f"master refused: {wanted}" in client.log_text(), what="client's log")
+    assert client.proc.poll() is None
