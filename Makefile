@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/copy_throughput.py
 	$(PY) bench/frame_auth.py
 	$(PY) bench/reliability.py
+	$(PY) bench/log_follow.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

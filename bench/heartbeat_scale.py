@@ -144,10 +144,10 @@ def run_corral(count: int, window: float, tmp: Path) -> tuple[float, float]:
     token.write_text(TOKEN)
     master = subprocess.Popen(
         [sys.executable, "-m", "master", "--port", "0", "--token-file", str(token),
-         "--log-dir", str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        cwd=ROOT)
-    assert master.stdin and master.stdout
-    line = master.stdout.readline()
+         "--log-dir", str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert master.stdin and master.stdout and master.stderr
+    line = master.stderr.readline()  # the master says where it listens on stderr
     port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
     sims = start_sims(port, count, raw=False)
     try:

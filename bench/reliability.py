@@ -108,7 +108,7 @@ def pid_across_simulated(folder: Path, count: int) -> None:
             started = time.perf_counter()
             group = api.processes()
             fetched = time.perf_counter()
-            table = render.process_table(group, time.time())
+            table = render.process_table(group, time.time()).text
             fetch.append(fetched - started)
             draw.append(time.perf_counter() - fetched)
             assert group.ok and sum(len(p) for p in group.results.values()) == count * 10

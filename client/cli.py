@@ -17,14 +17,16 @@ from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
 from client.journal import Journal
-from client.proctable import ProcTable
+from client.proctable import KEEP_ENDED, ProcTable
 from client.protocol import Identity
 from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
 from common.errors import CorralError
+from common.malloc import keep_big_buffers
 from common.names import NAME_RULE, name_problem
+from common.procs import signal_name
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
 
@@ -41,6 +43,13 @@ def node_name(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def positive_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,12 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
                         help="how processes are started: posix_spawnp (default), or the "
                         "explicit fork/dup2/execvp version")
+    parser.add_argument("--keep-ended", type=positive_count, default=KEEP_ENDED, metavar="N",
+                        help="ended processes to remember; beyond N the one that ended "
+                        f"first is forgotten (default {KEEP_ENDED:,})")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_big_buffers()  # chunks of logs and files reuse freed buffers
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter(
         f"%(asctime)s corral-client[{args.name}] %(levelname)s %(message)s"))
@@ -117,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     reaper = Reaper()
     reaper.start()
     spawner = SPAWNERS[args.spawn]
-    procs = ProcTable(reaper, spawner, log_dir, workdir, Journal(state_dir / "processes.jsonl"))
+    procs = ProcTable(reaper, spawner, log_dir, workdir, Journal(state_dir / "processes.jsonl"),
+                      keep_ended=args.keep_ended)
     gevent.spawn(procs.watch_adopted)
     try:
         sandbox = Sandbox(workdir, args.root)
     except ValueError as exc:
         print(f"corral-client: {exc}", file=sys.stderr)
         return 2
-    handlers = RequestHandlers(procs, reaper, spawner, state_dir, sandbox, allow)
+    handlers = RequestHandlers(procs, state_dir, sandbox, allow)
     handlers.sweep_stdin()
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
@@ -133,13 +147,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
     procs.change_listeners.append(daemon.publish_change)
+    log = logging.getLogger("corral.client")
+    log.info("node %s (id %s) work folder %s, master %s:%d",
+             args.name, identity.node_id, workdir, *args.master)
+    runner = gevent.spawn(daemon.run_forever)
+
+    def stop(signum: int) -> None:
+        # The children run in sessions of their own: they live on, and the journal lets
+        # the next start of this client find them again.
+        log.info("stopping on %s; %d running processes are left running and will be found "
+                 "again when this client starts next", signal_name(signum),
+                 procs.running_count())
+        daemon.stop()
+        runner.kill(block=False)  # out of whatever it waits on: connect, read, back-off
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, daemon.stop)
-    logging.getLogger("corral.client").info(
-        "node %s (id %s) work folder %s, master %s:%d",
-        args.name, identity.node_id, workdir, *args.master,
-    )
-    daemon.run_forever()
+        gevent.signal_handler(signum, stop, signum)
+    runner.join()
+    log.info("stopped")
     return 0
 
 

@@ -137,9 +137,9 @@ class ClientDaemon:
                 del self.outbox[eseq]
 
     def stop(self) -> None:
+        """No more connections: ``run_forever`` returns once the current one ends (the
+        caller ends it at once by killing the greenlet that runs ``run_forever``)."""
         self._stopping.set()
-        if self._connection is not None:
-            self._connection.close()
 
     def run_forever(self) -> None:
         backoff = Backoff()
@@ -263,10 +263,6 @@ class _Connection:
         with contextlib.suppress(OSError):
             self.send(message)
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
     def _heartbeat_loop(self, interval: float) -> None:
         seq = 0
         workdir = self.daemon.config.workdir
@@ -313,7 +309,11 @@ class _Connection:
         self.uploads.cancel(req)
         worker = self._in_flight.pop(req, None)
         if worker is not None:
+            never_ran = worker.gr_frame is None and not worker.dead
             worker.kill(block=False)
+            if never_ran:  # killed before it began: it cannot answer, so say it here
+                self.send_quietly(FailReply(req=req, code=int(ErrorCode.CANCELLED),
+                                            message="cancelled before it started"))
 
     def _answer(self, handler: Handler, request: Any) -> None:
         try:

@@ -17,14 +17,15 @@ import gevent
 
 from client.allow import AllowList, check_environment_names
 from client.files import remove
+from client.logread import file_size, read_chunk, start_of_last_lines
 from client.proctable import ProcTable
-from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.shell import run_shell
-from client.spawn import SpawnSpec, find_program
+from client.spawn import find_program
 from common.errors import CorralError, ErrorCode
 from common.messages import (
     ExecRequest,
+    ForgetRequest,
     ListRequest,
     LogRequest,
     Message,
@@ -38,18 +39,15 @@ from common.procs import rusage_dict
 from common.turns import Turns
 
 MAX_COPIES = 10_000  # of one program in one exec request
-TAIL_WINDOW = 1024 * 1024  # how far back from the end ``log -n`` looks for lines
+MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes of a log in one reply
 
 
 class RequestHandlers:
-    def __init__(self, procs: ProcTable, reaper: Reaper, spawner: Callable[[SpawnSpec], int],
-                 state_dir: Path, sandbox: Sandbox,
+    def __init__(self, procs: ProcTable, state_dir: Path, sandbox: Sandbox,
                  allow: AllowList | None = None) -> None:
         self.sandbox = sandbox
         self.allow = allow
         self.procs = procs
-        self.reaper = reaper
-        self.spawner = spawner
         self.stdin_dir = state_dir / "stdin"
 
     def table(self) -> dict[type[Message], Callable[[Any], Any]]:
@@ -58,6 +56,7 @@ class RequestHandlers:
             ExecRequest: self.exec,
             ListRequest: self.list_processes,
             SignalRequest: self.signal,
+            ForgetRequest: self.forget,
             UsageRequest: self.usage,
             LogRequest: self.log,
             RunRequest: self.run,
@@ -121,31 +120,41 @@ class RequestHandlers:
         return self.procs.signal(None if request.all_running else request.pids,
                                  request.signum)
 
+    def forget(self, request: ForgetRequest) -> list[dict[str, Any]]:
+        outcomes = self.procs.forget(None if request.all_ended else request.pids)
+        return [{"pid": pid, "ok": error is None, "code": int(error.code) if error else 0,
+                 "message": error.message if error else ""} for pid, error in outcomes]
+
     def usage(self, _request: UsageRequest) -> dict[str, Any]:
         processes = [info.to_wire() for info in self.procs.snapshot()]
         children = rusage_dict(resource.getrusage(resource.RUSAGE_CHILDREN))
         return {"children": children, "processes": processes}
 
     def log(self, request: LogRequest) -> dict[str, Any]:
+        """A chunk of a process's log: from ``offset``, or from where its last ``lines``
+        lines begin (all of it for 0). The master asks again from the offset it gets back
+        for the rest, so a log of any size travels in chunks."""
         record = self.procs.find(request.pid)
         ended = self.procs.is_ended(request.pid)  # checked before reading: no lost tail
         path = record.log_path
+        if not 1 <= request.max_bytes <= MAX_LOG_CHUNK:
+            raise CorralError(f"max_bytes must be 1 to {MAX_LOG_CHUNK}", ErrorCode.BAD_REQUEST)
+        if request.offset is not None and request.offset < 0:
+            raise CorralError("offset must not be negative", ErrorCode.BAD_REQUEST)
         try:
-            size = path.stat().st_size
             with open(path, "rb") as log_file:
-                if request.offset is None:
-                    start = max(0, size - TAIL_WINDOW)
-                    log_file.seek(start)
-                    data = log_file.read(size - start)
-                    lines = data.splitlines(keepends=True)
-                    data = b"".join(lines[-request.lines:]) if request.lines else data
-                    return {"data": data, "offset": size, "ended": ended}
-                log_file.seek(request.offset)
-                data = log_file.read(min(request.max_bytes, max(0, size - request.offset)))
+                size = file_size(log_file)
+                if request.offset is not None:
+                    start = request.offset
+                else:
+                    start = start_of_last_lines(log_file, size, request.lines or 0)
+                data = read_chunk(log_file, start, size, request.max_bytes)
         except FileNotFoundError:
+            if record.origin == "run":  # a run command's log exists once it has output
+                return {"data": b"", "offset": 0, "ended": ended}
             raise CorralError(f"log of pid {request.pid} is gone: {path}",
                               ErrorCode.NOT_FOUND) from None
-        offset = request.offset + len(data)
+        offset = start + len(data)
         return {"data": data, "offset": offset, "ended": ended and offset >= size}
 
     def run(self, request: RunRequest) -> dict[str, Any]:
@@ -158,6 +167,6 @@ class RequestHandlers:
             argv = self.allow.command_argv(request.command)
         program = self._program(argv, folder)
         assert program is not None  # /bin/sh, or an allowed program, which is there
-        return run_shell(self.reaper, self.spawner, program, argv, folder, request.timeout)
+        return run_shell(self.procs, program, argv, folder, request.timeout)
 
 

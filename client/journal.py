@@ -23,6 +23,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._out: Any = None
+        self.appended = 0  # lines appended since the last rewrite
 
     def load(self) -> list[dict[str, Any]]:
         """Replay the journal: the last known state of each process, by start order."""
@@ -65,6 +66,7 @@ class Journal:
             os.fsync(out.fileno())
         os.replace(temp, self.path)
         self.close()
+        self.appended = 0
 
     def append(self, event: dict[str, Any]) -> None:
         if self._out is None:
@@ -72,6 +74,7 @@ class Journal:
         # One write of a whole line: a crash can cut only this line, never an earlier one.
         self._out.write(json.dumps(event) + "\n")
         self._out.flush()
+        self.appended += 1
 
     def close(self) -> None:
         if self._out is not None:

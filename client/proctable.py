@@ -22,7 +22,7 @@ from client.journal import Journal
 from client.reaper import Reaper
 from client.spawn import SpawnFailed, SpawnSpec
 from common.errors import CorralError, ErrorCode
-from common.procs import ProcInfo, rusage_dict, signal_name
+from common.procs import ProcInfo, not_started_here, rusage_dict, signal_name
 from common.states import ENDED_STATES, LIVE_STATES, PROC_TRANSITIONS, ProcState
 
 log = logging.getLogger("corral.client.procs")
@@ -47,12 +47,14 @@ class ProcRecord:
     rusage: dict[str, float] | None = None
     adopted: bool = False  # found running after a client restart: no longer our child
     group_gone: bool = False  # seen empty after the process ended: never signal it again
+    origin: str = "exec"  # "run": a command whose output the client captures for the master
 
     def to_journal(self) -> dict[str, Any]:
         return {"seq": self.seq, "argv": self.argv, "cwd": str(self.cwd),
                 "log": str(self.log_path), "state": self.state.value, "pid": self.pid,
                 "started": self.started, "ended": self.ended, "exit_code": self.exit_code,
-                "signal": self.signal, "error": self.error, "rusage": self.rusage}
+                "signal": self.signal, "error": self.error, "rusage": self.rusage,
+                "origin": self.origin}
 
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> ProcRecord:
@@ -60,7 +62,8 @@ class ProcRecord:
                    log_path=Path(data["log"]), state=ProcState(data["state"]),
                    pid=data["pid"], started=data["started"], ended=data.get("ended"),
                    exit_code=data.get("exit_code"), signal=data.get("signal"),
-                   error=data.get("error"), rusage=data.get("rusage"))
+                   error=data.get("error"), rusage=data.get("rusage"),
+                   origin=data.get("origin", "exec"))
 
     def ended_event(self) -> dict[str, Any]:
         return {"seq": self.seq, "state": self.state.value, "ended": self.ended,
@@ -76,7 +79,7 @@ class ProcRecord:
             log=str(self.log_path) if self.pid else "",  # a failed spawn leaves no log
             state=self.state.value, started=self.started, ended=self.ended,
             exit_code=self.exit_code, signal=self.signal, error=self.error,
-            rusage=self.rusage, cpu_time=cpu_time, rss=rss,
+            rusage=self.rusage, cpu_time=cpu_time, rss=rss, origin=self.origin,
         )
 
 
@@ -91,6 +94,8 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
+KEEP_ENDED = 10_000  # ended processes a client remembers (default of --keep-ended)
+COMPACT_SLACK = 10_000  # journal lines beyond twice the table before it is compacted
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
 SETTLE = 0.5  # seconds a signal is given to act before kill reports who still runs
 SETTLE_POLL = 0.02
@@ -102,14 +107,17 @@ HARMLESS_SIGNALS = STOP_SIGNALS | {signal.SIGCONT, signal.SIGCHLD, signal.SIGURG
 
 class ProcTable:
     def __init__(self, reaper: Reaper, spawner: Spawner, log_dir: Path, workdir: Path,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, keep_ended: int = KEEP_ENDED) -> None:
         self._reaper = reaper
         self._journal = journal
         self._spawner = spawner
         self._log_dir = log_dir
         self._workdir = workdir
         self._by_pid: dict[int, ProcRecord] = {}
-        self._records: list[ProcRecord] = []
+        self._records: dict[int, ProcRecord] = {}  # by seq, in start order
+        # Ended records by seq, in the order they ended: the first is forgotten first.
+        self._ended_order: dict[int, ProcRecord] = {}
+        self._keep_ended = keep_ended
         self._next_seq = _first_free_seq(log_dir)
         self.change_listeners: list[ChangeListener] = []
         # Copied once: copying os.environ costs more than the rest of a spawn's Python.
@@ -139,10 +147,14 @@ class ProcTable:
                 continue
             if record.pid and not record.adopted:
                 self._by_pid.setdefault(record.pid, record)
-            self._records.append(record)
+            self._records[record.seq] = record
             self._next_seq = max(self._next_seq, record.seq + 1)
-        journal.rewrite([record.to_journal() for record in self._records])
-        adopted = [r.pid for r in self._records if r.adopted]
+        for record in sorted((r for r in self._records.values() if r.state in ENDED_STATES),
+                             key=lambda r: r.ended or 0.0):
+            self._ended_order[record.seq] = record
+        self._limit_ended()
+        journal.rewrite([record.to_journal() for record in self._records.values()])
+        adopted = [r.pid for r in self._records.values() if r.adopted]
         if self._records:
             log.info("restored %d processes from the state folder (%d still running: %s)",
                      len(self._records), len(adopted), adopted)
@@ -157,7 +169,7 @@ class ProcTable:
             gevent.sleep(ADOPTED_POLL)
 
     def _check_adopted(self) -> None:
-        for record in self._records:
+        for record in list(self._records.values()):
             if (record.adopted and record.state is ProcState.RUNNING
                     and not _same_process(record.pid, record.started)):
                 record.ended = time.time()
@@ -172,36 +184,49 @@ class ProcTable:
     # --- spawning -------------------------------------------------------------------------
 
     def spawn(self, program: str | None, argv: list[str], cwd: Path | None = None,
-              env: dict[str, str] | None = None, stdin_path: Path | None = None) -> ProcRecord:
+              env: dict[str, str] | None = None, stdin_path: Path | None = None,
+              pipes: tuple[int, int] | None = None) -> ProcRecord:
         """Start ``program`` (the path ``find_program`` gave for ``argv[0]``; None: nothing
-        was found, which is recorded as a failed spawn)."""
+        was found, which is recorded as a failed spawn). Its output goes to its log file,
+        or with ``pipes`` onto those two descriptors (stdout, stderr) for a caller that
+        captures it (``run``)."""
         if not argv or not argv[0]:
             raise CorralError("no program given", ErrorCode.BAD_REQUEST)
         seq = self._next_seq
         self._next_seq += 1
         log_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
-                            log_path=self._log_dir / f"{seq}-{log_name}.log")
-        self._records.append(record)
+                            log_path=self._log_dir / f"{seq}-{log_name}.log",
+                            origin="exec" if pipes is None else "run")
+        self._records[seq] = record
         full_env = {**self._base_env, **env} if env else self._base_env
         try:
             if program is None:
                 raise SpawnFailed(f"No such file or directory: {argv[0]}")
-            pid = self._spawner(SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
-                                          env=full_env, stdout_path=record.log_path,
-                                          stdin_path=stdin_path))
+            if pipes is None:
+                spec = SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
+                                 env=full_env, stdout_path=record.log_path,
+                                 stdin_path=stdin_path)
+            else:
+                spec = SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
+                                 env=full_env, stdout_fd=pipes[0], stderr_fd=pipes[1],
+                                 stdin_path=stdin_path)
+            pid = self._spawner(spec)
         except SpawnFailed as exc:
             record.error = exc.message
             record.ended = time.time()
             record.log_path.unlink(missing_ok=True)
             self._change_state(record, ProcState.SPAWN_FAILED)
             log.info("could not start %s: %s", argv, exc.message)
+            self._ended_order[seq] = record
+            self._limit_ended()
             return record
         # Watch before anything can yield, so the reaper never meets an unknown pid.
         self._reaper.watch(pid, self._on_exit, self._on_pause)
         record.pid = pid
         named = self._log_dir / f"{seq}-{log_name}-{pid}.log"
-        os.replace(record.log_path, named)  # the child keeps writing through its open fd
+        if pipes is None:
+            os.replace(record.log_path, named)  # the child keeps writing through its open fd
         record.log_path = named
         self._by_pid[pid] = record
         self._change_state(record, ProcState.RUNNING)
@@ -237,6 +262,8 @@ class ProcTable:
 
     def _ended(self, record: ProcRecord) -> None:
         self._record_event(record.ended_event())
+        self._ended_order[record.seq] = record
+        self._limit_ended()
         log.debug("pid %d %s", record.pid, record.info().describe())
         self._tell(record)
 
@@ -250,6 +277,10 @@ class ProcTable:
         # compact size, which the next start restores, so no rewrite is needed meanwhile.
         if self._journal is not None:
             self._journal.append(event)
+            # Forgotten processes still have lines in the journal: compact it now and then
+            # so that it stays a few times the size of what it describes.
+            if self._journal.appended > COMPACT_SLACK + 2 * len(self._records):
+                self._journal.rewrite([r.to_journal() for r in self._records.values()])
 
     def _change_state(self, record: ProcRecord, new: ProcState) -> None:
         if new not in PROC_TRANSITIONS[record.state]:
@@ -260,15 +291,15 @@ class ProcTable:
 
     def snapshot(self) -> list[ProcInfo]:
         self._collect()
-        return [record.info(live=True) for record in self._records]
+        return [record.info(live=True) for record in self._records.values()]
 
     def running_count(self) -> int:
-        return sum(1 for r in self._records if r.state is ProcState.RUNNING)
+        return sum(1 for r in self._records.values() if r.state is ProcState.RUNNING)
 
     def find(self, pid: int) -> ProcRecord:
         record = self._by_pid.get(pid)
         if record is None:
-            raise CorralError(f"pid {pid} was not started by this client", ErrorCode.PERMISSION)
+            raise CorralError(not_started_here(pid), ErrorCode.PERMISSION)
         return record
 
     def signal(self, pids: list[int] | None, signum: int) -> list[dict[str, Any]]:
@@ -278,7 +309,7 @@ class ProcTable:
         self._collect()
         outcomes: dict[int, dict[str, Any]] = {}
         if pids is None:
-            records = [r for r in self._records if r.pid and not r.group_gone]
+            records = [r for r in self._records.values() if r.pid and not r.group_gone]
         else:
             records = []
             for pid in dict.fromkeys(pids):
@@ -351,6 +382,44 @@ class ProcTable:
         deadline = time.monotonic() + SETTLE
         while not settled() and time.monotonic() < deadline:
             gevent.sleep(SETTLE_POLL)
+
+    # --- forgetting ended processes -------------------------------------------------------
+
+    def _drop(self, record: ProcRecord) -> None:
+        del self._records[record.seq]
+        self._ended_order.pop(record.seq, None)
+        if self._by_pid.get(record.pid) is record:
+            del self._by_pid[record.pid]
+
+    def _limit_ended(self) -> None:
+        """Keep at most ``keep_ended`` ended processes: the one that ended first goes first.
+        (Their lines leave the journal at its next compaction; logs are kept.)"""
+        while len(self._ended_order) > self._keep_ended:
+            self._drop(next(iter(self._ended_order.values())))
+
+    def forget(self, pids: list[int] | None) -> list[tuple[int, CorralError | None]]:
+        """Drop ended processes from the table and the journal: those of ``pids``, or every
+        ended one (None). Returns each pid with why it was not forgotten, if it was not."""
+        self._collect()
+        outcomes: list[tuple[int, CorralError | None]] = []
+        if pids is None:
+            for record in list(self._ended_order.values()):
+                self._drop(record)
+                outcomes.append((record.pid, None))
+        else:
+            for pid in pids:
+                try:
+                    record = self.find(pid)
+                    if record.state not in ENDED_STATES:
+                        raise CorralError(f"pid {pid} is still running", ErrorCode.BAD_REQUEST)
+                except CorralError as exc:
+                    outcomes.append((pid, exc))
+                    continue
+                self._drop(record)
+                outcomes.append((pid, None))
+        if self._journal is not None and any(error is None for _pid, error in outcomes):
+            self._journal.rewrite([r.to_journal() for r in self._records.values()])
+        return outcomes
 
     def is_ended(self, pid: int) -> bool:
         return self.find(pid).state in ENDED_STATES

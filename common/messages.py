@@ -375,6 +375,19 @@ class SignalRequest(Message):
 
 @register
 @dataclasses.dataclass(frozen=True)
+class ForgetRequest(Message):
+    """Drop ended processes from the client's table and journal: ``pids``, or every ended
+    one with ``all_ended``. Reply: a list of ``ForgetAnswer``, one per pid."""
+
+    TAG: ClassVar[str] = "forget"
+
+    req: int
+    pids: list[int] = dataclasses.field(default_factory=list)
+    all_ended: bool = False
+
+
+@register
+@dataclasses.dataclass(frozen=True)
 class UsageRequest(Message):
     """Resource usage: the client's RUSAGE_CHILDREN and its process table."""
 
@@ -386,8 +399,8 @@ class UsageRequest(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class LogRequest(Message):
-    """Read a process's log: its last ``lines`` lines, or up to ``max_bytes`` from byte
-    ``offset`` on."""
+    """Read a chunk of a process's log: up to ``max_bytes`` from byte ``offset`` on, or,
+    without an offset, from where its last ``lines`` lines begin (nil or 0: the start)."""
 
     TAG: ClassVar[str] = "log"
 

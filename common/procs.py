@@ -37,6 +37,12 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def not_started_here(pid: int) -> str:
+    """The one wording, wherever it is said (kill, wait, log...), for a pid that is not
+    in a client's table."""
+    return f"pid {pid} was not started by this client"
+
+
 def parse_signal(text: str) -> int:
     """``INT``, ``SIGINT``, ``int`` or ``2`` -> 2; ValueError for anything else."""
     if text.isdigit():
@@ -73,6 +79,7 @@ class ProcInfo(Message):
     rusage: dict[str, float] | None = None  # wait4's, once ended
     cpu_time: float | None = None  # user + system, while running
     rss: int | None = None  # bytes, while running
+    origin: str = "exec"  # "run": a command the master waits on (its output is captured)
 
     def problem(self) -> str | None:
         if self.state not in _STATE_VALUES:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from common.errors import ErrorCode
 from common.messages import (
     ExecRequest,
+    ForgetRequest,
     GetRequest,
     ListRequest,
     LogRequest,
@@ -62,6 +63,14 @@ class SignalAnswer(Message):
 
 @register
 @dataclasses.dataclass(frozen=True)
+class ForgetAnswer(SignalAnswer):
+    """One pid of a ForgetRequest: forgotten, or why not (still running, not ours)."""
+
+    TAG: ClassVar[str] = "forget-answer"
+
+
+@register
+@dataclasses.dataclass(frozen=True)
 class UsageAnswer(Message):
     """getrusage(RUSAGE_CHILDREN) of the client, and its process table."""
 
@@ -93,7 +102,8 @@ class LogAnswer(Message):
 @dataclasses.dataclass(frozen=True)
 class RunAnswer(Message):
     """How ``/bin/sh -c COMMAND`` ended and what it wrote (``dropped``: bytes beyond the
-    output limit)."""
+    output limit); ``cancelled`` when a ``cancel`` stopped it; ``pid`` of the command on
+    the node."""
 
     TAG: ClassVar[str] = "run-answer"
 
@@ -104,6 +114,8 @@ class RunAnswer(Message):
     dropped: int
     timed_out: bool
     duration: float
+    cancelled: bool = False  # stopped on the node at the master's request
+    pid: int = 0  # of the shell (or program) on the node
 
     def problem(self) -> str | None:
         if self.dropped < 0 or self.duration < 0:
@@ -112,7 +124,7 @@ class RunAnswer(Message):
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.cancelled
 
 
 @register
@@ -160,6 +172,7 @@ REPLY_TYPES: dict[type[Message], Any] = {
     ExecRequest: list[ProcInfo],
     ListRequest: list[ProcInfo],
     SignalRequest: list[SignalAnswer],
+    ForgetRequest: list[ForgetAnswer],
     UsageRequest: UsageAnswer,
     LogRequest: LogAnswer,
     RunRequest: RunAnswer,

@@ -6,10 +6,12 @@ the bridge, so callers never touch gevent objects.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 from common import auth
@@ -32,6 +34,12 @@ from master.server import MasterConfig, MasterEngine
 from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 
 log = logging.getLogger("corral.master")
+
+# A followed log is looked at again soon after it grew, less and less often while it
+# does not: quick behind a busy writer, cheap beside an idle one.
+FOLLOW_POLL_FIRST = 0.002  # seconds
+FOLLOW_POLL_MAX = 0.1
+LOG_AHEAD = 4  # chunks of a log asked for ahead of the one being shown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,18 +109,65 @@ class MasterAPI:
     def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
         return self._hub.call(self._ops.signal_all, nodeset, signum)
 
+    def forget(self, refs: list[str]) -> list[SignalOutcome]:
+        return self._hub.call(self._ops.forget, refs)
+
+    def forget_ended(self, nodeset: str | None) -> GroupResult[list[SignalOutcome]]:
+        return self._hub.call(self._ops.forget_ended, nodeset)
+
     def rusage(self, nodeset: str | None = None) -> GroupResult[UsageReport]:
         return self._hub.call(self._ops.rusage, nodeset)
 
     def log(self, ref: str, lines: int | None = None, offset: int | None = None) -> LogChunk:
         return self._hub.call(self._ops.log, ref, lines, offset)
 
+    def log_chunks(self, ref: str, lines: int | None, follow: bool) -> Iterator[LogChunk]:
+        """A log in chunks: its last ``lines`` lines (None or 0: all of it), then with
+        ``follow`` what is written next, until the process has ended.
+
+        While one chunk is shown the next few are already being fetched (client and
+        master work at the same time). A full chunk from X ends at X + step, so those are
+        asked for at X + step, X + 2 step...; a short chunk means the end was reached, and
+        what was asked beyond it is dropped and asked again later from where it ended."""
+        step = self._ops.log_chunk_size
+        poll = FOLLOW_POLL_FIRST
+        chunk = self.log(ref, lines=lines)
+        ahead: collections.deque[tuple[int, Future[LogChunk]]] = collections.deque()
+
+        def drop_ahead() -> None:
+            for _offset, future in ahead:
+                self._hub.cancel(future)
+            ahead.clear()
+
+        try:
+            while True:
+                yield chunk
+                if chunk.more:
+                    if ahead and ahead[0][0] != chunk.offset:
+                        drop_ahead()
+                    while len(ahead) < LOG_AHEAD:
+                        offset = ahead[-1][0] + step if ahead else chunk.offset
+                        ahead.append((offset, self._hub.submit(self._ops.log, ref, None,
+                                                               offset)))
+                else:
+                    drop_ahead()
+                    if not follow or chunk.ended:
+                        return
+                    poll = FOLLOW_POLL_FIRST if chunk.data else min(poll * 2, FOLLOW_POLL_MAX)
+                    time.sleep(poll)
+                    ahead.append((chunk.offset, self._hub.submit(self._ops.log, ref, None,
+                                                                 chunk.offset)))
+                chunk = ahead.popleft()[1].result()
+        finally:
+            drop_ahead()
+
     def wait(self, refs: list[str], timeout: float | None = None) -> list[WaitResult]:
         return self._hub.call(self._ops.wait, refs, timeout)
 
     def run(self, nodeset: str | None, command: str, timeout: float = 30.0,
             cwd: str | None = None) -> GroupResult[RunResult]:
-        return self._hub.call(self._ops.run, nodeset, command, timeout, cwd)
+        """Ctrl-C cancels the command on the nodes; the result says what each did then."""
+        return self._hub.call_to_the_end(self._ops.run, nodeset, command, timeout, cwd)
 
     # --- files -------------------------------------------------------------------------
 
@@ -137,8 +192,8 @@ class MasterAPI:
     def node_names(self) -> list[str]:
         return self._hub.call(self._ops.node_names)
 
-    def running_refs(self) -> list[str]:
-        return self._hub.call(self._ops.running_refs)
+    def process_refs(self, running_only: bool) -> list[str]:
+        return self._hub.call(self._ops.process_refs, running_only)
 
     def _wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
         registry = self._engine.registry

@@ -79,6 +79,17 @@ class HubThread:
             self.cancel(future)
             raise
 
+    def call_to_the_end(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like ``call``, but Ctrl-C asks ``fn`` to stop (its greenlet gets GreenletExit)
+        and then waits for what it returns: ``fn`` winds its work down and reports what
+        became of it. A second Ctrl-C stops waiting."""
+        future = self.submit(fn, *args)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self.cancel(future)
+        return future.result()
+
     def cancel(self, future: Future[Any]) -> None:
         def kill() -> None:
             greenlet = getattr(future, "greenlet", None)

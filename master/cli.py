@@ -13,6 +13,7 @@ from pathlib import Path
 
 from common import auth
 from common.errors import CorralError
+from common.malloc import keep_big_buffers
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
 from master.api import MasterAPI, load_master_token
@@ -59,6 +60,7 @@ def setup_logging(log_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_big_buffers()  # chunks of logs and files reuse freed buffers
     if args.heartbeat <= 0:
         print("corral-master: --heartbeat must be positive", file=sys.stderr)
         return 2
@@ -94,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
     host, port = api.address
+    # Information, not a report: on stderr, so a redirected batch run's output holds only
+    # what its commands printed.
     print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path})",
-          flush=True)
+          file=sys.stderr, flush=True)
     console = CorralConsole(api, interactive=sys.stdin.isatty(), passthrough=args.passthrough)
     try:
         stopped = console.runcmds_plus_hooks(args.commands) if args.commands else False

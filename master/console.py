@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
+import time
 from typing import Any
 
 import cmd2
 from cmd2 import Cmd2ArgumentParser, with_argparser
-from cmd2.exceptions import Cmd2ArgparseError
+from cmd2.exceptions import Cmd2ArgparseError, Cmd2ShlexError
 
 from common.errors import CorralError
 from master import render
 from master.api import MasterAPI
 from master.console_args import CATEGORY, positive_int, seconds
 from master.console_files import FileCommands
-from master.console_processes import DEFAULT_RUN_TIMEOUT, ProcessCommands
+from master.console_processes import DEFAULT_RUN_TIMEOUT, PIPE_RULE, ProcessCommands
+from master.console_text import typed_line
 from master.events import Event
+from master.notices import LEVELS, Notices
 from master.passthrough import on_off, refusal
 
 log = logging.getLogger("corral.master.console")
@@ -33,13 +37,22 @@ class CorralConsole(cmd2.Cmd):
                  **kwargs: Any) -> None:
         self.processes = ProcessCommands()
         self.passthrough = passthrough
-        super().__init__(allow_cli_args=False, auto_suggest=False,
+        # No terminators: a ';' belongs to the shell command it is typed in (run, or any
+        # other word), never silently ends the line.
+        super().__init__(allow_cli_args=False, auto_suggest=False, terminators=[],
                          command_sets=[self.processes, FileCommands()], **kwargs)
         self.api = api
         self.prompt = "corral> "
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
         self._interactive = interactive
+        self.notices = Notices()
+        self._flush_lock = threading.Lock()
+        self._flush_timer: threading.Timer | None = None
+        self.add_settable(cmd2.Settable(
+            "notices", str, "process ends shown above the prompt: all (bursts of exit 0 "
+            "summarised per node), failures, or off", self.notices,
+            settable_attrib_name="level", choices=LEVELS))
         # cmd2's own tools that an operator of corral does not need in the command list.
         self.hidden_commands.extend(["alias", "macro", "run_pyscript", "edit", "shortcuts"])
         self.add_settable(cmd2.Settable(
@@ -53,13 +66,44 @@ class CorralConsole(cmd2.Cmd):
             self.api.subscribe(self._alert)
 
     def _alert(self, event: Event) -> None:
-        self.add_alert(msg=event.describe())
+        """Called on the hub thread: show what is due now, and flush a gathered burst of
+        successful ends a moment later, from a timer thread."""
+        now = time.monotonic()
+        for line in self.notices.offer(event, now):
+            self.add_alert(msg=line)
+        wait = self.notices.due(now)
+        with self._flush_lock:
+            if wait is not None and self._flush_timer is None:
+                self._flush_timer = threading.Timer(wait, self._flush_notices)
+                self._flush_timer.daemon = True
+                self._flush_timer.start()
+
+    def _flush_notices(self) -> None:
+        with self._flush_lock:
+            self._flush_timer = None
+        for line in self.notices.flush():
+            self.add_alert(msg=line)
 
     # --- one place for failures ---------------------------------------------------------
+
+    def show(self, report: render.Rendered) -> None:
+        """A report on stdout, its errors on stderr (one line each)."""
+        self.poutput(report.text)
+        for line in report.errors:
+            self.perror(line)
 
     def fail(self, message: str) -> None:
         self.perror(f"error: {message}")
         self.exit_code = 1
+
+    def _input_line_to_statement(self, line: str) -> Any:
+        # cmd2 reports a line it cannot split (an unclosed quote) and goes on with status
+        # 0; a line that ran nothing is a failed command.
+        try:
+            return super()._input_line_to_statement(line)
+        except Cmd2ShlexError:
+            self.exit_code = 1
+            raise
 
     def onecmd(self, statement: Any, *, add_to_history: bool = True) -> bool:
         try:
@@ -87,14 +131,15 @@ class CorralConsole(cmd2.Cmd):
             return False
 
     def default(self, statement: Any) -> bool | None:
-        """Any other word runs as a shell command on every READY node, unless it looks like
-        a mistyped command or the passthrough is off."""
+        """Any other word runs as a shell command on every READY node, as typed, unless it
+        looks like a mistyped command or the passthrough is off."""
         refused = refusal(statement.command, self.get_visible_commands(), self.passthrough)
         if refused is not None:
             self.last_result = None
             self.fail(refused)
             return None
-        self.processes.run_shell(None, statement.command_and_args, DEFAULT_RUN_TIMEOUT)
+        self.processes.run_shell(None, typed_line(self.statement_parser, statement),
+                                 DEFAULT_RUN_TIMEOUT)
         return None
 
     # --- commands -------------------------------------------------------------------------
@@ -120,6 +165,13 @@ class CorralConsole(cmd2.Cmd):
         nodes = self.api.nodes()
         self.last_result = nodes
         self.poutput(render.nodes_table(nodes))
+
+    def do_help(self, args: Any) -> None:
+        """List the commands, or show help on one."""
+        super().do_help(args)
+        if not str(args).strip():
+            self.poutput("Any other word runs as a shell command on every READY node, as "
+                         "run -- WORDS does.\n" + PIPE_RULE)
 
     @cmd2.with_category(CATEGORY)
     def do_h(self, args: Any) -> None:

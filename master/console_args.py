@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from cmd2 import Choices, Cmd2ArgumentParser, CommandSet
+from cmd2 import Choices, Cmd2ArgumentParser, CommandSet, Completions
 
 from common.procs import parse_signal
 
@@ -25,12 +25,25 @@ class ConsoleCommands(CommandSet["CorralConsole"]):
         return self._cmd
 
 
-def node_choices(app: Any) -> Choices:
-    return Choices.from_values(app.api.node_names())
+def nodeset_complete(app: Any, text: str, line: str, begidx: int, endidx: int) -> Completions:
+    """Node names, also after a comma: ``-w n1,n`` completes to ``n1,n2``, ``n1,n3``...
+    (names already in the set are not offered again)."""
+    head, sep, _last = text.rpartition(",")
+    if head.count("[") != head.count("]"):
+        return Completions.from_values([])  # inside a bracket range: nothing to offer
+    prefix = head + sep
+    taken = set(head.split(","))
+    names = [prefix + name for name in app.api.node_names() if name not in taken]
+    completions: Completions = app.basic_complete(text, line, begidx, endidx, names)
+    return completions
 
 
 def ref_choices(app: Any) -> Choices:
-    return Choices.from_values(app.api.running_refs())
+    return Choices.from_values(app.api.process_refs(running_only=True))
+
+
+def all_ref_choices(app: Any) -> Choices:
+    return Choices.from_values(app.api.process_refs(running_only=False))
 
 
 def signal_arg(text: str) -> int:
@@ -48,7 +61,7 @@ def env_pair(text: str) -> tuple[str, str]:
 
 
 def add_nodeset(parser: Cmd2ArgumentParser) -> None:
-    parser.add_argument("-w", dest="nodeset", metavar="NODESET", choices_provider=node_choices,
+    parser.add_argument("-w", dest="nodeset", metavar="NODESET", completer=nodeset_complete,
                         help="target nodes, e.g. n[1-3],web* (default: every READY node)")
 
 
@@ -70,6 +83,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
     return value
 
 

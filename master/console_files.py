@@ -50,7 +50,7 @@ class FileCommands(ConsoleCommands):
 
     def _report_transfer(self, group: Any) -> None:
         self.app.last_result = group
-        self.app.poutput(render.transfer_report(group))
+        self.app.show(render.transfer_report(group))
         if group.errors:
             self.app.exit_code = 1
 
@@ -84,6 +84,6 @@ class FileCommands(ConsoleCommands):
         """Remove files (folders with -r) on nodes."""
         group = self.app.api.remove(args.nodeset, args.paths, args.recursive)
         self.app.last_result = group
-        self.app.poutput(render.remove_report(group))
+        self.app.show(render.remove_report(group))
         if group.errors or not all(o.ok for r in group.results.values() for o in r):
             self.app.exit_code = 1

@@ -13,6 +13,8 @@ from master import render
 from master.console_args import (
     ConsoleCommands,
     add_nodeset,
+    all_ref_choices,
+    count,
     env_pair,
     positive_int,
     program_words,
@@ -21,9 +23,14 @@ from master.console_args import (
     signal_arg,
     signal_parser,
 )
+from master.console_text import typed_tail
+from master.logview import LogTail
+from master.selection import STATES, select
 
 DEFAULT_RUN_TIMEOUT = 30.0
-FOLLOW_POLL = 0.2  # seconds between reads of a followed log
+PIPE_RULE = ("An unquoted | or > (and what follows it) is the console's own: it pipes or "
+             "redirects the report on this machine. To send them to the nodes, give them to "
+             "a shell there: run -- sh -c 'ls | wc -l > count'.")
 
 
 class ProcessCommands(ConsoleCommands):
@@ -52,20 +59,29 @@ class ProcessCommands(ConsoleCommands):
                 stdin = args.stdin.read()
         group = self.app.api.exec(args.nodeset, argv, args.cwd, dict(args.env), stdin, args.count)
         self.app.last_result = group
-        self.app.poutput(render.exec_table(group))
+        self.app.show(render.exec_table(group))
         spawn_failed = [n for n, infos in group.results.items() if any(not i.pid for i in infos)]
         if group.errors or spawn_failed:
             self.app.exit_code = 1
 
     pid_parser = Cmd2ArgumentParser(description="Show the processes started on nodes.")
     add_nodeset(pid_parser)
+    pid_parser.add_argument("--state", choices=STATES,
+                            help="only running ones, ended ones, or failed ones (ended "
+                                 "otherwise than by exit 0)")
+    pid_parser.add_argument("--program", metavar="GLOB",
+                            help="only those whose program (name or path) or command line "
+                                 "matches GLOB, e.g. 'sleep*'")
+    pid_parser.add_argument("--last", type=positive_int, metavar="N",
+                            help="only the N started last (on all the nodes together)")
 
     @with_argparser(pid_parser)
     def do_pid(self, args: argparse.Namespace) -> None:
         """Show the processes started on nodes and their states."""
-        group = self.app.api.processes(args.nodeset)
+        group = select(self.app.api.processes(args.nodeset), args.state, args.program,
+                       args.last)
         self.app.last_result = group
-        self.app.poutput(render.process_table(group, time.time()))
+        self.app.show(render.process_table(group, time.time()))
         if group.errors:
             self.app.exit_code = 1
 
@@ -85,25 +101,60 @@ class ProcessCommands(ConsoleCommands):
         """Send SIGKILL to processes: REF... or --all [-w NODESET]."""
         self._signal(args, 9)
 
+    def _refs_or_every(self, args: argparse.Namespace, every: bool, flag: str) -> bool:
+        """REF... or ``flag`` (with -w), not both and not neither; says so if not."""
+        if every == bool(args.refs):
+            self.app.fail(f"give REF... or {flag}")
+            return False
+        if args.nodeset and not every:
+            self.app.fail(f"-w goes with {flag}")
+            return False
+        return True
+
     def _signal(self, args: argparse.Namespace, signum: int) -> None:
-        if args.all == bool(args.refs):
-            self.app.fail("give REF... or --all")
-            return
-        if args.nodeset and not args.all:
-            self.app.fail("-w goes with --all")
+        if not self._refs_or_every(args, args.all, "--all"):
             return
         if args.all:
             group = self.app.api.signal_all(args.nodeset, signum)
             outcomes = [o for name in group.succeeded for o in group.results[name]]
-            for name in group.failed:
-                self.app.perror(f"{name}: {group.errors[name].message}")
+            for line in render.failure_lines(group):
+                self.app.perror(line)
             failed = bool(group.errors)
         else:
             outcomes = self.app.api.signal(args.refs, signum)
             failed = False
         self.app.last_result = outcomes
-        self.app.poutput(render.signal_table(outcomes, signal_name(signum)))
+        self.app.show(render.signal_table(outcomes, signal_name(signum)))
         if failed or not all(o.ok for o in outcomes):
+            self.app.exit_code = 1
+
+    forget_parser = Cmd2ArgumentParser(
+        description="Drop ended processes from the nodes' tables and journals (their logs "
+                    "stay). A client also forgets its oldest ended processes by itself "
+                    "beyond its --keep-ended limit.")
+    forget_parser.add_argument("refs", nargs="*", metavar="REF",
+                               choices_provider=all_ref_choices, help="NODE:PID of an ended "
+                               "process")
+    forget_parser.add_argument("--all-ended", action="store_true",
+                               help="every ended process on the target nodes")
+    add_nodeset(forget_parser)
+
+    @with_argparser(forget_parser)
+    def do_forget(self, args: argparse.Namespace) -> None:
+        """Drop ended processes from the tables: REF... or --all-ended [-w NODESET]."""
+        if not self._refs_or_every(args, args.all_ended, "--all-ended"):
+            return
+        if args.all_ended:
+            group = self.app.api.forget_ended(args.nodeset)
+            self.app.last_result = group
+            self.app.show(render.forgotten_counts(group))
+            failed = bool(group.errors)
+        else:
+            outcomes = self.app.api.forget(args.refs)
+            self.app.last_result = outcomes
+            self.app.show(render.outcome_table(outcomes, lambda _outcome: "forgotten"))
+            failed = not all(o.ok for o in outcomes)
+        if failed:
             self.app.exit_code = 1
 
     rusage_parser = Cmd2ArgumentParser(description="Resource usage of processes on nodes.")
@@ -114,14 +165,14 @@ class ProcessCommands(ConsoleCommands):
         """Resource usage: RUSAGE_CHILDREN totals per node, then each process."""
         group = self.app.api.rusage(args.nodeset)
         self.app.last_result = group
-        self.app.poutput(render.rusage_tables(group))
+        self.app.show(render.rusage_tables(group))
         if group.errors:
             self.app.exit_code = 1
 
     log_parser = Cmd2ArgumentParser(description="Show the log of a process.")
-    log_parser.add_argument("ref", metavar="REF", choices_provider=ref_choices,
+    log_parser.add_argument("ref", metavar="REF", choices_provider=all_ref_choices,
                             help="NODE:PID")
-    log_parser.add_argument("-n", dest="lines", type=int, default=20, metavar="LINES",
+    log_parser.add_argument("-n", dest="lines", type=count, default=20, metavar="LINES",
                             help="how many lines from the end (default 20; 0: all)")
     log_parser.add_argument("-f", dest="follow", action="store_true",
                             help="follow until the process ends or Ctrl-C")
@@ -129,23 +180,34 @@ class ProcessCommands(ConsoleCommands):
     @with_argparser(log_parser)
     def do_log(self, args: argparse.Namespace) -> None:
         """Show the tail of a process's log (stdout and stderr, in order)."""
-        chunk = self.app.api.log(args.ref, lines=args.lines or None)
-        shown = [chunk.data]
-        self._write_raw(chunk.data)
+        shown = LogTail()
+        ended = False
         try:
-            while args.follow and not chunk.ended:
-                time.sleep(FOLLOW_POLL)
-                chunk = self.app.api.log(args.ref, offset=chunk.offset)
-                shown.append(chunk.data)
-                self._write_raw(chunk.data)
+            for chunk in self.app.api.log_chunks(args.ref, args.lines, args.follow):
+                shown.add(chunk.data)
+                self._write_log(chunk.data)
+                ended = chunk.ended
         except KeyboardInterrupt:
-            pass  # Ctrl-C is how one stops following
-        self.app.last_result = b"".join(shown)
+            if not args.follow:
+                raise
+            # Ctrl-C is how one stops following
+        self.app.last_result = shown.view(args.ref, ended)
 
-    def _write_raw(self, data: bytes) -> None:
-        if data:
-            self.app.stdout.write(printable_bytes(data))
-            self.app.stdout.flush()
+    def _write_log(self, data: bytes) -> None:
+        """On a terminal, the log's text with control characters escaped (a process must
+        not drive the operator's screen); redirected, its bytes as they are, as cat would
+        write them."""
+        if not data:
+            return
+        stream = self.app.stdout
+        binary = getattr(stream, "buffer", None)
+        if binary is None or stream.isatty():
+            stream.write(printable_bytes(data))
+            stream.flush()
+            return
+        stream.flush()  # what was written as text before goes first
+        binary.write(data)
+        binary.flush()
 
     wait_parser = Cmd2ArgumentParser(description="Wait for processes to end.")
     wait_parser.add_argument("refs", nargs="+", metavar="REF", choices_provider=ref_choices,
@@ -158,33 +220,36 @@ class ProcessCommands(ConsoleCommands):
         """Wait until each process has ended; fails unless all exited 0."""
         results = self.app.api.wait(args.refs, args.timeout)
         self.app.last_result = results
-        self.app.poutput(render.wait_table(results))
+        self.app.show(render.wait_table(results))
         if not all(r.ok for r in results):
             self.app.exit_code = 1
 
     run_parser = Cmd2ArgumentParser(
-        description="Run a shell command on nodes.",
-        epilog="A word that is not a console command runs the same way on every READY "
-               "node (the passthrough), unless it is within an edit or two of a command "
-               "(lsit: did you mean list?). `set passthrough off`, or --no-passthrough on "
-               "the master, turns that off: then only run sends commands.")
+        description="Run a shell command through /bin/sh -c on nodes and show each node's "
+        "output. The text after -- reaches the nodes exactly as typed (quotes, spacing, ;, "
+        "&&, $, globs); so does a word that is not a console command, with what follows "
+        "it (the passthrough), unless it is within an edit or two of a command (lsit: did "
+        "you mean list?). `set passthrough off`, or --no-passthrough on the master, turns "
+        "the passthrough off: then only run sends commands.",
+        epilog=PIPE_RULE)
     add_nodeset(run_parser)
     run_parser.add_argument("--timeout", type=seconds, default=DEFAULT_RUN_TIMEOUT,
                             metavar="S", help=f"default {DEFAULT_RUN_TIMEOUT:g}")
     run_parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND")
 
-    @with_argparser(run_parser)
+    @with_argparser(run_parser, preserve_quotes=True)
     def do_run(self, args: argparse.Namespace) -> None:
         """Run a command through /bin/sh -c on nodes and show each node's output."""
-        words = program_words(args.command)
-        if not words:
+        command = typed_tail(self.app.statement_parser, args.cmd2_statement,
+                             len(args.command))
+        if not command.strip():
             self.app.fail("no command given: run [-w NODESET] -- COMMAND")
             return
-        self.run_shell(args.nodeset, " ".join(words), args.timeout)
+        self.run_shell(args.nodeset, command, args.timeout)
 
     def run_shell(self, nodeset: str | None, command: str, timeout: float) -> None:
         group = self.app.api.run(nodeset, command, timeout)
         self.app.last_result = group
-        self.app.poutput(render.run_report(group, color=True))
+        self.app.show(render.run_report(group, color=True))
         if group.errors or not all(r.ok for r in group.results.values()):
             self.app.exit_code = 1

@@ -100,5 +100,11 @@ def fan_out(nodes: list[Node], make: Callable[[Node], Callable[[int], Message]],
         group.join()
     finally:
         group.kill()  # cancelled (Ctrl-C): stop every request still waiting
-    order = sorted({node.name for node in nodes} | set(failures), key=natural_key)
-    return GroupResult(results=results, errors=failures, order=order)
+    return gathered(results, failures, nodes)
+
+
+def gathered(results: dict[str, T], errors: dict[str, CorralError], nodes: list[Node]
+             ) -> GroupResult[T]:
+    """The group result of ``nodes`` (and of named nodes that could not be asked)."""
+    order = sorted({node.name for node in nodes} | set(errors), key=natural_key)
+    return GroupResult(results=results, errors=errors, order=order)

@@ -3,34 +3,43 @@ the requests to all of them at once, and turn the replies into typed results."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
 from common.messages import (
+    Cancel,
     ExecRequest,
+    ForgetRequest,
     ListRequest,
     LogRequest,
+    Message,
     RunRequest,
     SignalRequest,
     UsageRequest,
 )
-from common.procs import ProcInfo
+from common.procs import ProcInfo, not_started_here
 from common.replies import LogAnswer, RunAnswer, SignalAnswer, UsageAnswer
 from common.text import printable
-from master.fanout import GroupResult, fan_out, parse_ref, resolve_targets
+from master.fanout import GroupResult, fan_out, gathered, parse_ref, resolve_targets
 from master.registry import Node
 from master.server import MasterEngine
+from master.session import Session
 
 log = logging.getLogger("corral.master.ops")
 
 RUN_GRACE = 5.0  # beyond a command's own timeout, for the reply to travel
+CANCEL_GRACE = 5.0  # for a node to stop a cancelled command and answer
 FRAME_HEADROOM = 64 * 1024  # room in a frame for the rest of an exec request
+LOG_CHUNK = 1024 * 1024  # bytes of a log asked for at a time
 PER_COPY = 0.02  # seconds of extra patience per copy that exec -n asks for
 
 
@@ -48,8 +57,15 @@ class SignalOutcome:
 
 
 UsageReport = UsageAnswer
-LogChunk = LogAnswer
 RunResult = RunAnswer
+
+
+@dataclasses.dataclass(frozen=True)
+class LogChunk:
+    data: bytes
+    offset: int  # where the next chunk starts
+    ended: bool  # the process has ended and this chunk reaches the end of its log
+    more: bool  # the chunk was full: more is already there to read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +81,14 @@ class WaitResult:
 
 def _procs(_node: Node, value: list[ProcInfo]) -> list[ProcInfo]:
     return value
+
+
+def _as_error(exc: BaseException | None) -> CorralError:
+    if isinstance(exc, CorralError):
+        return exc
+    if isinstance(exc, OSError):
+        return CorralError(f"connection lost: {exc.strerror or exc}", ErrorCode.DISCONNECTED)
+    return CorralError(repr(exc), ErrorCode.INTERNAL)
 
 
 def _same(_node: Node, value: Any) -> Any:
@@ -121,6 +145,27 @@ class Operations:
     # --- signals -----------------------------------------------------------------------
 
     def signal(self, refs: list[str], signum: int) -> list[SignalOutcome]:
+        return self._per_ref(refs, lambda pids: lambda req: SignalRequest(
+            req=req, signum=signum, pids=pids))
+
+    def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
+        return self._per_node(nodeset, lambda req: SignalRequest(req=req, signum=signum,
+                                                                 all_running=True))
+
+    # --- forget ------------------------------------------------------------------------
+
+    def forget(self, refs: list[str]) -> list[SignalOutcome]:
+        """Drop these ended processes from their clients' tables and journals."""
+        return self._per_ref(refs, lambda pids: lambda req: ForgetRequest(req=req, pids=pids))
+
+    def forget_ended(self, nodeset: str | None) -> GroupResult[list[SignalOutcome]]:
+        """Drop every ended process of the target nodes."""
+        return self._per_node(nodeset, lambda req: ForgetRequest(req=req, all_ended=True))
+
+    def _per_ref(self, refs: list[str], make: Callable[[list[int]], Callable[[int], Message]]
+                 ) -> list[SignalOutcome]:
+        """One request per node for the pids of ``refs`` on it (``make(pids)``); an outcome
+        per ref, in the order given."""
         by_node: dict[str, list[int]] = defaultdict(list)
         for ref in refs:
             name, pid = parse_ref(ref)
@@ -129,8 +174,7 @@ class Operations:
 
         def one_node(name: str, pids: list[int]) -> None:
             try:
-                answers = self._ask(name, lambda req: SignalRequest(req=req, signum=signum,
-                                                                   pids=pids))
+                answers = self._ask(name, make(pids))
             except CorralError as exc:
                 for pid in pids:
                     outcomes[f"{name}:{pid}"] = SignalOutcome(f"{name}:{pid}", False, exc.message)
@@ -142,16 +186,15 @@ class Operations:
         gevent.joinall([gevent.spawn(one_node, n, p) for n, p in by_node.items()])
         return [outcomes[ref] for ref in dict.fromkeys(refs) if ref in outcomes]
 
-    def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
+    def _per_node(self, nodeset: str | None, make: Callable[[int], Message]
+                  ) -> GroupResult[list[SignalOutcome]]:
+        """The same request to every target node; an outcome per pid each answers for."""
         nodes, errors = resolve_targets(self.registry, nodeset)
 
         def convert(node: Node, answers: list[SignalAnswer]) -> list[SignalOutcome]:
             return [SignalOutcome.from_answer(node.name, answer) for answer in answers]
 
-        def make(_node: Node) -> Any:
-            return lambda req: SignalRequest(req=req, signum=signum, all_running=True)
-
-        return fan_out(nodes, make, self.timeout, convert, errors)
+        return fan_out(nodes, lambda _node: make, self.timeout, convert, errors)
 
     # --- rusage / log ------------------------------------------------------------------
 
@@ -161,11 +204,19 @@ class Operations:
         return fan_out(nodes, lambda _n: lambda req: UsageRequest(req=req), self.timeout,
                        _same, errors)
 
+    @property
+    def log_chunk_size(self) -> int:
+        return min(LOG_CHUNK, self.engine.config.max_frame - FRAME_HEADROOM)
+
     def log(self, ref: str, lines: int | None, offset: int | None) -> LogChunk:
+        """One chunk of a log: from ``offset``, or from where the last ``lines`` lines begin
+        (None or 0: from the start)."""
         name, pid = parse_ref(ref)
-        answer: LogAnswer = self._ask(name, lambda req: LogRequest(req=req, pid=pid, lines=lines,
-                                                                   offset=offset))
-        return answer
+        size = self.log_chunk_size
+        answer: LogAnswer = self._ask(name, lambda req: LogRequest(
+            req=req, pid=pid, lines=lines, offset=offset, max_bytes=size))
+        return LogChunk(data=answer.data, offset=answer.offset, ended=answer.ended,
+                        more=len(answer.data) >= size)
 
     # --- wait --------------------------------------------------------------------------
 
@@ -191,8 +242,7 @@ class Operations:
                 for ref, pid in members:
                     current = table.get(pid)
                     if current is None:
-                        results[ref] = WaitResult(ref, None, f"pid {pid} was not started by "
-                                                             f"{name}")
+                        results[ref] = WaitResult(ref, None, not_started_here(pid))
                     elif current.ended_state:
                         results[ref] = WaitResult(ref, current)
                     else:
@@ -219,22 +269,73 @@ class Operations:
 
     def run(self, nodeset: str | None, command: str, timeout: float,
             cwd: str | None = None) -> GroupResult[RunResult]:
+        """Run ``command`` on the nodes. Cancelled (Ctrl-C: the greenlet is killed) or past
+        the master's own patience, the command is cancelled on the nodes still running it,
+        and what each then answers (``cancelled``, or its status if it had just ended) is
+        the result."""
         nodes, errors = resolve_targets(self.registry, nodeset)
         log.info("run %r on %s", command, ",".join(n.name for n in nodes))
+        asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]] = {}
+        cancelled: list[str] = []
+        why = "cancelled"
+        try:
+            try:
+                for node in nodes:
+                    assert node.session is not None
+                    try:
+                        req, reply = node.session.begin(lambda req: RunRequest(
+                            req=req, command=command, timeout=timeout, cwd=cwd))
+                    except (CorralError, OSError) as exc:
+                        errors[node.name] = _as_error(exc)
+                        continue
+                    asked[node.name] = (node.session, req, reply)
+                gevent.wait([reply for _s, _r, reply in asked.values()],
+                            timeout=timeout + RUN_GRACE)
+                why = f"no reply within {timeout + RUN_GRACE:g} s"
+            except gevent.GreenletExit:
+                pass  # Ctrl-C: cancel below what has not ended yet
+            cancelled = self._cancel_unanswered(asked)
+        finally:
+            for session, req, _reply in asked.values():
+                session.end(req, cancel=False)
+        results: dict[str, RunResult] = {}
+        for name, (_session, _req, reply) in asked.items():
+            if not reply.ready():
+                errors[name] = CorralError(f"{why}; no answer to the cancel within "
+                                           f"{CANCEL_GRACE:g} s", ErrorCode.NO_REPLY)
+            elif not reply.successful():
+                error = _as_error(reply.exception)
+                if name in cancelled and why != "cancelled":
+                    error = CorralError(f"{why}: {error.message}", ErrorCode.NO_REPLY)
+                errors[name] = error
+            elif name in cancelled and why != "cancelled":
+                errors[name] = CorralError(f"{why}: cancelled on the node", ErrorCode.NO_REPLY)
+            else:
+                results[name] = reply.value
+        return gathered(results, errors, nodes)
 
-        def make(_node: Node) -> Any:
-            return lambda req: RunRequest(req=req, command=command, timeout=timeout, cwd=cwd)
-
-        return fan_out(nodes, make, timeout + RUN_GRACE, _same, errors)
+    def _cancel_unanswered(self, asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]]
+                           ) -> list[str]:
+        """Tell each node still running the command to stop it, wait a moment for what it
+        answers, and return their names."""
+        names = [name for name, (_s, _r, reply) in asked.items() if not reply.ready()]
+        if names:
+            log.info("cancelling the command on %s", ",".join(names))
+        for name in names:
+            session, req, _reply = asked[name]
+            with contextlib.suppress(OSError):
+                session.send(Cancel(req=req))
+        gevent.wait([asked[name][2] for name in names], timeout=CANCEL_GRACE)
+        return names
 
     # --- completion --------------------------------------------------------------------
 
     def node_names(self) -> list[str]:
         return [node.name for node in self.registry.nodes()]
 
-    def running_refs(self) -> list[str]:
+    def process_refs(self, running_only: bool) -> list[str]:
         group = self.processes(None)
-        return [f"{name}:{p.pid}" for name, procs in group.results.items() for p in procs
-                if not p.ended_state]
+        return [f"{name}:{p.pid}" for name in group.succeeded for p in group.results[name]
+                if p.pid and not (running_only and p.ended_state)]
 
 

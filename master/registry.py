@@ -18,6 +18,7 @@ import gevent.event
 from common.errors import CorralError, ErrorCode
 from common.messages import Heartbeat, Register
 from common.states import NODE_TRANSITIONS, REACHABLE_STATES, NodeState
+from common.text import printable
 from master.events import Event, NodeEvent
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ log = logging.getLogger("corral.master.nodes")
 
 MISSING_AFTER = 3  # heartbeat intervals without a heartbeat
 GONE_AFTER = 10
+STALL_AFTER = 1  # intervals a liveness check may come late before the master counts it stalled
 MAX_GONE = 10_000  # departed nodes remembered (oldest forgotten first)
 
 
@@ -95,6 +97,7 @@ class NodeRegistry:
         self._by_id: dict[str, Node] = {}
         self._listeners: list[Listener] = []
         self._changed = gevent.event.Event()
+        self._last_check: float | None = None  # monotonic time of the last liveness check
 
     # --- events ---------------------------------------------------------------------------
 
@@ -184,7 +187,19 @@ class NodeRegistry:
             self.change_state(node, NodeState.READY)
 
     def check_liveness(self, now: float) -> None:
+        """Judge each node on how long it has been silent. Called every half interval;
+        if the master's own loop stalled meanwhile (stopped, swapped out, busy), heartbeats
+        waiting unread in its sockets are no fault of the nodes: the stalled time is not
+        counted against any of them."""
         interval = self.heartbeat_interval
+        stalled = 0.0 if self._last_check is None else now - self._last_check - interval / 2
+        self._last_check = now
+        if stalled >= STALL_AFTER * interval:
+            log.warning("the master's own loop stalled for %.1f s; no node is blamed for "
+                        "that time", stalled)
+            for node in self._by_id.values():
+                if node.last_heartbeat is not None:
+                    node.last_heartbeat += stalled
         for node in list(self._by_id.values()):
             if node.state not in (NodeState.READY, NodeState.MISSING):
                 continue
@@ -222,7 +237,7 @@ class NodeRegistry:
         for node in self._by_id.values():
             if node.name == name:
                 return node
-        raise CorralError(f"unknown node {name!r}", ErrorCode.UNKNOWN_NODE)
+        raise CorralError(f"unknown node: {printable(name)}", ErrorCode.UNKNOWN_NODE)
 
     def size(self) -> int:
         return len(self._by_id)
@@ -234,5 +249,9 @@ class NodeRegistry:
         return sum(1 for node in self._by_id.values() if node.state is state)
 
 
-def natural_key(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Node order as ClusterShell's NodeSet lists names: by the name's pattern (its numbers
+    taken out), then by each number, shorter digit strings first (``n1 n2 n10 n001 n002``,
+    never ``n1 n001 n2``)."""
+    pattern = re.sub(r"\d+", "%s", name)
+    return pattern, tuple((len(digits), int(digits)) for digits in re.findall(r"\d+", name))

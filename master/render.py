@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tabulate import tabulate
@@ -88,27 +89,36 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def _error_rows(group: GroupResult[Any], width: int) -> list[list[Any]]:
-    return [[name, "error: " + group.errors[name].message, *[""] * (width - 2)]
-            for name in group.failed]
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """A report and, apart from it, its errors (one line each): the console prints the
+    report on stdout and the errors on stderr, so a redirected report holds only data."""
+
+    text: str
+    errors: list[str]
 
 
-def exec_table(group: GroupResult[list[ProcInfo]]) -> str:
+def failure_lines(group: GroupResult[Any]) -> list[str]:
+    return [f"{name}: error: {group.errors[name].message}" for name in group.failed]
+
+
+def exec_table(group: GroupResult[list[ProcInfo]]) -> Rendered:
     rows = []
+    errors = []
     for name in group.succeeded:
         for info in group.results[name]:
             if info.proc_state is ProcState.SPAWN_FAILED:
-                rows.append([name, "-", short_command(info.argv),
-                             f"error: {printable(info.error or '')}"])
+                errors.append(f"{name}: {short_command(info.argv)}: error: "
+                              f"{printable(info.error or '')}")
             else:
                 rows.append([name, ref(name, info), short_command(info.argv),
                              printable(info.log)])
-    rows += [[name, "-", "", "error: " + group.errors[name].message] for name in group.failed]
     rows.sort(key=lambda row: natural_key(row[0]))
-    return _table(rows, ["node", "ref", "program", "log file"])
+    return Rendered(_table(rows, ["node", "ref", "program", "log file"]),
+                    errors + failure_lines(group))
 
 
-def process_table(group: GroupResult[list[ProcInfo]], now: float) -> str:
+def process_table(group: GroupResult[list[ProcInfo]], now: float) -> Rendered:
     rows: list[list[Any]] = []
     for name in group.succeeded:
         for info in group.results[name]:
@@ -119,21 +129,27 @@ def process_table(group: GroupResult[list[ProcInfo]], now: float) -> str:
                 human_bytes(info.rss) if info.rss is not None else "-",
             ])
     table = _table(rows, ["ref", "command", "state", "started", "run time", "cpu time", "rss"])
-    return "\n".join([table, *failure_lines(group)])
+    return Rendered(table, failure_lines(group))
 
 
-def failure_lines(group: GroupResult[Any]) -> list[str]:
-    return [f"{name}: error: {group.errors[name].message}" for name in group.failed]
+def signal_table(outcomes: list[SignalOutcome], signame: str) -> Rendered:
+    return outcome_table(outcomes, lambda outcome: _signal_result(outcome, signame))
 
 
-def signal_table(outcomes: list[SignalOutcome], signame: str) -> str:
-    rows = [[o.ref, _signal_result(o, signame)] for o in outcomes]
-    return _table(rows, ["ref", "result"])
+def outcome_table(outcomes: list[SignalOutcome], done: Callable[[SignalOutcome], str]
+                  ) -> Rendered:
+    """A row per ref saying what was ``done``; an error line for each where nothing was."""
+    rows = [[o.ref, done(o)] for o in outcomes if o.ok]
+    errors = [f"{o.ref}: error: {o.message}" for o in outcomes if not o.ok]
+    return Rendered(_table(rows, ["ref", "result"]), errors)
+
+
+def forgotten_counts(group: GroupResult[list[SignalOutcome]]) -> Rendered:
+    rows = [[name, f"{sum(o.ok for o in group.results[name]):,}"] for name in group.succeeded]
+    return Rendered(_table(rows, ["node", "ended processes forgotten"]), failure_lines(group))
 
 
 def _signal_result(outcome: SignalOutcome, signame: str) -> str:
-    if not outcome.ok:
-        return f"error: {outcome.message}"
     text = outcome.message or f"sent {signame}"
     left = outcome.still_running
     if left:
@@ -154,9 +170,8 @@ def _usage_cells(usage: dict[str, float]) -> list[str]:
                                                  "ru_nivcsw"))]
 
 
-def rusage_tables(group: GroupResult[UsageReport]) -> str:
+def rusage_tables(group: GroupResult[UsageReport]) -> Rendered:
     totals = [[name, *_usage_cells(group.results[name].children)] for name in group.succeeded]
-    totals += _error_rows(group, len(RUSAGE_HEADERS) + 1)
     per_process = []
     for name in group.succeeded:
         for info in group.results[name].processes:
@@ -172,25 +187,25 @@ def rusage_tables(group: GroupResult[UsageReport]) -> str:
     if per_process:
         parts += ["", "per process (wait4 rusage once ended; psutil while running):",
                   _table(per_process, ["ref", "command", "state", *RUSAGE_HEADERS])]
-    return "\n".join(parts)
+    return Rendered("\n".join(parts), failure_lines(group))
 
 
-def wait_table(results: list[WaitResult]) -> str:
-    rows = [[r.ref, r.info.describe() if r.info else "-", r.error or ""] for r in results]
-    return _table(rows, ["ref", "state", "note"])
+def wait_table(results: list[WaitResult]) -> Rendered:
+    rows = [[r.ref, r.info.describe()] for r in results if r.info is not None]
+    errors = [f"{r.ref}: error: {r.error}" for r in results if r.error]
+    return Rendered(_table(rows, ["ref", "state"]), errors)
 
 
-def run_report(group: GroupResult[RunResult], color: bool) -> str:
+def run_report(group: GroupResult[RunResult], color: bool) -> Rendered:
     def paint(text: str, shade: str) -> str:
         return f"{shade}{text}{RESET}" if color else text
 
     parts = []
-    for name in group.order:
-        if name in group.errors:
-            parts.append(paint(f"[{name}] error: {group.errors[name].message}", RED))
-            continue
+    for name in group.succeeded:
         result = group.results[name]
-        if result.timed_out:
+        if result.cancelled:
+            status = "cancelled"
+        elif result.timed_out:
             status = f"timed out after {result.duration:.1f} s"
         elif result.signal is not None:
             status = f"killed {signal_name(result.signal)}"
@@ -208,31 +223,32 @@ def run_report(group: GroupResult[RunResult], color: bool) -> str:
     failed = [n for n in group.order if n in group.errors or not group.results[n].ok]
     summary = summary_line(len(group.order) - len(failed), len(failed))
     parts.append(summary + (f"; failed: {fold(failed)}" if failed else ""))
-    return "\n".join(parts)
+    errors = [paint(f"[{name}] error: {group.errors[name].message}", RED)
+              for name in group.failed]
+    return Rendered("\n".join(parts), errors)
 
 
-def transfer_report(group: GroupResult[TransferResult]) -> str:
+def transfer_report(group: GroupResult[TransferResult]) -> Rendered:
     rows = []
-    for name in group.order:
-        if name in group.errors:
-            rows.append([name, "-", "-", "-", "error: " + group.errors[name].message])
-        else:
-            result = group.results[name]
-            rows.append([name, str(result.files), human_bytes(result.bytes),
-                         duration(result.seconds), "ok"])
+    for name in group.succeeded:
+        result = group.results[name]
+        rows.append([name, str(result.files), human_bytes(result.bytes),
+                     duration(result.seconds), "ok"])
     table = _table(rows, ["node", "files", "bytes", "time", "result"])
     summary = summary_line(len(group.succeeded), len(group.failed))
-    return table + "\n" + summary
+    return Rendered(table + "\n" + summary, failure_lines(group))
 
 
-def remove_report(group: GroupResult[list[RemoveOutcome]]) -> str:
-    rows = [[name, printable(o.path), "removed" if o.ok else "error: " + o.message]
-            for name in group.succeeded for o in group.results[name]]
-    rows += [[name, "-", "error: " + group.errors[name].message] for name in group.failed]
+def remove_report(group: GroupResult[list[RemoveOutcome]]) -> Rendered:
+    rows = [[name, printable(o.path), "removed"]
+            for name in group.succeeded for o in group.results[name] if o.ok]
+    errors = [f"{name}: {printable(o.path)}: error: {o.message}"
+              for name in group.succeeded for o in group.results[name] if not o.ok]
     failed = [n for n in group.order
               if n in group.errors or not all(o.ok for o in group.results[n])]
-    return (_table(rows, ["node", "path", "result"]) + "\n"
-            + summary_line(len(group.order) - len(failed), len(failed)))
+    return Rendered(_table(rows, ["node", "path", "result"]) + "\n"
+                    + summary_line(len(group.order) - len(failed), len(failed)),
+                    errors + failure_lines(group))
 
 
 def progress_line(progress: Progress) -> str:

@@ -119,10 +119,13 @@ class MasterProcess:
             self.argv(commands or []), stdin=stdin, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
-        assert match, f"master did not start: {line!r} {self.proc.stderr.read()!r}"  # type: ignore[union-attr]
+        assert self.proc.stderr is not None
+        seen = []
+        match = None
+        while match is None and (line := self.proc.stderr.readline()):  # information
+            seen.append(line)
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+        assert match, f"master did not start: {''.join(seen)!r}"
         self.port = int(match.group(1))
         return self
 

@@ -95,12 +95,12 @@ def test_kill_all_on_a_node_set(master: MasterAPI, nodes) -> None:
 
 
 def test_missing_program_is_a_spawn_error(console: CorralConsole, master: MasterAPI,
-                                          nodes) -> None:
+                                          nodes, capsys) -> None:
     console.onecmd_plus_hooks("exec -w n1 -- no-such-program-xyz")
     assert console.exit_code == 1
     (info,) = console.last_result.results["n1"]
     assert info.describe() == "spawn failed: No such file or directory: no-such-program-xyz"
-    assert "error: No such file or directory" in console.stdout.getvalue()  # type: ignore[attr-defined]
+    assert "error: No such file or directory" in capsys.readouterr().err
     assert any(p.describe().startswith("spawn failed") for p in
                master.processes("n1").results["n1"])
 
@@ -144,10 +144,10 @@ def test_log_keeps_stdout_and_stderr_in_order(console: CorralConsole, master: Ma
     ref = f"n1:{info.pid}"
     master.wait([ref], timeout=30)
     console.onecmd_plus_hooks(f"log {ref}")
-    assert console.last_result.decode().splitlines() == [
+    assert console.last_result.tail.decode().splitlines() == [
         "out1", "err1", "out2", "err2", "out3", "err3"]
     console.onecmd_plus_hooks(f"log {ref} -n 2")
-    assert console.last_result.decode().splitlines() == ["out3", "err3"]
+    assert console.last_result.tail.decode().splitlines() == ["out3", "err3"]
 
 
 def test_log_follow_until_the_process_ends(console: CorralConsole, master: MasterAPI,
@@ -155,7 +155,7 @@ def test_log_follow_until_the_process_ends(console: CorralConsole, master: Maste
     script = "for i in 1 2 3 4 5; do echo tick$i; sleep 0.1; done"
     info = only(master.exec("n1", ["sh", "-c", script]))
     console.onecmd_plus_hooks(f"log n1:{info.pid} -f")
-    assert console.last_result.decode().splitlines() == [f"tick{i}" for i in range(1, 6)]
+    assert console.last_result.tail.decode().splitlines() == [f"tick{i}" for i in range(1, 6)]
 
 
 def test_exec_options(master: MasterAPI, nodes, tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_run_on_three_nodes(console: CorralConsole, nodes) -> None:
 
 
 def test_run_reports_failures_and_stderr(console: CorralConsole, nodes) -> None:
-    console.onecmd_plus_hooks("run -w n[1-2] -- 'echo oops >&2; test $(hostname) = nope'")
+    console.onecmd_plus_hooks("run -w n[1-2] -- sh -c 'echo oops >&2; test $(hostname) = nope'")
     text = console.stdout.getvalue()  # type: ignore[attr-defined]
     assert "[n1] exit 1" in text and "stderr: oops" in text
     assert text.splitlines()[-1] == "0 succeeded, 2 failed, 2 total; failed: n[1-2]"
@@ -273,11 +273,15 @@ def test_tab_completes_nodes_and_refs(console: CorralConsole, master: MasterAPI,
                                       nodes) -> None:
     assert complete(console, "pid -w n") == ["n1", "n2", "n3"]
     assert complete(console, "exec -w n") == ["n1", "n2", "n3"]
+    assert complete(console, "pid -w n1,n") == ["n1,n2", "n1,n3"]  # after a comma too
+    assert complete(console, "run -w n[1-2],n3,n") == ["n[1-2],n3,n1", "n[1-2],n3,n2"]
     running = only(master.exec("n2", ["sleep", "30"]), "n2")
     ended = only(master.exec("n2", ["true"]), "n2")
     master.wait([f"n2:{ended.pid}"], timeout=30)
-    for command in ("kill", "sKill", "log", "wait"):
+    for command in ("kill", "sKill", "wait"):
         assert complete(console, f"{command} n2") == [f"n2:{running.pid}"]
+    # An ended process still has a log to read.
+    assert complete(console, "log n2") == sorted([f"n2:{running.pid}", f"n2:{ended.pid}"])
 
 
 def test_exec_several_copies(console: CorralConsole, master: MasterAPI, nodes) -> None:
@@ -289,8 +293,8 @@ def test_exec_several_copies(console: CorralConsole, master: MasterAPI, nodes) -
     assert [r.info.describe() for r in master.wait(refs, timeout=30)] == ["exited 5"] * 6
 
 
-def test_quoted_pipe_runs_on_the_node(console: CorralConsole, nodes) -> None:
-    console.onecmd_plus_hooks("run -w n1 -- 'echo a | tr a b'")
+def test_pipe_given_to_sh_runs_on_the_node(console: CorralConsole, nodes) -> None:
+    console.onecmd_plus_hooks("run -w n1 -- sh -c 'echo a | tr a b'")
     assert console.last_result.results["n1"].stdout == b"b\n"
 
 

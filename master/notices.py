@@ -1,0 +1,63 @@
+"""Which events the operator sees above the prompt, and bursts of them summarised.
+
+``exec -n 2000`` ends 2,000 processes within a second; one line each would bury the
+prompt. Successful ends (exit 0) are counted per node for a moment and then shown as one
+line (``n2: 2,000 processes exited 0 in the last second``, or the single notice when there
+was only one); a failed end is shown at once, each one. The operator chooses with
+``set notices``: ``all``, ``failures`` (no successful ends), or ``off`` (no process ends).
+Node events are always shown. Ends of ``run`` commands are never noticed: the command's
+own report says how they ended. No gevent and no clock of its own: the caller passes the
+time in and flushes when ``due`` says so.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from master.events import Event, ProcessEvent
+from master.registry import natural_key
+
+LEVELS = ("all", "failures", "off")
+WINDOW = 1.0  # seconds successful ends are gathered before they are shown
+
+
+class Notices:
+    def __init__(self, level: str = "all", window: float = WINDOW) -> None:
+        self.level = level
+        self.window = window
+        self._lock = threading.Lock()  # events arrive on the hub thread, flushes on a timer
+        self._pending: dict[str, tuple[int, str]] = {}  # node -> (count, first notice)
+        self._since: float | None = None  # when the oldest pending notice arrived
+
+    def offer(self, event: Event, now: float) -> list[str]:
+        """The lines to show now for ``event`` (successful ends wait for ``flush``)."""
+        if not isinstance(event, ProcessEvent):
+            return [event.describe()]
+        if self.level == "off" or event.info.origin == "run":
+            return []
+        if event.info.describe() != "exited 0":
+            return [event.describe()]
+        if self.level != "all":
+            return []
+        with self._lock:
+            count, first = self._pending.get(event.node, (0, ""))
+            self._pending[event.node] = (count + 1, first or event.describe())
+            if self._since is None:
+                self._since = now
+        return []
+
+    def due(self, now: float) -> float | None:
+        """Seconds until pending notices should be flushed; None when nothing waits."""
+        with self._lock:
+            return None if self._since is None else max(0.0, self._since + self.window - now)
+
+    def flush(self) -> list[str]:
+        """One line per node for the successful ends gathered so far."""
+        with self._lock:
+            pending, self._pending, self._since = self._pending, {}, None
+        lines = []
+        for node in sorted(pending, key=natural_key):
+            count, first = pending[node]
+            lines.append(first if count == 1 else
+                         f"{node}: {count:,} processes exited 0 in the last second")
+        return lines
