@@ -189,29 +189,39 @@ def _one_peer(address: tuple[str, int], rng: random.Random, frames: int) -> int:
     return sent
 
 
+def _storm_beside_a_healthy_client(master: MasterAPI, peer: typing.Callable[[int], int],
+                                   seeds: list[int], threads: int) -> tuple[list[int], int]:
+    """Run ``peer(seed)`` for every seed from ``threads`` threads while the client named
+    ``healthy`` keeps answering ``run true``; return what each peer sent, and the runs."""
+    sent: list[int] = []
+    lock = threading.Lock()
+
+    def worker(chunk: list[int]) -> None:
+        for seed in chunk:
+            count = peer(seed)
+            with lock:
+                sent.append(count)
+
+    workers = [threading.Thread(target=worker, args=(seeds[i::threads],))
+               for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    healthy_runs = 0
+    while any(t.is_alive() for t in workers):
+        assert master.run("healthy", "true").ok  # keeps working throughout
+        healthy_runs += 1
+    for thread in workers:
+        thread.join()
+    return sent, healthy_runs
+
+
 def test_storm_of_bad_frames(master: MasterAPI, spawn_client, master_log: Path) -> None:
     spawn_client("healthy", master.address)
     assert master.wait_ready(1, timeout=30).reached
     rng = random.Random(20261128)
     seeds = [rng.getrandbits(64) for _ in range(FRAMES // 4)]  # 5 frames each, some cut off
-    totals: list[int] = []
-    lock = threading.Lock()
-
-    def worker(chunk: list[int]) -> None:
-        for seed in chunk:
-            count = _one_peer(master.address, random.Random(seed), 5)
-            with lock:
-                totals.append(count)
-
-    threads = [threading.Thread(target=worker, args=(seeds[i::16],)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    healthy_runs = 0
-    while any(t.is_alive() for t in threads):
-        assert master.run("healthy", "true").ok  # keeps working throughout
-        healthy_runs += 1
-    for thread in threads:
-        thread.join()
+    totals, healthy_runs = _storm_beside_a_healthy_client(
+        master, lambda seed: _one_peer(master.address, random.Random(seed), 5), seeds, 16)
     print(f"{sum(totals)} bad frames sent from {len(seeds)} peers; {healthy_runs} healthy runs")
     assert sum(totals) >= FRAMES
     assert healthy_runs > 0
@@ -302,28 +312,10 @@ def test_hostile_well_typed_messages_leave_master_memory_bounded(
     me = psutil.Process()
 
     def storm(seeds: range) -> int:
-        total = 0
-        threads_sent: list[int] = []
-        lock = threading.Lock()
-
-        def worker(chunk: list[int]) -> None:
-            for seed in chunk:
-                count = _hostile_session(master.address, seed, 40)
-                with lock:
-                    threads_sent.append(count)
-
-        threads = [threading.Thread(target=worker, args=(list(seeds)[i::8],)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        runs = 0
-        while any(t.is_alive() for t in threads):
-            assert master.run("healthy", "true").ok  # keeps working throughout
-            runs += 1
-        for thread in threads:
-            thread.join()
-        total = sum(threads_sent)
-        assert runs > 0 and total > 0
-        return total
+        sent, runs = _storm_beside_a_healthy_client(
+            master, lambda seed: _hostile_session(master.address, seed, 40), list(seeds), 8)
+        assert runs > 0 and sum(sent) > 0
+        return sum(sent)
 
     storm(range(0, 100))  # warm-up: caches, first-time allocations
     before = me.memory_info().rss
