@@ -336,6 +336,7 @@ class ProcTable:
             targets.append(record)
         was = {record.pid: record.state for record in targets}
         self._settle(targets, signum)
+        self._collect()  # a leader seen gone from its group may be a zombie until now
         scan = scan_groups([record.pid for record in targets])
         for record in targets:
             others = [pid for pid in scan.live(record.pid) if pid != record.pid]
