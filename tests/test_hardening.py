@@ -229,10 +229,13 @@ def test_a_killed_client_removes_its_partial_files_when_it_starts(
     partials: list[Path] = []
 
     def kill_once_a_partial_exists(_progress: object) -> None:
-        found = list(victim.workdir.glob(TEMP_PREFIX + "*"))
-        if found and victim.proc.poll() is None:
-            partials.extend(found)
+        # Called on the master's hub thread: while it waits here nothing more is sent, so
+        # the copy cannot finish before the client is killed with its partial file.
+        if victim.proc.poll() is None:
+            partials.extend(wait_until(lambda: list(victim.workdir.glob(TEMP_PREFIX + "*")),
+                                       what="the partial file"))
             victim.signal(signal.SIGKILL)
+            victim.proc.wait()
 
     group = master.copy("victim", [str(source)], "big.bin", progress=kill_once_a_partial_exists)
     assert group.failed == ["victim"]
