@@ -300,6 +300,9 @@ class _Download:
             return
         try:
             if isinstance(message, GetFile):
+                if self._file is not None:  # each would hold a descriptor and a temp file
+                    raise CorralError(f"node began {message.relpath!r} before "
+                                      f"{self._file.final.name!r} ended", ErrorCode.PROTOCOL)
                 target = self._place(message.relpath)
                 if message.kind == "dir":
                     target.mkdir(parents=True, exist_ok=True)
@@ -325,6 +328,9 @@ class _Download:
         if self._file is None:
             raise CorralError("file data outside a file", ErrorCode.PROTOCOL)
         return self._file
+
+    def unfinished(self) -> bool:
+        return self._file is not None
 
     def discard(self) -> None:
         if self._file is not None:
@@ -397,6 +403,9 @@ def _pull_one(node: Node, remote: str, download: _Download) -> None:
                                       ErrorCode.NO_REPLY) from None
             if download.error is not None:
                 break
+        if download.error is None and download.unfinished():
+            download.error = CorralError("node ended the pull in the middle of a file",
+                                         ErrorCode.PROTOCOL)
         if download.error is not None:
             raise download.error
         finished = True
