@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from common.messages import Message, register
 from common.states import ENDED_STATES, ProcState
-from common.text import printable
+from common.text import printable, quoted
 
 _STATE_VALUES = frozenset(state.value for state in ProcState)
 
@@ -83,7 +83,7 @@ class ProcInfo(Message):
 
     def problem(self) -> str | None:
         if self.state not in _STATE_VALUES:
-            return f"unknown process state {self.state!r}"
+            return f"unknown process state {quoted(self.state)}"
         if self.pid < 0 or self.seq < 0:
             return "negative pid or seq"
         if self.rusage is not None:

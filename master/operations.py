@@ -28,7 +28,7 @@ from common.messages import (
 )
 from common.procs import ProcInfo, not_started_here
 from common.replies import LogAnswer, RunAnswer, SignalAnswer, UsageAnswer
-from common.text import printable
+from common.text import peer_message
 from master.fanout import GroupResult, fan_out, gathered, parse_ref, resolve_targets
 from master.registry import Node
 from master.server import MasterEngine
@@ -52,7 +52,7 @@ class SignalOutcome:
 
     @classmethod
     def from_answer(cls, node: str, answer: SignalAnswer) -> SignalOutcome:
-        return cls(f"{node}:{answer.pid}", answer.ok, printable(answer.message),
+        return cls(f"{node}:{answer.pid}", answer.ok, peer_message(answer.message),
                    answer.still_running)
 
 

@@ -36,7 +36,7 @@ from common.messages import (
 )
 from common.names import name_problem
 from common.replies import RemoveAnswer
-from common.text import printable
+from common.text import peer_message
 from master.fanout import GroupResult, fan_out, resolve_targets
 from master.registry import Node, NodeRegistry, natural_key
 from master.session import Session
@@ -425,7 +425,7 @@ def remove(registry: NodeRegistry, nodeset: str | None, paths: list[str], recurs
         return lambda req: RemoveRequest(req=req, paths=node_paths, recursive=recursive)
 
     def convert(_node: Node, answers: list[RemoveAnswer]) -> list[RemoveOutcome]:
-        return [RemoveOutcome(a.path, a.ok, printable(a.message)) for a in answers]
+        return [RemoveOutcome(a.path, a.ok, peer_message(a.message)) for a in answers]
 
     return fan_out(nodes, make, timeout, convert, errors)
 

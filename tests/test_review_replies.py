@@ -1,0 +1,56 @@
+"""Second check of what a peer holding the token can make the master keep, log or show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.states import NodeState
+from master.api import MasterAPI
+from tests.harness import wait_until
+from tests.peers import good_heartbeat
+from tests.test_hardening import scripted
+
+HUGE = 1_000_000
+
+
+def gone(master: MasterAPI, name: str) -> bool:
+    return all(n.state is NodeState.GONE for n in master.nodes() if n.name == name)
+
+
+@pytest.mark.parametrize("wire", [
+    {**good_heartbeat(1), "\x00" * HUGE: 1},  # an unknown field with a huge name
+    {"t": "\x01" * HUGE},  # an unknown type
+    {**good_heartbeat(1), "load": ["\x02" * HUGE, 0.0, 0.0]},  # a huge wrong value
+], ids=["field", "type", "value"])
+def test_a_huge_bad_message_costs_one_short_log_line(master: MasterAPI, master_log: Path,
+                                                     wire: dict) -> None:
+    node = scripted(master, "evil")
+    node.send_wire(wire)
+    wait_until(lambda: gone(master, "evil") and "closed evil" in master_log.read_text(),
+               what="evil closed")
+    assert master_log.stat().st_size < 20_000
+
+
+def test_a_huge_failure_message_is_one_short_row(master: MasterAPI, master_log: Path) -> None:
+    from common.messages import ExecRequest, FailReply
+
+    def answer(request):  # type: ignore[no-untyped-def]
+        if isinstance(request, ExecRequest):
+            return FailReply(req=request.req, code=1, message="\x1b" * HUGE)
+        return None
+
+    scripted(master, "evil", answer)
+    group = master.exec("evil", ["true"])
+    message = group.errors["evil"].message
+    assert len(message) < 1000 and "\x1b" not in message
+    assert "more characters" in message
+
+
+def test_a_huge_closing_reason_is_one_short_line(master: MasterAPI, master_log: Path) -> None:
+    node = scripted(master, "evil")
+    node.send_wire({"t": "error", "code": 1, "message": "why " * HUGE})
+    wait_until(lambda: gone(master, "evil") and "closed evil" in master_log.read_text(),
+               what="evil closed")
+    assert master_log.stat().st_size < 20_000
