@@ -21,6 +21,9 @@ def rusage_dict(usage: Any) -> dict[str, float]:
     return {name: float(getattr(usage, name)) for name in RUSAGE_FIELDS}
 
 
+LATEST_TIME = 253_402_300_799.0  # 9999-12-31 23:59:59 UTC, in wall-clock seconds
+
+
 def rusage_problem(usage: dict[str, float]) -> str | None:
     """A rusage map must have exactly corral's fields, none negative."""
     if set(usage) != set(RUSAGE_FIELDS):
@@ -86,6 +89,8 @@ class ProcInfo(Message):
             return f"unknown process state {quoted(self.state)}"
         if self.pid < 0 or self.seq < 0:
             return "negative pid or seq"
+        if any(t is not None and not 0 <= t <= LATEST_TIME for t in (self.started, self.ended)):
+            return "start or end time is not a date a clock can show"
         if self.rusage is not None:
             return rusage_problem(self.rusage)
         if any(v is not None and v < 0 for v in (self.cpu_time, self.rss)):

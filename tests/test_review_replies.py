@@ -54,3 +54,38 @@ def test_a_huge_closing_reason_is_one_short_line(master: MasterAPI, master_log: 
     wait_until(lambda: gone(master, "evil") and "closed evil" in master_log.read_text(),
                what="evil closed")
     assert master_log.stat().st_size < 20_000
+
+
+@pytest.mark.parametrize("changes", [
+    {"started": 1e300}, {"started": -1e300}, {"state": "exited", "ended": 1e300,
+                                              "exit_code": 0},
+    {"state": "killed", "signal": 2 ** 63, "ended": 2.0},
+    {"state": "exited", "exit_code": -(2 ** 63), "ended": 2.0},
+    {"cpu_time": 1e300}, {"rss": 2 ** 64 - 1},
+], ids=["started-huge", "started-negative", "ended-huge", "signal-huge", "exit-huge",
+        "cpu-huge", "rss-huge"])
+@pytest.mark.parametrize("command", ["pid", "pid --last 1", "pid --state ended",
+                                     "usage"])
+def test_odd_figures_in_a_process_table_never_break_a_command(
+        master: MasterAPI, command: str, changes: dict) -> None:
+    import io
+
+    from common.messages import ListRequest, UsageRequest
+    from master.console import CorralConsole
+    from tests.test_hardening import proc_wire
+
+    def answer(request):  # type: ignore[no-untyped-def]
+        if isinstance(request, ListRequest):
+            return [proc_wire(**changes)]
+        if isinstance(request, UsageRequest):
+            return {"children": {}, "processes": [proc_wire(**changes)]}
+        return None
+
+    scripted(master, "evil", answer)
+    out, err = io.StringIO(), io.StringIO()
+    console = CorralConsole(master, interactive=False, stdout=out)
+    import contextlib
+    with contextlib.redirect_stderr(err):
+        console.onecmd_plus_hooks(command)
+    assert "Error:" not in err.getvalue() and "Traceback" not in err.getvalue()
+    assert "Overflow" not in err.getvalue() and "ValueError" not in err.getvalue(), err.getvalue()
