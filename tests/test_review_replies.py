@@ -89,3 +89,26 @@ def test_odd_figures_in_a_process_table_never_break_a_command(
         console.onecmd_plus_hooks(command)
     assert "Error:" not in err.getvalue() and "Traceback" not in err.getvalue()
     assert "Overflow" not in err.getvalue() and "ValueError" not in err.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("answer_for", [
+    lambda request: {"data": b"x" * request.max_bytes, "offset": 0, "ended": False},
+    lambda request: {"data": b"x" * (request.max_bytes + 1),
+                     "offset": (request.offset or 0) + request.max_bytes + 1, "ended": True},
+    lambda request: {"data": b"abc", "offset": 1, "ended": True},
+], ids=["never-advances", "more-than-asked", "offset-before-its-data"])
+def test_a_log_answer_that_does_not_follow_its_request_is_a_protocol_error(
+        master: MasterAPI, answer_for) -> None:  # type: ignore[no-untyped-def]
+    from common.errors import CorralError
+    from common.messages import LogRequest
+
+    evil = scripted(master, "evil", lambda request: answer_for(request)
+                    if isinstance(request, LogRequest) else None)
+    chunks = 0
+    with pytest.raises(CorralError) as failed:
+        for _chunk in master.log_chunks("evil:7", None, follow=False):
+            chunks += 1
+            assert chunks < 100, "the log never ends"
+    assert "protocol error" in failed.value.message
+    evil.closed.wait(30)
+    assert evil.closed.is_set()
