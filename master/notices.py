@@ -6,8 +6,9 @@ line (``n2: 2,000 processes exited 0 in the last second``, or the single notice 
 was only one); a failed end is shown at once, each one, up to ``FAILURES_SHOWN`` per node
 in a moment, and the rest of a burst of failures is counted and shown as one line too: a
 node (a broken program, or a peer making events up) must not bury the prompt or, while a
-command runs and nothing drains them, grow the console's queue of alerts without bound. The operator chooses with
-``set notices``: ``all``, ``failures`` (no successful ends), or ``off`` (no process ends).
+command runs and nothing drains them, grow the console's queue of alerts without bound.
+The operator chooses with ``set notices``: ``all``, ``failures`` (no successful ends), or
+``off`` (no process ends).
 Node events are always shown. Ends of ``run`` commands are never noticed: the command's
 own report says how they ended. No gevent and no clock of its own: the caller passes the
 time in and flushes when ``due`` says so.
