@@ -112,3 +112,30 @@ def test_a_log_answer_that_does_not_follow_its_request_is_a_protocol_error(
     assert "protocol error" in failed.value.message
     evil.closed.wait(30)
     assert evil.closed.is_set()
+
+
+def test_an_impostor_master_cannot_fill_the_clients_log(spawn_client) -> None:
+    """Before the handshake anyone on the master's address can answer: one huge refusal
+    per connection attempt must cost the client one short line."""
+    import socket
+    import threading
+
+    from common.framing import pack_frame
+
+    server = socket.create_server(("127.0.0.1", 0))
+    answered = threading.Event()
+
+    def impostor() -> None:
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(pack_frame({"t": "error", "code": 1, "message": "no " * HUGE}))
+        answered.set()
+
+    threading.Thread(target=impostor, daemon=True).start()
+    client = spawn_client("n1", server.getsockname())
+    try:
+        wait_until(lambda: client.log_text().count("master refused") >= 2, what="refusals")
+        assert len(client.log_text()) < 20_000
+    finally:
+        server.close()
