@@ -4,7 +4,7 @@ An entry without a slash names a program found on the client's own PATH (``sleep
 entry with a slash is a path (``/opt/lab/bin/sim``). A request's program is resolved the
 way it will be executed (``client.spawn.find_program``: the client's PATH, or the folder
 the process starts in) and the real path of that file, symbolic links followed, must be
-the real path of an entry.
+the real path of an entry, started by that entry's name (its last component).
 
 With a list in force, two more things hold:
 - a command for ``run`` must be one simple command (no pipes, redirections, ``;``, ``$`` or
@@ -39,21 +39,30 @@ REFUSED_ENVIRONMENT = (
     "TEXTDOMAINDIR",
     # where a bare command name is looked up, by shells and by execvp in the child
     "PATH",
-    # shells: start-up files, exported functions, options, word splitting, trace prompts
+    # shells: start-up files, exported functions, options, word splitting, trace prompts,
+    # where functions and loadable built-ins are found
     "ENV", "BASH_ENV", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS", "IFS", "PS4",
-    "PROMPT_COMMAND", "ZDOTDIR", "SHELL",
+    "PROMPT_COMMAND", "ZDOTDIR", "SHELL", "FPATH", "BASH_LOADABLES_PATH",
     # interpreters' module paths, start-up files and options
     "PYTHON*", "PERL*", "RUBY*", "GEM_*", "NODE_*", "LUA_*", "TCLLIBPATH", "PHPRC",
     "PHP_INI_SCAN_DIR", "CLASSPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
     "JDK_JAVA_OPTIONS", "R_PROFILE*", "R_ENVIRON*", "R_LIBS*", "DOTNET_*", "CORECLR_*",
-    "COMPlus_*",
+    "COMPlus_*", "TCL_LIBRARY", "TK_LIBRARY", "ERL_*", "AWKPATH", "GUILE_*",
+    # compilers: where they find the programs they run in turn
+    "GCC_EXEC_PREFIX", "COMPILER_PATH", "RUSTC_WRAPPER", "CARGO_*",
     # plug-in and engine folders of common libraries
     "OPENSSL_*", "GIO_*", "GTK_*", "GST_PLUGIN_*", "QT_PLUGIN_PATH", "LIBGL_DRIVERS_PATH",
-    "SASL_PATH",
+    "SASL_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH", "GDK_PIXBUF_MODULE*", "VK_*",
+    "__EGL_VENDOR_LIBRARY_*", "LIBVA_DRIVERS_PATH", "GSS_MECH_CONFIG", "KRB5_CONFIG",
+    "PKCS11_*",
     # tools that start a helper named in the environment, or read commands from it
     "EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE", "BROWSER",
     "SSH_ASKPASS", "SUDO_ASKPASS", "GIT_*", "VIMINIT", "EXINIT", "MYVIMRC", "MAKEFLAGS",
-    "MAKEFILES",
+    "MAKEFILES", "RSYNC_RSH", "RSYNC_CONNECT_PROG", "CVS_RSH", "SYSTEMD_PAGER",
+    "SYSTEMD_EDITOR", "HGRCPATH",
+    # options read from the environment that can name a command to run (tar's
+    # --to-command and --checkpoint-action=exec, less's +!, gzip's and zip's options)
+    "TAR_OPTIONS", "LESS", "GZIP", "ZIPOPT", "UNZIP",
     # where programs find their configuration files, which may hold commands
     "HOME", "XDG_CONFIG_*", "XDG_DATA_*",
 )
@@ -78,7 +87,7 @@ class AllowList:
         self.node = node
         self.names = {entry for entry in entries if "/" not in entry}
         # A relative path entry is taken from the folder the client was started in.
-        self.paths = {os.path.realpath(entry) for entry in entries if "/" in entry}
+        self.paths = {os.path.abspath(entry) for entry in entries if "/" in entry}
 
     @classmethod
     def from_options(cls, allow: list[str], allow_file: Path | None, node: str
@@ -91,15 +100,21 @@ class AllowList:
                     entries.append(line)
         return cls(entries, node) if entries or allow_file is not None else None
 
-    def _allowed_paths(self) -> set[str]:
-        # Names are looked up at each check, so a program installed later is found.
-        found = (find_program(name, Path("/")) for name in self.names)
-        return self.paths | {os.path.realpath(path) for path in found if path is not None}
+    def _allowed(self) -> set[tuple[str, str]]:
+        """(real path, name it is started by) of every entry. The name counts as well as
+        the file: a multi-call program (busybox, vim and rvim, a script that reads ``$0``)
+        is another program under each of its names, and a link of another name to a listed
+        file must not pick one. Looked up at each check, so a program installed (or an
+        alternative switched) later is found."""
+        found = ((find_program(name, Path("/")), name) for name in self.names)
+        return ({(os.path.realpath(path), os.path.basename(path)) for path in self.paths}
+                | {(os.path.realpath(path), name) for path, name in found if path is not None})
 
     def check(self, name: str, program: str | None) -> None:
         """``program`` is where ``name`` resolved (None: nothing there); refuse unless its
-        real path is on the list."""
-        if program is None or os.path.realpath(program) not in self._allowed_paths():
+        real path is that of an entry started by the same name."""
+        if (program is None
+                or (os.path.realpath(program), os.path.basename(name)) not in self._allowed()):
             raise NotAllowed(f"program {name!r} is not allowed on {self.node}")
 
     def check_environment(self, env: dict[str, str]) -> None:

@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         f"%(asctime)s corral-client[{args.name}] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         handlers=[handler])
+    token_path = args.token_file or (
+        None if os.environ.get(auth.TOKEN_ENV, "").strip() else auth.default_token_path())
     try:
         token = auth.client_token(args.token_file)
     except CorralError as exc:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
-    token_path = args.token_file or (
-        None if os.environ.get(auth.TOKEN_ENV, "").strip() else auth.default_token_path())
     if token_path is not None and (warning := auth.exposure_warning(token_path)):
         logging.getLogger("corral.client").warning("%s", warning)
     state_dir = (args.state_dir or default_state_dir(args.name)).resolve()

@@ -44,6 +44,7 @@ from common.messages import (
     error_code,
 )
 from common.procs import ProcExited, ProcInfo
+from common.text import peer_message
 from common.tls import TlsFiles
 from common.turns import Turns
 
@@ -297,7 +298,7 @@ class _Connection:
                 self._cancel(message.req)
                 continue
             if isinstance(message, ErrorFrame):
-                raise RemoteError(f"master closed the session: {message.message}",
+                raise RemoteError(f"master closed the session: {peer_message(message.message)}",
                                   error_code(message.code))
             handler = handlers.get(type(message))
             if handler is None:

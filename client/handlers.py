@@ -151,7 +151,7 @@ class RequestHandlers:
                 data = read_chunk(log_file, start, size, request.max_bytes)
         except FileNotFoundError:
             if record.origin == "run":  # a run command's log exists once it has output
-                return {"data": b"", "offset": 0, "ended": ended}
+                return {"data": b"", "offset": request.offset or 0, "ended": ended}
             raise CorralError(f"log of pid {request.pid} is gone: {path}",
                               ErrorCode.NOT_FOUND) from None
         offset = start + len(data)

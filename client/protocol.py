@@ -10,6 +10,7 @@ from common import PROTOCOL_VERSION, auth, frame_auth
 from common.errors import AuthError, ErrorCode, ProtocolError, RemoteError
 from common.framing import FrameChannel
 from common.messages import ErrorFrame, Hello, Message, Register, Welcome, decode, error_code
+from common.text import peer_message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,8 @@ def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcom
     """
     hello = decode(channel.read())
     if isinstance(hello, ErrorFrame):
-        raise RemoteError(f"master refused: {hello.message}", error_code(hello.code))
+        raise RemoteError(f"master refused: {peer_message(hello.message)}",
+                          error_code(hello.code))
     if not isinstance(hello, Hello):
         raise ProtocolError(f"expected hello, got {hello.TAG}")
     if hello.version != PROTOCOL_VERSION:
@@ -62,7 +64,8 @@ def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcom
     )
     answer = decode(channel.read())
     if isinstance(answer, ErrorFrame):
-        raise RemoteError(f"master refused: {answer.message}", error_code(answer.code))
+        raise RemoteError(f"master refused: {peer_message(answer.message)}",
+                          error_code(answer.code))
     if not isinstance(answer, Welcome):
         raise ProtocolError(f"expected welcome, got {answer.TAG}")
     proof = auth.master_proof(token, hello.nonce, client_nonce,

@@ -73,9 +73,11 @@ def ensure_token(path: Path) -> tuple[bytes, bool]:
 
 def client_token(token_file: Path | None) -> bytes:
     """The token a client uses: --token-file, else $CORRAL_TOKEN, else the default file."""
+    # Taken out of this process's environment whatever the source: every process the
+    # client starts inherits that environment, and must not get the fleet's secret.
+    from_env = os.environ.pop(TOKEN_ENV, "").strip()
     if token_file is not None:
         return read_token(token_file)
-    from_env = os.environ.get(TOKEN_ENV, "").strip()
     if from_env:
         return from_env.encode()
     return read_token(default_token_path())

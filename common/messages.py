@@ -15,6 +15,7 @@ import typing
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 from common.errors import ErrorCode, ProtocolError
+from common.text import quoted
 
 TYPE_KEY = "t"
 _NODE_ID = re.compile(r"[!-~]{1,64}")
@@ -126,7 +127,7 @@ def _converter(hint: Any) -> Converter:
                 raise _Mismatch(f"is not a {hint.TAG} map")
             tag = value.get(TYPE_KEY, hint.TAG)
             if tag != hint.TAG:
-                raise _Mismatch(f"is a {tag!r}, not a {hint.TAG!r}")
+                raise _Mismatch(f"is a {quoted(tag)}, not a {hint.TAG!r}")
             try:
                 return _build(hint, value)
             except ProtocolError as exc:
@@ -168,7 +169,7 @@ def _build(cls: type[M], wire: dict[str, Any]) -> M:
             continue
         convert = schema.converters.get(name)
         if convert is None:
-            raise ProtocolError(f"{tag}: unexpected field {name!r}")
+            raise ProtocolError(f"{tag}: unexpected field {quoted(name)}")
         try:
             values[name] = convert(value)
         except _Mismatch as exc:
@@ -190,7 +191,7 @@ def decode(wire: dict[str, Any]) -> Message:
         raise ProtocolError("message has no type tag")
     cls = _REGISTRY.get(tag)
     if cls is None:
-        raise ProtocolError(f"unknown message type {tag!r}")
+        raise ProtocolError(f"unknown message type {quoted(tag)}")
     return _build(cls, wire)
 
 
@@ -561,7 +562,7 @@ class Cancel(Message):
 def entry_problem(kind: str, mode: int, size: int) -> str | None:
     """The rules for a file entry of a transfer, shared by both directions."""
     if kind not in ("file", "dir"):
-        return f"kind {kind!r} is neither 'file' nor 'dir'"
+        return f"kind {quoted(kind)} is neither 'file' nor 'dir'"
     if not 0 <= mode <= 0o7777:
         return f"mode {mode:#o} out of range"
     if size < 0:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from common.messages import Message, register
 from common.states import ENDED_STATES, ProcState
-from common.text import printable
+from common.text import printable, quoted
 
 _STATE_VALUES = frozenset(state.value for state in ProcState)
 
@@ -19,6 +19,9 @@ RUSAGE_FIELDS = ("ru_utime", "ru_stime", "ru_maxrss", "ru_minflt", "ru_majflt", 
 def rusage_dict(usage: Any) -> dict[str, float]:
     """The fields of a ``resource.struct_rusage`` that corral reports (maxrss in KiB)."""
     return {name: float(getattr(usage, name)) for name in RUSAGE_FIELDS}
+
+
+LATEST_TIME = 253_402_300_799.0  # 9999-12-31 23:59:59 UTC, in wall-clock seconds
 
 
 def rusage_problem(usage: dict[str, float]) -> str | None:
@@ -83,9 +86,11 @@ class ProcInfo(Message):
 
     def problem(self) -> str | None:
         if self.state not in _STATE_VALUES:
-            return f"unknown process state {self.state!r}"
+            return f"unknown process state {quoted(self.state)}"
         if self.pid < 0 or self.seq < 0:
             return "negative pid or seq"
+        if any(t is not None and not 0 <= t <= LATEST_TIME for t in (self.started, self.ended)):
+            return "start or end time is not a date a clock can show"
         if self.rusage is not None:
             return rusage_problem(self.rusage)
         if any(v is not None and v < 0 for v in (self.cpu_time, self.rss)):

@@ -25,6 +25,29 @@ def printable(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+# A peer's message (an error, a reason) is shown and logged in one line; past this many
+# characters the rest is counted, not shown: one frame must not make a line of megabytes.
+MESSAGE_LIMIT = 500
+QUOTE_LIMIT = 60  # a peer's value quoted inside one of our messages
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def peer_message(text: str) -> str:
+    """A peer's message in one line: escaped, and clipped to ``MESSAGE_LIMIT``."""
+    return _clip(printable(text), MESSAGE_LIMIT)
+
+
+def quoted(value: object) -> str:
+    """A peer's value inside one of our own messages: its repr (escapes included), clipped
+    to ``QUOTE_LIMIT``."""
+    return _clip(repr(value), QUOTE_LIMIT)
+
+
 def printable_lines(text: str) -> str:
     """Several lines: newlines and tabs kept, every other control character escaped."""
     return _CONTROL_KEEP_LINES.sub(_escape, text)

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import cmd2
-from cmd2 import Cmd2ArgumentParser, with_argparser
+from cmd2 import Cmd2ArgumentParser, Cmd2Style, with_argparser
 from cmd2.exceptions import Cmd2ArgparseError, Cmd2ShlexError
 
 from common.errors import CorralError
@@ -94,7 +94,23 @@ class CorralConsole(cmd2.Cmd):
 
     def fail(self, message: str) -> None:
         self.perror(f"error: {message}")
-        self.exit_code = 1
+
+    def perror(self, *objects: Any, style: Any = Cmd2Style.ERROR, **kwargs: Any) -> None:
+        """Whatever is reported as an error, by corral or by cmd2's own commands (``set``,
+        ``help``, ``run_script``, ``alias``), fails the command and so the batch. Warnings
+        and ``set timing``'s figure are not failures."""
+        timing = bool(objects) and str(objects[0]).startswith("Elapsed: ")
+        if style is not Cmd2Style.WARNING and not timing:
+            self.exit_code = 1
+        super().perror(*objects, style=style, **kwargs)
+
+    def postcmd(self, stop: bool, statement: Any) -> bool:
+        # cmd2's shell keeps the local command's status in last_result and reports nothing.
+        status = self.last_result
+        if (getattr(statement, "command", "") == "shell" and isinstance(status, int)
+                and not isinstance(status, bool) and status != 0):
+            self.fail(f"shell: exit status {status}")
+        return stop
 
     def _input_line_to_statement(self, line: str) -> Any:
         # cmd2 reports a line it cannot split (an unclosed quote) and goes on with status

@@ -28,7 +28,7 @@ from common.messages import (
 )
 from common.procs import ProcInfo, not_started_here
 from common.replies import LogAnswer, RunAnswer, SignalAnswer, UsageAnswer
-from common.text import printable
+from common.text import peer_message
 from master.fanout import GroupResult, fan_out, gathered, parse_ref, resolve_targets
 from master.registry import Node
 from master.server import MasterEngine
@@ -52,7 +52,7 @@ class SignalOutcome:
 
     @classmethod
     def from_answer(cls, node: str, answer: SignalAnswer) -> SignalOutcome:
-        return cls(f"{node}:{answer.pid}", answer.ok, printable(answer.message),
+        return cls(f"{node}:{answer.pid}", answer.ok, peer_message(answer.message),
                    answer.still_running)
 
 
@@ -215,6 +215,17 @@ class Operations:
         size = self.log_chunk_size
         answer: LogAnswer = self._ask(name, lambda req: LogRequest(
             req=req, pid=pid, lines=lines, offset=offset, max_bytes=size))
+        # The answer must follow its request: at most the bytes asked for, and an offset
+        # just past them. Otherwise a chunk could come back again and again, and ``log``
+        # never end.
+        start = answer.offset - len(answer.data)
+        if len(answer.data) > size or start < 0 or (offset is not None and start != offset):
+            reason = (f"protocol error: log answer of {len(answer.data)} bytes ending at "
+                      f"{answer.offset} does not follow its request (from "
+                      f"{'the last lines' if offset is None else offset}, at most {size})")
+            if (session := self._node(name).session) is not None:
+                session.close(reason)
+            raise CorralError(f"{name}: {reason}", ErrorCode.PROTOCOL)
         return LogChunk(data=answer.data, offset=answer.offset, ended=answer.ended,
                         more=len(answer.data) >= size)
 

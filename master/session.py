@@ -54,7 +54,7 @@ from common.messages import (
 from common.names import MAX_NAME, name_problem, printable_name
 from common.procs import ProcExited
 from common.replies import REPLY_TYPES
-from common.text import printable
+from common.text import peer_message, printable
 from common.turns import Turns
 from master.complaints import Complaints
 from master.registry import DuplicateName, Node
@@ -191,7 +191,7 @@ class Session:
             self._refuse_tls_client()
         first = self._read_message()
         if isinstance(first, ErrorFrame):
-            raise RemoteError(printable(first.message), error_code(first.code))
+            raise RemoteError(peer_message(first.message), error_code(first.code))
         if not isinstance(first, Register):
             raise ProtocolError(f"expected register, got {first.TAG}")
         self._claimed_name = printable(first.name[:MAX_NAME + 1])
@@ -255,7 +255,7 @@ class Session:
                     self._deliver(waiting, message.value)
             elif isinstance(message, FailReply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
-                    waiting[0].set_exception(RemoteError(printable(message.message),
+                    waiting[0].set_exception(RemoteError(peer_message(message.message),
                                                          error_code(message.code)))
             elif isinstance(message, (GetFile, GetChunk, GetFileEnd)):
                 sink = self._sinks.get(message.req)
@@ -264,7 +264,7 @@ class Session:
             elif isinstance(message, ProcExited):
                 self._on_exit(message)
             elif isinstance(message, ErrorFrame):
-                raise RemoteError(printable(message.message), error_code(message.code))
+                raise RemoteError(peer_message(message.message), error_code(message.code))
             else:
                 raise ProtocolError(f"unexpected {message.TAG} from a client")
 

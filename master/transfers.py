@@ -36,7 +36,7 @@ from common.messages import (
 )
 from common.names import name_problem
 from common.replies import RemoveAnswer
-from common.text import printable
+from common.text import peer_message
 from master.fanout import GroupResult, fan_out, resolve_targets
 from master.registry import Node, NodeRegistry, natural_key
 from master.session import Session
@@ -300,6 +300,9 @@ class _Download:
             return
         try:
             if isinstance(message, GetFile):
+                if self._file is not None:  # each would hold a descriptor and a temp file
+                    raise CorralError(f"node began {message.relpath!r} before "
+                                      f"{self._file.final.name!r} ended", ErrorCode.PROTOCOL)
                 target = self._place(message.relpath)
                 if message.kind == "dir":
                     target.mkdir(parents=True, exist_ok=True)
@@ -325,6 +328,9 @@ class _Download:
         if self._file is None:
             raise CorralError("file data outside a file", ErrorCode.PROTOCOL)
         return self._file
+
+    def unfinished(self) -> bool:
+        return self._file is not None
 
     def discard(self) -> None:
         if self._file is not None:
@@ -397,6 +403,9 @@ def _pull_one(node: Node, remote: str, download: _Download) -> None:
                                       ErrorCode.NO_REPLY) from None
             if download.error is not None:
                 break
+        if download.error is None and download.unfinished():
+            download.error = CorralError("node ended the pull in the middle of a file",
+                                         ErrorCode.PROTOCOL)
         if download.error is not None:
             raise download.error
         finished = True
@@ -416,7 +425,7 @@ def remove(registry: NodeRegistry, nodeset: str | None, paths: list[str], recurs
         return lambda req: RemoveRequest(req=req, paths=node_paths, recursive=recursive)
 
     def convert(_node: Node, answers: list[RemoveAnswer]) -> list[RemoveOutcome]:
-        return [RemoveOutcome(a.path, a.ok, printable(a.message)) for a in answers]
+        return [RemoveOutcome(a.path, a.ok, peer_message(a.message)) for a in answers]
 
     return fan_out(nodes, make, timeout, convert, errors)
 

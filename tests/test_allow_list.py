@@ -47,6 +47,10 @@ def test_loader_variables_are_refused(master: MasterAPI, lab) -> None:
     group = master.exec("lab", ["echo", "hi"], env={"LD_LIBRARY_PATH": "/tmp", "PYTHONPATH":
                                                     "x", "BASH_ENV": "x", "COLOR": "teal"})
     assert group.errors["lab"].message.endswith(": BASH_ENV, LD_LIBRARY_PATH, PYTHONPATH")
+    # Compilers' helpers, options that can name a command, graphics layers.
+    more = master.exec("lab", ["echo", "hi"], env={
+        "TAR_OPTIONS": "--to-command=sh", "GCC_EXEC_PREFIX": "/tmp/x", "VK_LAYER_PATH": "x"})
+    assert more.errors["lab"].message.endswith(": GCC_EXEC_PREFIX, TAR_OPTIONS, VK_LAYER_PATH")
     locale = master.exec("lab", ["echo", "hi"], env={"LC_ALL": "../../planted"})
     assert locale.errors["lab"].message.endswith(": LC_ALL")
     assert nothing_started(master, "lab")
@@ -112,3 +116,32 @@ def test_a_missing_folder_is_a_clear_error(master: MasterAPI, open_node) -> None
     refused = master.exec("n1", ["pwd"], cwd="nowhere")
     assert refused.errors["n1"].message == "no such folder: nowhere"
     assert nothing_started(master, "n1")
+
+
+MULTI_CALL = """#!/bin/sh
+case "$(basename "$0")" in
+  safe) echo safe ;;
+  *) echo ran > {marker} ;;
+esac
+"""
+
+
+def test_a_listed_file_under_another_name_is_another_program(ready_client, master: MasterAPI,
+                                                             tmp_path: Path) -> None:
+    # One file, two names, as busybox or vim/rvim: the name is part of which program runs.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    marker = tmp_path / "ran"
+    multi = tools / "multi"
+    multi.write_text(MULTI_CALL.format(marker=marker))
+    multi.chmod(0o755)
+    (tools / "safe").symlink_to(multi)
+    (tools / "danger").symlink_to(multi)
+    ready_client("lab", "--allow", str(tools / "safe"))
+    refused = master.exec("lab", [str(tools / "danger")])
+    assert refused.errors["lab"].message == (
+        f"program {str(tools / 'danger')!r} is not allowed on lab")
+    (info,) = master.exec("lab", [str(tools / "safe")]).results["lab"]
+    assert master.wait([f"lab:{info.pid}"], timeout=30)[0].ok
+    assert master.log(f"lab:{info.pid}").data == b"safe\n"
+    assert not marker.exists()

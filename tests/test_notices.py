@@ -71,3 +71,17 @@ def test_notices_in_the_terminal(tmp_path, token_file, spawn_client) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_a_burst_of_failures_shows_some_and_counts_the_rest() -> None:
+    from master.notices import FAILURES_SHOWN
+
+    notices = Notices(window=1.0)
+    shown = [line for pid in range(1, 5001) for line in notices.offer(ended("n2", pid, 1), 0.0)]
+    assert len(shown) == FAILURES_SHOWN
+    assert notices.offer(ended("n1", 9, 2), 0.1) == ["process n1:9 (true) exited 2"]
+    assert notices.due(0.1) == pytest.approx(0.9)
+    assert notices.flush() == [f"n2: {5000 - FAILURES_SHOWN:,} more processes failed in the "
+                               "last second (pid --state failed lists them)"]
+    # A new window shows failures again.
+    assert notices.offer(ended("n2", 9999, 1), 2.0) == ["process n2:9999 (true) exited 1"]
