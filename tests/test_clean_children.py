@@ -68,7 +68,10 @@ def test_a_child_gets_only_stdin_stdout_stderr_and_default_signals(
     fd_folder = Path(f"/proc/{info.pid}/fd")
     wait_until(lambda: os.readlink(f"/proc/{info.pid}/exe").endswith("sleep"),
                what="sleep executed")
-    assert sorted(int(fd) for fd in os.listdir(fd_folder)) == [0, 1, 2]
+    # sleep may hold a locale file open for a moment as it starts; an inherited descriptor
+    # would stay open for good, so waiting for exactly 0, 1, 2 cannot hide a leak.
+    wait_until(lambda: sorted(int(fd) for fd in os.listdir(fd_folder)) == [0, 1, 2],
+               timeout=10, what=f"only 0, 1, 2 open (now {sorted(os.listdir(fd_folder))})")
     assert os.readlink(fd_folder / "0") == os.devnull
     assert os.readlink(fd_folder / "1") == os.readlink(fd_folder / "2") == info.log
     assert program_masks(info.pid) == {"SigIgn": 0, "SigBlk": 0}
