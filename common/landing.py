@@ -7,11 +7,13 @@ interrupted transfer leaves nothing at the destination."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 from common.errors import CorralError, ErrorCode
 
@@ -28,6 +30,7 @@ class PartialLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._open = 0
+        self._file: IO[str] | None = None  # kept open while transfers are: one write a file
 
     def sweep(self) -> list[Path]:
         """Remove what an earlier run left behind; return what was removed."""
@@ -49,14 +52,20 @@ class PartialLedger:
         return removed
 
     def opened(self, temp: Path) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as ledger:
-            ledger.write(json.dumps(str(temp)) + "\n")
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (closed below)
+        # Line-buffered: each line is in the file (the kernel's) before the temporary file
+        # exists, so a process killed after this leaves a line for the next start.
+        self._file.write(json.dumps(str(temp)) + "\n")
         self._open += 1
 
     def closed(self) -> None:
         self._open -= 1
         if self._open == 0:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             self.path.unlink(missing_ok=True)
 
 
@@ -99,6 +108,36 @@ class IncomingFile:
             raise io_error(self.final, exc) from None
         self.size += len(data)
 
+    def finish(self) -> None:
+        """Check the size, give the mode and close, without flushing to disk: ``land``
+        renames it later, once a sync has covered it (a batch of many small files costs one
+        sync, not one each). On a failure nothing is left behind."""
+        try:
+            self._check_size()
+            try:
+                self._out.flush()
+                os.fchmod(self._out.fileno(), self.mode)
+                self._out.close()
+            except OSError as exc:
+                raise io_error(self.final, exc) from None
+        except CorralError:
+            self.discard()
+            raise
+
+    def land(self) -> None:
+        """Rename into place; call only after ``finish`` and a sync of its file system."""
+        try:
+            os.replace(self.temp, self.final)
+        except OSError as exc:
+            self.discard()
+            raise io_error(self.final, exc) from None
+        self._release()
+
+    def _check_size(self) -> None:
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise CorralError(f"{self.final}: got {self.size} bytes of "
+                              f"{self.expected_size}", ErrorCode.IO)
+
     def commit(self) -> None:
         """Check, flush and rename into place; on any failure nothing is left behind.
 
@@ -107,9 +146,7 @@ class IncomingFile:
         which proves more than a hash could. Protocol 1 sent a SHA-256 of each file; beside
         the frame MACs it would be a second hash of every byte, as costly as the first."""
         try:
-            if self.expected_size is not None and self.size != self.expected_size:
-                raise CorralError(f"{self.final}: got {self.size} bytes of "
-                                  f"{self.expected_size}", ErrorCode.IO)
+            self._check_size()
             try:
                 self._out.flush()
                 self._flush(self._out.fileno())
@@ -132,3 +169,69 @@ class IncomingFile:
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.closed()
+
+
+class IncomingLink:
+    """A symbolic link being received: made under a hidden temporary name beside its
+    destination (noted in the ledger), and renamed into place with the files it came with."""
+
+    def __init__(self, final: Path, target: str, ledger: PartialLedger | None = None) -> None:
+        self.final = final
+        self.temp = final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        self._ledger = ledger
+        try:
+            if ledger is not None:
+                ledger.opened(self.temp)
+            os.symlink(target, self.temp)
+        except OSError as exc:
+            self._release()
+            raise io_error(final, exc) from None
+
+    def land(self) -> None:
+        try:
+            os.replace(self.temp, self.final)
+        except OSError as exc:
+            self.discard()
+            raise io_error(self.final, exc) from None
+        self._release()
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp)
+        self._release()
+
+    def _release(self) -> None:
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.closed()
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None  # not Linux: os.sync() below does it for every file system
+
+
+_SYNCFS = _load_syncfs()
+
+
+def sync_folders(folders: Iterable[Path]) -> None:
+    """Flush to disk everything written on the file systems holding ``folders``: one
+    ``syncfs`` for each file system, whatever the number of files (``os.sync`` where there
+    is no ``syncfs``). Files written and closed before the call are on disk after it, and
+    so are the renames and new folders."""
+    if _SYNCFS is None:
+        os.sync()
+        return
+    done: set[int] = set()
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            device = os.fstat(fd).st_dev
+            if device not in done and _SYNCFS(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), str(folder))
+            done.add(device)
+        finally:
+            os.close(fd)
