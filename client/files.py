@@ -10,6 +10,7 @@ leaves none of its files at the destination.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,14 @@ import gevent
 
 from client.sandbox import OutsideSandbox, Sandbox
 from common.errors import CorralError, ErrorCode
-from common.landing import IncomingFile, IncomingLink, PartialLedger, io_error, sync_folders
+from common.landing import (
+    IncomingFile,
+    IncomingFolder,
+    IncomingLink,
+    PartialLedger,
+    io_error,
+    sync_folders,
+)
 from common.links import check_link, relpath_problem
 from common.messages import (
     FailReply,
@@ -58,8 +66,12 @@ Landing = IncomingFile | IncomingLink
 
 
 class _Push:
-    """One copy arriving: entries written to temporary files as they come, landed together
-    at the end (one sync, then the renames, then one more sync for the renames)."""
+    """One copy arriving, landed whole at the end: one sync, then the renames, then one
+    more sync for the renames. A folder of the copy that is new on the node (``copy -r
+    fold newfold``, or ``fold`` into a folder without one) is built inside a hidden staging
+    folder beside its destination, its files written in place there, and the staging
+    folder is renamed into place: one rename, however many files. Otherwise each file goes
+    to a temporary file beside its destination, and each is renamed."""
 
     def __init__(self, sandbox: Sandbox, begin: PutBegin, ledger: PartialLedger | None) -> None:
         self.sandbox = sandbox
@@ -68,38 +80,73 @@ class _Push:
         self.into = begin.into or self.dest.is_dir()
         if begin.into:
             make_folder(self.dest)
+        self.staged: dict[str, IncomingFolder] = {}  # by the source's name: new folders
         self.waiting: list[Landing] = []
         self.current: IncomingFile | None = None
         self.folders: set[Path] = set()
+        self._checked: dict[Path, Path] = {}  # folders found inside the sandbox, resolved
+        self._made: set[Path] = set()  # folders known to exist
         self.files = self.bytes = 0
 
     def landing(self, relpath: str) -> Path:
-        """Where an entry lands, by ``cp``'s rules: inside DEST, or, when the one source
-        becomes DEST, with the source's own name replaced by DEST."""
+        """Where an entry is written, by ``cp``'s rules: inside DEST, or, when the one
+        source becomes DEST, with the source's own name replaced by DEST. Checked against
+        the sandbox; each folder's check holds for the rest of the copy, since the copy
+        never puts a link where a folder is (its own links land only at the end, or inside
+        a staging folder, where they are checked as they are made)."""
         problem = relpath_problem(relpath)
         if problem is not None:
             raise CorralError(problem, ErrorCode.BAD_REQUEST)
-        if self.into:
-            return self.sandbox.locate(str(self.dest / relpath))
-        inner = relpath.partition("/")[2]
-        return self.sandbox.locate(str(self.dest / inner)) if inner else self.dest
+        top, _, rest = relpath.partition("/")
+        base, inner = (self.dest, relpath) if self.into else (self.dest, rest)
+        if top in self.staged:
+            base, inner = self.staged[top].temp, rest
+        if not inner:
+            return base
+        candidate = base / inner
+        folder = self._checked.get(candidate.parent)
+        if folder is None:
+            if not self.sandbox.inside(candidate.parent):
+                raise OutsideSandbox(f"{relpath}: outside the sandbox ({self.sandbox.root})")
+            folder = Path(os.path.realpath(candidate.parent))
+            self._checked[candidate.parent] = folder
+        target = folder / candidate.name
+        if target.is_symlink() and not self.sandbox.inside(target):
+            raise OutsideSandbox(f"{relpath}: a link that leads outside the sandbox "
+                                 f"({self.sandbox.root})")
+        return target
 
     def entry(self, entry: PutEntry) -> None:
         self._finish_current()
         target = self.landing(entry.relpath)
+        if (entry.kind == "dir" and "/" not in entry.relpath and not os.path.lexists(target)
+                and entry.relpath not in self.staged):
+            make_folder(target.parent)
+            self.staged[entry.relpath] = IncomingFolder(target, self.ledger)
+            self.folders.add(target.parent)
+            return
         if entry.kind == "dir":
             make_folder(target)
+            self._made.add(target)
             return
-        if target.is_dir() and not target.is_symlink():
-            raise CorralError(f"{target}: is a directory, cannot put a {entry.kind} there",
-                              ErrorCode.BAD_REQUEST)
-        make_folder(target.parent)
-        self.folders.add(target.parent)
+        staged = entry.relpath.partition("/")[0] in self.staged
+        if not staged:  # in a new staging folder nothing can be in the way
+            if target.is_dir() and not target.is_symlink():
+                raise CorralError(f"{target}: is a directory, cannot put a {entry.kind} "
+                                  "there", ErrorCode.BAD_REQUEST)
+            # a staging folder is new: on the file system of its parent, already listed
+            self.folders.add(target.parent)
+        if target.parent not in self._made:
+            make_folder(target.parent)
+            self._made.add(target.parent)
         if entry.kind == "link":
             check_link(entry.relpath, entry.target)
-            self.waiting.append(IncomingLink(target, entry.target, self.ledger))
+            link = IncomingLink(target, entry.target, None if staged else self.ledger,
+                                in_place=staged)
+            self.waiting.append(link)
             return
-        self.current = IncomingFile(target, entry.mode, entry.size, ledger=self.ledger)
+        self.current = IncomingFile(target, entry.mode, entry.size,
+                                    ledger=None if staged else self.ledger, in_place=staged)
         self.waiting.append(self.current)
         self.chunk(entry.data)
 
@@ -127,15 +174,23 @@ class _Push:
             sync_folders(self.folders)
             for landing in self.waiting:
                 landing.land()
+            for folder in self.staged.values():
+                folder.land()
             sync_folders(self.folders)
         except OSError as exc:
             raise io_error(self.dest, exc) from None
+        except CorralError:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         for landing in self.waiting:
             landing.discard()
         self.waiting.clear()
         self.current = None
+        for folder in self.staged.values():
+            folder.discard()
+        self.staged.clear()
 
 
 class Uploads:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -45,6 +47,10 @@ class PartialLedger:
             except (ValueError, TypeError):
                 continue  # a line cut short by the crash itself
             if temp.name.startswith(TEMP_PREFIX):
+                if temp.is_dir() and not temp.is_symlink():  # a staging folder
+                    shutil.rmtree(temp, ignore_errors=True)
+                    removed.append(temp)
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()
                     removed.append(temp)
@@ -73,19 +79,33 @@ def io_error(path: Path | None, exc: OSError) -> CorralError:
     return CorralError(f"{path}: {exc.strerror or exc}", ErrorCode.IO)
 
 
-class IncomingFile:
+class _Noted:
+    """Something received under a temporary name that the ledger notes until it is
+    renamed into place or removed."""
+
+    _ledger: PartialLedger | None = None
+
+    def _release(self) -> None:
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.closed()
+
+
+class IncomingFile(_Noted):
     def __init__(self, final: Path, mode: int, expected_size: int | None = None,
                  flush: Callable[[int], None] = os.fsync,
-                 ledger: PartialLedger | None = None) -> None:
+                 ledger: PartialLedger | None = None, in_place: bool = False) -> None:
         """``flush`` is how to fsync; an event loop passes one that runs in a thread.
-        ``ledger`` notes the temporary file until it is renamed or removed."""
+        ``ledger`` notes the temporary file until it is renamed or removed. ``in_place``
+        writes ``final`` itself, for a file inside a staging folder (``IncomingFolder``)
+        that is renamed as a whole."""
         self.final = final
         # Permission bits only: a peer must never plant a setuid, setgid or sticky file.
         self.mode = mode & PERMISSION_BITS
         self.expected_size = expected_size
         self.size = 0
         self._flush = flush
-        self.temp = final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        self.temp = final if in_place else temp_name(final)
         self._ledger: PartialLedger | None = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +147,8 @@ class IncomingFile:
     def land(self) -> None:
         """Rename into place; call only after ``finish`` and a sync of its file system."""
         try:
-            os.replace(self.temp, self.final)
+            if self.temp != self.final:
+                os.replace(self.temp, self.final)
         except OSError as exc:
             self.discard()
             raise io_error(self.final, exc) from None
@@ -165,19 +186,21 @@ class IncomingFile:
         self.temp.unlink(missing_ok=True)
         self._release()
 
-    def _release(self) -> None:
-        ledger, self._ledger = self._ledger, None
-        if ledger is not None:
-            ledger.closed()
 
 
-class IncomingLink:
+def temp_name(final: Path) -> Path:
+    return final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+
+
+class IncomingLink(_Noted):
     """A symbolic link being received: made under a hidden temporary name beside its
-    destination (noted in the ledger), and renamed into place with the files it came with."""
+    destination (noted in the ledger), and renamed into place with the files it came with;
+    inside a staging folder (``in_place``), made at its own name."""
 
-    def __init__(self, final: Path, target: str, ledger: PartialLedger | None = None) -> None:
+    def __init__(self, final: Path, target: str, ledger: PartialLedger | None = None,
+                 in_place: bool = False) -> None:
         self.final = final
-        self.temp = final.parent / f"{TEMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        self.temp = final if in_place else temp_name(final)
         self._ledger = ledger
         try:
             if ledger is not None:
@@ -189,7 +212,8 @@ class IncomingLink:
 
     def land(self) -> None:
         try:
-            os.replace(self.temp, self.final)
+            if self.temp != self.final:
+                os.replace(self.temp, self.final)
         except OSError as exc:
             self.discard()
             raise io_error(self.final, exc) from None
@@ -200,10 +224,39 @@ class IncomingLink:
             os.unlink(self.temp)
         self._release()
 
-    def _release(self) -> None:
-        ledger, self._ledger = self._ledger, None
-        if ledger is not None:
-            ledger.closed()
+
+class IncomingFolder(_Noted):
+    """A new folder being received whole: built under a hidden temporary name beside its
+    destination (noted in the ledger), then renamed into place in one step, so a reader
+    sees all of it or nothing, and 1,000 files cost one rename."""
+
+    def __init__(self, final: Path, ledger: PartialLedger | None = None) -> None:
+        self.final = final
+        self.temp = temp_name(final)
+        self._ledger = ledger
+        try:
+            if ledger is not None:
+                ledger.opened(self.temp)
+            self.temp.mkdir()
+        except OSError as exc:
+            self._release()
+            raise io_error(final, exc) from None
+
+    def land(self) -> None:
+        try:
+            if os.path.lexists(self.final):  # made by someone else during the copy
+                raise FileExistsError(errno.EEXIST, "appeared during the copy")
+            os.rename(self.temp, self.final)
+        except OSError as exc:
+            self.discard()
+            raise io_error(self.final, exc) from None
+        self._release()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.temp, ignore_errors=True)
+        self._release()
+
+
 
 
 def _load_syncfs() -> Callable[[int], int] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from common.errors import UsageError
 from master.api import MasterAPI
 from master.console import CorralConsole
-from tests.test_files import partials
+from master.transfers import Progress
+from tests.harness import wait_until
+from tests.test_files import partials, random_file
 
 
 @pytest.fixture
@@ -202,3 +205,32 @@ def test_remove_takes_the_link_never_its_target(master: MasterAPI, node, tmp_pat
     assert (outside / "keep").read_text() == "keep\n"
     refused = master.remove("n1", [str(outside / "keep")]).results["n1"][0]
     assert not refused.ok and "outside the sandbox" in refused.message
+
+
+def test_a_new_folder_lands_whole_or_not_at_all(master: MasterAPI, spawn_client,
+                                                tmp_path: Path) -> None:
+    """A copy that makes a new folder builds it under a hidden name and renames it once: a
+    client killed in the middle leaves no folder, and its restart removes the hidden one."""
+
+    top = tmp_path / "many"
+    top.mkdir()
+    for index in range(50):
+        (top / f"small{index:02d}").write_text(f"{index}\n")
+    random_file(top / "zz-big.bin", 128 * 1024 * 1024)
+    victim = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+
+    def kill_once_under_way(_progress: Progress) -> None:
+        if victim.proc.poll() is None:
+            wait_until(lambda: partials(victim.workdir), what="the hidden folder made")
+            victim.signal(signal.SIGKILL)
+
+    group = master.copy("n1", [str(top)], "newfold", recursive=True,
+                        progress=kill_once_under_way)
+    assert group.failed == ["n1"]
+    victim.proc.wait()
+    assert not (victim.workdir / "newfold").exists()
+    assert partials(victim.workdir)  # the hidden folder, until the client starts again
+    spawn_client("n1", master.address)
+    wait_until(lambda: not partials(victim.workdir), what="the hidden folder removed")
+    assert not (victim.workdir / "newfold").exists()
