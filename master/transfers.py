@@ -124,10 +124,20 @@ def plan_push(sources: list[str], dest: str, recursive: bool, follow: bool = Fal
         except CorralError as exc:
             raise UsageError(exc.message) from None
     for entry in tree.entries:  # the whole plan is checked before anything is sent
-        if entry.kind == "file" and not os.access(entry.path, os.R_OK):
-            raise UsageError(f"{entry.relpath}: cannot read: permission denied")
+        if entry.kind == "file":
+            _check_readable(entry.path)
     into = len(sources) > 1 or dest.endswith("/")
     return PushPlan(dest.rstrip("/") or dest, into, tree)
+
+
+def _check_readable(path: Path) -> None:
+    """Opening and reading a byte is the only sure test: root passes ``access(R_OK)`` for
+    files that still refuse to be read."""
+    try:
+        with open(path, "rb") as source:
+            source.read(1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 @dataclasses.dataclass
