@@ -83,7 +83,23 @@ class _Noted:
     """Something received under a temporary name that the ledger notes until it is
     renamed into place or removed."""
 
+    final: Path
+    temp: Path  # ``final`` itself when written in place, inside a staging folder
     _ledger: PartialLedger | None = None
+
+    def land(self) -> None:
+        """Rename into place; call only once complete and after a sync of its file
+        system."""
+        try:
+            if self.temp != self.final:
+                os.replace(self.temp, self.final)
+        except OSError as exc:
+            self.discard()
+            raise io_error(self.final, exc) from None
+        self._release()
+
+    def discard(self) -> None:
+        raise NotImplementedError
 
     def _release(self) -> None:
         ledger, self._ledger = self._ledger, None
@@ -144,16 +160,6 @@ class IncomingFile(_Noted):
             self.discard()
             raise
 
-    def land(self) -> None:
-        """Rename into place; call only after ``finish`` and a sync of its file system."""
-        try:
-            if self.temp != self.final:
-                os.replace(self.temp, self.final)
-        except OSError as exc:
-            self.discard()
-            raise io_error(self.final, exc) from None
-        self._release()
-
     def _check_size(self) -> None:
         if self.expected_size is not None and self.size != self.expected_size:
             raise CorralError(f"{self.final}: got {self.size} bytes of "
@@ -209,15 +215,6 @@ class IncomingLink(_Noted):
         except OSError as exc:
             self._release()
             raise io_error(final, exc) from None
-
-    def land(self) -> None:
-        try:
-            if self.temp != self.final:
-                os.replace(self.temp, self.final)
-        except OSError as exc:
-            self.discard()
-            raise io_error(self.final, exc) from None
-        self._release()
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):

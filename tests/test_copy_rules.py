@@ -234,3 +234,26 @@ def test_a_new_folder_lands_whole_or_not_at_all(master: MasterAPI, spawn_client,
     spawn_client("n1", master.address)
     wait_until(lambda: not partials(victim.workdir), what="the hidden folder removed")
     assert not (victim.workdir / "newfold").exists()
+
+
+@pytest.mark.parametrize("target", ["/etc", "../..", "x/../../.."])
+def test_master_refuses_a_node_that_sends_a_link_leading_out(master: MasterAPI, node,
+                                                             tmp_path: Path,
+                                                             target: str) -> None:
+    """The rule is checked again by the receiver: a node that breaks it (holding the token)
+    gets its pull refused, and nothing lands through the link."""
+    from tests.test_hardening import pulling, scripted
+
+    frames = [{"t": "getf", "relpath": "fold", "kind": "dir", "mode": 0o755, "size": 0},
+              {"t": "getf", "relpath": "fold/out", "kind": "link", "mode": 0o777, "size": 0,
+               "target": target},
+              {"t": "getf", "relpath": "fold/out/planted", "kind": "file", "mode": 0o644,
+               "size": 3},
+              {"t": "getc", "data": b"bad"}, {"t": "gete"}]
+    scripted(master, "evil", pulling(frames))
+    (node.workdir / "fold").mkdir()
+    group = master.pull(None, ["fold"], str(tmp_path / "out"))
+    assert "link leads outside the copied folder" in group.errors["evil"].message
+    assert group.succeeded == ["n1"]
+    assert not os.path.lexists(tmp_path / "out" / "evil" / "fold" / "out")
+    assert not list(tmp_path.rglob("planted"))
