@@ -108,8 +108,8 @@ class PushPlan:
 def plan_push(sources: list[str], dest: str, recursive: bool, follow: bool = False
               ) -> PushPlan:
     """The entries of a copy, and where they go by ``cp``'s rules: several sources, or a
-    DEST ending with ``/``, go into the folder DEST; one source goes into DEST if the node
-    has a folder there, and otherwise becomes DEST (decided by each node)."""
+    file and a DEST ending with ``/``, go into the folder DEST; one source goes into DEST
+    if the node has a folder there, and otherwise becomes DEST (decided by each node)."""
     if not sources:
         raise UsageError("nothing to copy")
     if not dest:
@@ -126,7 +126,9 @@ def plan_push(sources: list[str], dest: str, recursive: bool, follow: bool = Fal
     for entry in tree.entries:  # the whole plan is checked before anything is sent
         if entry.kind == "file":
             _check_readable(entry.path)
-    into = len(sources) > 1 or dest.endswith("/")
+    # As cp: a trailing slash makes DEST a folder to copy a file into, while a folder
+    # given alone still becomes DEST when DEST is new.
+    into = len(sources) > 1 or (dest.endswith("/") and not Path(sources[0]).is_dir())
     return PushPlan(dest.rstrip("/") or dest, into, tree)
 
 

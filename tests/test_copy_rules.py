@@ -66,6 +66,10 @@ def test_copy_r_to_a_new_name_makes_the_copy_under_that_name(master: MasterAPI, 
     assert (node.workdir / "renamed.txt").read_text() == "a\n"
     assert master.copy("n1", [str(tree / "a.txt")], "newfold").ok
     assert (node.workdir / "newfold" / "a.txt").read_text() == "a\n"
+    assert master.copy("n1", [str(tree)], "slashed/", recursive=True).ok  # as cp -r
+    assert listing(node.workdir / "slashed") == listing(tree)
+    assert master.copy("n1", [str(tree / "a.txt")], "made/").ok  # a file: into a folder
+    assert (node.workdir / "made" / "a.txt").read_text() == "a\n"
 
 
 @pytest.mark.parametrize("sources, dest", [
