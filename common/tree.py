@@ -29,14 +29,29 @@ class Entry:
     target: str = ""  # a link's text
 
 
+NOTE_LIMIT = 100  # notes kept per transfer; the rest are counted (one reply frame each way)
+
+
 @dataclasses.dataclass
 class Tree:
     entries: list[Entry] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)  # reported, not refused
+    _notes: list[str] = dataclasses.field(default_factory=list)  # reported, not refused
+    _more: int = 0
 
     @property
     def size(self) -> int:
         return sum(entry.size for entry in self.entries)
+
+    def note(self, text: str) -> None:
+        if len(self._notes) < NOTE_LIMIT:
+            self._notes.append(text)
+        else:
+            self._more += 1
+
+    @property
+    def notes(self) -> list[str]:
+        more = [f"... and {self._more} more like these"] if self._more else []
+        return self._notes + more
 
 
 Check = Callable[[Path, str], None]  # may refuse a link to follow (a sandbox); raises
@@ -78,7 +93,7 @@ def _add(tree: Tree, path: Path, relpath: str, info: os.stat_result, follow: boo
             _add_child(tree, child, f"{relpath}/{child.name}", follow, check_followed,
                        ancestors | {here})
     else:
-        tree.notes.append(f"{relpath}: not a file, folder or link; skipped")
+        tree.note(f"{relpath}: not a file, folder or link; skipped")
 
 
 def _add_child(tree: Tree, child: os.DirEntry[str], relpath: str, follow: bool,
@@ -93,7 +108,7 @@ def _add_child(tree: Tree, child: os.DirEntry[str], relpath: str, follow: bool,
         if not follow:
             check_link(relpath, target)
             if not path.exists():
-                tree.notes.append(dangling_note(relpath, target))
+                tree.note(dangling_note(relpath, target))
             tree.entries.append(Entry(path, relpath, "link", 0o777, 0, target))
             return
         if check_followed is not None:

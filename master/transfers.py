@@ -38,7 +38,7 @@ from common.messages import (
 from common.names import name_problem
 from common.replies import PutAnswer, RemoveAnswer
 from common.text import peer_message
-from common.tree import Tree, scan
+from common.tree import NOTE_LIMIT, Tree, scan
 from master.fanout import GroupResult, fan_out, resolve_targets
 from master.registry import Node, NodeRegistry, natural_key
 from master.session import Session
@@ -399,7 +399,7 @@ def _pull_one(node: Node, remote: str, follow: bool, download: _Download) -> Non
             seen = download.meter.done
             try:
                 answer = result.get(timeout=STALL_TIMEOUT)
-                download.notes.extend(peer_message(note) for note in answer.notes)
+                download.notes.extend(peer_message(note) for note in answer.notes[:NOTE_LIMIT + 1])
                 break
             except gevent.Timeout:
                 if download.meter.done == seen:
