@@ -25,9 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rig import TOKEN, write_token  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
-from master.bridge import HubThread  # noqa: E402
-from master.server import MasterConfig, MasterEngine  # noqa: E402
-from tests.test_multihost import NetLab, enter_namespace  # noqa: E402
+from master.server import MasterConfig  # noqa: E402
+from tests.test_multihost import NetLab, start_master_inside  # noqa: E402
 
 
 def shape(lab: NetLab, rate: str) -> None:
@@ -46,19 +45,6 @@ def master_egress(lab: NetLab) -> int:
     """Bytes the master has sent: what its link's bridge end has received."""
     link = lab.host_links["master"]
     return int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
-
-
-def start_master(lab: NetLab, folder: Path) -> MasterAPI:
-    config = MasterConfig(host=lab.addresses["master"], port=0, log_dir=folder)
-    engine = MasterEngine(config, TOKEN.encode())
-    hub = HubThread()
-
-    def start_inside() -> None:
-        enter_namespace(lab.namespaces["master"])
-        engine.start()
-
-    hub.start(start_inside)
-    return MasterAPI(engine, hub)
 
 
 def start_client(lab: NetLab, host: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
@@ -101,7 +87,9 @@ def main() -> None:
         source = folder / "source.bin"
         source.write_bytes(os.urandom(size))
         write_token(folder)
-        api = start_master(lab, folder)
+        api = start_master_inside(
+            lab, MasterConfig(host=lab.addresses["master"], port=0, log_dir=folder),
+            TOKEN.encode())
         try:
             clients = [start_client(lab, host, folder, api.address[1]) for host in hosts]
             assert api.wait_ready(args.nodes, 60).reached
