@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) bench/spawn_rate.py
 	$(PY) bench/fanout.py
 	$(PY) bench/copy_throughput.py
+	$(PY) bench/small_files.py
+	-$(PY) bench/shaped_copy.py  # needs root (namespaces, tc)
 	$(PY) bench/frame_auth.py
 	$(PY) bench/reliability.py
 	$(PY) bench/log_follow.py

@@ -39,6 +39,7 @@ from common.messages import (
     PutBegin,
     PutChunk,
     PutEnd,
+    PutEntry,
     Reply,
     decode,
     error_code,
@@ -285,7 +286,7 @@ class _Connection:
         while True:
             message = decode(self.channel.read())
             turns.take()
-            if isinstance(message, (PutBegin, PutChunk, PutEnd)):
+            if isinstance(message, (PutBegin, PutEntry, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.
                 reply = self.uploads.handle(message)
                 if reply is not None:

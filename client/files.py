@@ -1,9 +1,10 @@
 """Files for the master: receive pushed files, stream files back, remove them.
 
-A received file is written to a hidden temporary file beside its destination, its size
-checked (every frame that carried it was authenticated), fsync'd, given its mode, and then
-renamed into place: a reader never sees half a file, and a failed or interrupted transfer
-leaves nothing at the destination.
+Each file of a push is written to a hidden temporary file beside its destination and its
+size checked (every frame that carried it was authenticated); at the end of the push one
+sync per file system puts them all on disk, then they are renamed into place (and synced
+again, for the renames). A reader never sees half a file, and a failed or interrupted push
+leaves none of its files at the destination.
 """
 
 from __future__ import annotations
@@ -11,16 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
 
-from client.sandbox import Sandbox
+from client.sandbox import OutsideSandbox, Sandbox
 from common.errors import CorralError, ErrorCode
-from common.landing import IncomingFile, PartialLedger, io_error
+from common.landing import (
+    IncomingFile,
+    IncomingFolder,
+    IncomingLink,
+    PartialLedger,
+    io_error,
+    sync_folders,
+)
+from common.links import check_link, relpath_problem
 from common.messages import (
     FailReply,
     GetChunk,
@@ -31,19 +39,158 @@ from common.messages import (
     PutBegin,
     PutChunk,
     PutEnd,
+    PutEntry,
     RemoveRequest,
     Reply,
 )
+from common.tree import scan
 
 log = logging.getLogger("corral.client.files")
 
 CHUNK = 1024 * 1024
 
 
-def flush_to_disk(fd: int) -> None:
-    """fsync in a native thread: flushing a large file can take a second, and the event
-    loop (heartbeats, other requests) must not wait for it."""
-    gevent.get_hub().threadpool.apply(os.fsync, (fd,))
+def make_folder(path: Path) -> None:
+    """``mkdir -p``, saying ``not a directory`` when a file stands where a folder must."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                       path)
+        raise CorralError(f"{blocker}: not a directory", ErrorCode.NOT_A_DIRECTORY) from None
+    except OSError as exc:
+        raise io_error(path, exc) from None
+
+
+Landing = IncomingFile | IncomingLink
+
+
+class _Push:
+    """One copy arriving, landed whole at the end: one sync, then the renames, then one
+    more sync for the renames. A folder of the copy that is new on the node (``copy -r
+    fold newfold``, or ``fold`` into a folder without one) is built inside a hidden staging
+    folder beside its destination, its files written in place there, and the staging
+    folder is renamed into place: one rename, however many files. Otherwise each file goes
+    to a temporary file beside its destination, and each is renamed."""
+
+    def __init__(self, sandbox: Sandbox, begin: PutBegin, ledger: PartialLedger | None) -> None:
+        self.sandbox = sandbox
+        self.ledger = ledger
+        self.dest = sandbox.locate(begin.dest)
+        self.into = begin.into or self.dest.is_dir()
+        if begin.into:
+            make_folder(self.dest)
+        self.staged: dict[str, IncomingFolder] = {}  # by the source's name: new folders
+        self.waiting: list[Landing] = []
+        self.current: IncomingFile | None = None
+        self.folders: set[Path] = set()
+        self._checked: dict[Path, Path] = {}  # folders found inside the sandbox, resolved
+        self._made: set[Path] = set()  # folders known to exist
+        self.files = self.bytes = 0
+
+    def landing(self, relpath: str) -> Path:
+        """Where an entry is written, by ``cp``'s rules: inside DEST, or, when the one
+        source becomes DEST, with the source's own name replaced by DEST. Checked against
+        the sandbox; each folder's check holds for the rest of the copy, since the copy
+        never puts a link where a folder is (its own links land only at the end, or inside
+        a staging folder, where they are checked as they are made)."""
+        problem = relpath_problem(relpath)
+        if problem is not None:
+            raise CorralError(problem, ErrorCode.BAD_REQUEST)
+        top, _, rest = relpath.partition("/")
+        base, inner = (self.dest, relpath) if self.into else (self.dest, rest)
+        if top in self.staged:
+            base, inner = self.staged[top].temp, rest
+        if not inner:
+            return base
+        candidate = base / inner
+        folder = self._checked.get(candidate.parent)
+        if folder is None:
+            if not self.sandbox.inside(candidate.parent):
+                raise OutsideSandbox(f"{relpath}: outside the sandbox ({self.sandbox.root})")
+            folder = Path(os.path.realpath(candidate.parent))
+            self._checked[candidate.parent] = folder
+        target = folder / candidate.name
+        if target.is_symlink() and not self.sandbox.inside(target):
+            raise OutsideSandbox(f"{relpath}: a link that leads outside the sandbox "
+                                 f"({self.sandbox.root})")
+        return target
+
+    def entry(self, entry: PutEntry) -> None:
+        self._finish_current()
+        target = self.landing(entry.relpath)
+        if (entry.kind == "dir" and "/" not in entry.relpath and not os.path.lexists(target)
+                and entry.relpath not in self.staged):
+            make_folder(target.parent)
+            self.staged[entry.relpath] = IncomingFolder(target, self.ledger)
+            self.folders.add(target.parent)
+            return
+        if entry.kind == "dir":
+            make_folder(target)
+            self._made.add(target)
+            return
+        staged = entry.relpath.partition("/")[0] in self.staged
+        if not staged:  # in a new staging folder nothing can be in the way
+            if target.is_dir() and not target.is_symlink():
+                raise CorralError(f"{target}: is a directory, cannot put a {entry.kind} "
+                                  "there", ErrorCode.BAD_REQUEST)
+            # a staging folder is new: on the file system of its parent, already listed
+            self.folders.add(target.parent)
+        if target.parent not in self._made:
+            make_folder(target.parent)
+            self._made.add(target.parent)
+        if entry.kind == "link":
+            check_link(entry.relpath, entry.target)
+            link = IncomingLink(target, entry.target, None if staged else self.ledger,
+                                in_place=staged)
+            self.waiting.append(link)
+            return
+        self.current = IncomingFile(target, entry.mode, entry.size,
+                                    ledger=None if staged else self.ledger, in_place=staged)
+        self.waiting.append(self.current)
+        self.chunk(entry.data)
+
+    def chunk(self, data: bytes) -> None:
+        if self.current is None:
+            raise CorralError("file data outside a file", ErrorCode.BAD_REQUEST)
+        self.current.write(data)
+
+    def _finish_current(self) -> None:
+        current, self.current = self.current, None
+        if current is not None:
+            current.finish()
+            self.files += 1
+            self.bytes += current.size
+
+    def end(self) -> dict[str, Any]:
+        self._finish_current()
+        gevent.get_hub().threadpool.apply(self._land_all)
+        log.info("received %d files (%d bytes) into %s", self.files, self.bytes, self.dest)
+        return {"path": str(self.dest), "files": self.files, "bytes": self.bytes}
+
+    def _land_all(self) -> None:
+        """In a native thread: the syncs can take seconds, and heartbeats must flow."""
+        try:
+            sync_folders(self.folders)
+            for landing in self.waiting:
+                landing.land()
+            for folder in self.staged.values():
+                folder.land()
+            sync_folders(self.folders)
+        except OSError as exc:
+            raise io_error(self.dest, exc) from None
+        except CorralError:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        for landing in self.waiting:
+            landing.discard()
+        self.waiting.clear()
+        self.current = None
+        for folder in self.staged.values():
+            folder.discard()
+        self.staged.clear()
 
 
 class Uploads:
@@ -52,10 +199,10 @@ class Uploads:
     def __init__(self, sandbox: Sandbox, ledger: PartialLedger | None = None) -> None:
         self.sandbox = sandbox
         self.ledger = ledger
-        self._open: dict[int, IncomingFile] = {}
+        self._open: dict[int, _Push] = {}
         self._failed: set[int] = set()
 
-    def handle(self, message: PutBegin | PutChunk | PutEnd) -> Message | None:
+    def handle(self, message: PutBegin | PutEntry | PutChunk | PutEnd) -> Message | None:
         """Apply one frame of a push; return the reply to send, if this frame ends it."""
         req = message.req
         if req in self._failed:
@@ -64,116 +211,87 @@ class Uploads:
             return None  # the error reply has gone already
         try:
             if isinstance(message, PutBegin):
-                return self._begin(message)
-            if isinstance(message, PutChunk):
-                self._chunk(message)
-                return None
-            return Reply(req=req, value=self._end(message))
+                if req in self._open:
+                    raise CorralError(f"push {req} is already open", ErrorCode.BAD_REQUEST)
+                self._open[req] = _Push(self.sandbox, message, self.ledger)
+            elif isinstance(message, PutEntry):
+                self._push(req).entry(message)
+            elif isinstance(message, PutChunk):
+                self._push(req).chunk(message.data)
+            else:
+                push = self._push(req)
+                del self._open[req]
+                try:
+                    return Reply(req=req, value=push.end())
+                except BaseException:
+                    push.discard()
+                    raise
+            return None
         except CorralError as exc:
-            upload = self._open.pop(req, None)
-            if upload is not None:
-                upload.discard()
+            failed = self._open.pop(req, None)
+            if failed is not None:
+                failed.discard()
             if not isinstance(message, PutEnd):
                 self._failed.add(req)
             return FailReply(req=req, code=int(exc.code), message=exc.message)
 
-    def _begin(self, begin: PutBegin) -> Message | None:
-        target = self.sandbox.locate(begin.path)
-        if begin.kind == "dir":
-            try:
-                target.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise io_error(target, exc) from None
-            return Reply(req=begin.req, value={"path": str(target)})
-        if begin.kind != "file":
-            raise CorralError(f"unknown kind {begin.kind!r}", ErrorCode.BAD_REQUEST)
-        if target.is_dir():
-            target = self.sandbox.locate(str(target / begin.name))
-        self._open[begin.req] = IncomingFile(target, begin.mode, begin.size, flush_to_disk,
-                                             self.ledger)
-        return None
-
-    def _upload(self, req: int) -> IncomingFile:
-        upload = self._open.get(req)
-        if upload is None:
-            raise CorralError(f"no transfer {req} in progress", ErrorCode.BAD_REQUEST)
-        return upload
-
-    def _chunk(self, chunk: PutChunk) -> None:
-        self._upload(chunk.req).write(chunk.data)
-
-    def _end(self, end: PutEnd) -> dict[str, Any]:
-        upload = self._upload(end.req)
-        del self._open[end.req]
-        upload.commit()
-        log.info("received %s (%d bytes)", upload.final, upload.size)
-        return {"path": str(upload.final)}
+    def _push(self, req: int) -> _Push:
+        push = self._open.get(req)
+        if push is None:
+            raise CorralError(f"no push {req} in progress", ErrorCode.BAD_REQUEST)
+        return push
 
     def cancel(self, req: int) -> None:
-        upload = self._open.pop(req, None)
-        if upload is not None:
-            upload.discard()
+        push = self._open.pop(req, None)
+        if push is not None:
+            push.discard()
         self._failed.discard(req)
 
     def abort_all(self) -> None:
         """The connection ended: nothing half-received may stay behind."""
-        for upload in self._open.values():
-            upload.discard()
+        for push in self._open.values():
+            push.discard()
         self._open.clear()
         self._failed.clear()
 
 
-def _walk(top: Path) -> Iterator[Path]:
-    """``top`` and, for a folder, everything below it (folders before their contents),
-    without following symbolic links."""
-    yield top
-    if top.is_dir() and not top.is_symlink():
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            base = Path(dirpath)
-            for name in dirnames:
-                yield base / name
-            for name in sorted(filenames):
-                yield base / name
-
-
 def stream_out(sandbox: Sandbox, request: GetRequest, send: Callable[[Message], None]
-               ) -> dict[str, int]:
-    """Send ``request.path`` back, file by file, as GetFile/GetChunk/GetFileEnd frames."""
+               ) -> dict[str, Any]:
+    """Send ``request.path`` back, entry by entry, as GetFile/GetChunk/GetFileEnd frames;
+    the whole listing is made first, so a link the rule refuses stops it before any."""
     top = sandbox.locate(request.path)
-    if not top.exists():
+    if not top.exists() and not top.is_symlink():
         raise CorralError(f"{request.path}: no such file or folder", ErrorCode.NOT_FOUND)
+
+    def inside_only(path: Path, relpath: str) -> None:
+        if not sandbox.inside(path):
+            raise OutsideSandbox(f"{relpath}: a link that leads outside the sandbox "
+                                 f"({sandbox.root})")
+
+    tree = scan(top, top.name or ".", request.follow, inside_only)
     files = sent = 0
-    for entry in _walk(top):
-        relpath = str(entry.relative_to(top.parent))
-        info = entry.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            continue  # links are not followed, so none can lead out
-        if stat.S_ISDIR(info.st_mode):
-            send(GetFile(req=request.req, relpath=relpath, kind="dir",
-                         mode=stat.S_IMODE(info.st_mode), size=0))
+    for entry in tree.entries:
+        send(GetFile(req=request.req, relpath=entry.relpath, kind=entry.kind, mode=entry.mode,
+                     size=entry.size, target=entry.target))
+        if entry.kind != "file":
             continue
-        if not stat.S_ISREG(info.st_mode):
-            continue
-        send(GetFile(req=request.req, relpath=relpath, kind="file",
-                     mode=stat.S_IMODE(info.st_mode), size=info.st_size))
         try:
-            with open(entry, "rb") as source:
+            with open(entry.path, "rb") as source:
                 while data := source.read(CHUNK):
                     send(GetChunk(req=request.req, data=data))
                     sent += len(data)
         except OSError as exc:
-            raise io_error(entry, exc) from None
+            raise io_error(entry.path, exc) from None
         send(GetFileEnd(req=request.req))
         files += 1
-    return {"files": files, "bytes": sent}
+    return {"files": files, "bytes": sent, "notes": tree.notes}
 
 
 def remove(sandbox: Sandbox, request: RemoveRequest) -> list[dict[str, Any]]:
     outcomes = []
     for path in request.paths:
         try:
-            target = sandbox.locate(path)
+            target = sandbox.entry(path)
             if target == sandbox.root or target == sandbox.workdir:
                 raise CorralError(f"{path}: refusing to remove the work folder itself",
                                   ErrorCode.PERMISSION)

@@ -45,6 +45,23 @@ class Sandbox:
             raise OutsideSandbox(f"{path}: outside the sandbox ({self.root})")
         return entry
 
+    def entry(self, path: str) -> Path:
+        """The entry ``path`` names, itself: its folder must be inside, but a final link
+        may point anywhere (removing a link touches the link, never what it points at)."""
+        if not path or "\0" in path:
+            raise CorralError(f"bad path {path!r}", ErrorCode.BAD_REQUEST)
+        candidate = Path(path) if os.path.isabs(path) else self.workdir / path
+        if candidate.name in ("", ".", "..") or not os.path.islink(candidate):
+            return self.locate(path)
+        entry = Path(os.path.realpath(candidate.parent)) / candidate.name
+        if not self._inside(entry.parent):
+            raise OutsideSandbox(f"{path}: outside the sandbox ({self.root})")
+        return entry
+
+    def inside(self, path: Path) -> bool:
+        """Whether ``path``, every link in it followed, is inside the root."""
+        return self._inside(Path(os.path.realpath(path)))
+
     def folder(self, path: str | None) -> Path:
         """The folder a process starts in: ``path`` (the work folder when empty), fully
         resolved, inside the root, and a folder."""

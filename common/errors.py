@@ -27,6 +27,9 @@ class ErrorCode(enum.IntEnum):
     CANCELLED = 17
     IO = 18
     BAD_NAME = 19  # a node name outside the naming rule
+    NOT_A_DIRECTORY = 20  # a file where a folder is needed
+    LINK_OUTSIDE = 21  # a link in a copied folder that leads outside it (see common.links)
+    DANGLING_LINK = 22  # a link to follow (-L) that points at nothing
 
 
 class CorralError(Exception):

@@ -439,35 +439,54 @@ class Ack(Message):
 
 
 # --- files ---------------------------------------------------------------------------------
-# A push is a PutBegin request, then (for a file) PutChunk frames and a PutEnd, sent without
-# waiting; the client answers the PutBegin's req once: after committing the file, or at its
-# first error (later chunks of that req are then dropped). TCP is the back-pressure.
+# A push is one PutBegin request for the whole copy, then PutEntry frames (each file, folder
+# or link in order; a file's first bytes ride in its entry), PutChunk frames for the rest of
+# a file's bytes, and one PutEnd, all sent without waiting. The client writes every file to
+# a temporary file, and at PutEnd syncs once, renames them all into place and answers the
+# PutBegin's req; at its first error it answers at once, discards what it wrote, and drops
+# the rest of that req's frames. TCP is the back-pressure.
 
 
 @register
 @dataclasses.dataclass(frozen=True)
 class PutBegin(Message):
-    """Start writing ``path`` (relative to the work folder; into it, keeping ``name``, if it
-    is an existing folder). ``kind`` is ``file`` or ``dir``. Answered once the file is in
-    place (after ``pute``), or at the first error."""
+    """Start a copy to ``dest`` (relative to the work folder). With ``into``, or when
+    ``dest`` is an existing folder, each entry lands inside ``dest`` under its own path;
+    otherwise the one source becomes ``dest`` (``cp``'s rules). Answered once, after
+    ``pute``, or at the first error."""
 
     TAG: ClassVar[str] = "put"
 
     req: int
-    path: str
-    name: str
+    dest: str
+    into: bool
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PutEntry(Message):
+    """The next entry of push ``req``: ``relpath`` starts with the source's own name;
+    ``kind`` is ``file``, ``dir`` or ``link`` (``target`` is then the link's text). A file's
+    first bytes (at most 1 MiB) come in ``data``, the rest in ``putc`` frames."""
+
+    TAG: ClassVar[str] = "putf"
+
+    req: int
+    relpath: str
     kind: str
     mode: int
     size: int
+    data: bytes = b""
+    target: str = ""
 
     def problem(self) -> str | None:
-        return entry_problem(self.kind, self.mode, self.size)
+        return entry_problem(self.kind, self.mode, self.size, self.target)
 
 
 @register
 @dataclasses.dataclass(frozen=True)
 class PutChunk(Message):
-    """The next bytes (at most 1 MiB) of the file pushed by request ``req``."""
+    """The next bytes (at most 1 MiB) of the file being pushed by request ``req``."""
 
     TAG: ClassVar[str] = "putc"
 
@@ -478,7 +497,8 @@ class PutChunk(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class PutEnd(Message):
-    """The end of file ``req``: the client checks its size, and lands it."""
+    """The end of push ``req``: the client checks the last file's size, syncs everything
+    to disk once, renames it all into place, and answers."""
 
     TAG: ClassVar[str] = "pute"
 
@@ -489,19 +509,22 @@ class PutEnd(Message):
 @dataclasses.dataclass(frozen=True)
 class GetRequest(Message):
     """Send ``path`` (a file, or a folder and everything in it) back as GetFile, GetChunk and
-    GetFileEnd frames with this req, then reply with the counts."""
+    GetFileEnd frames with this req, then reply with the counts. With ``follow``, links
+    inside the folder are followed (``-L``); without it they travel as links."""
 
     TAG: ClassVar[str] = "get"
 
     req: int
     path: str
+    follow: bool = False
 
 
 @register
 @dataclasses.dataclass(frozen=True)
 class GetFile(Message):
-    """client -> master: the next file (or folder) of a get; ``relpath`` is relative to the
-    requested path's parent, so a folder keeps its own name."""
+    """client -> master: the next file, folder or link of a get; ``relpath`` is relative to
+    the requested path's parent, so a folder keeps its own name; ``target`` is a link's
+    text. A file's bytes follow as ``getc`` frames and a ``gete``."""
 
     TAG: ClassVar[str] = "getf"
 
@@ -510,9 +533,10 @@ class GetFile(Message):
     kind: str
     mode: int
     size: int
+    target: str = ""
 
     def problem(self) -> str | None:
-        return entry_problem(self.kind, self.mode, self.size)
+        return entry_problem(self.kind, self.mode, self.size, self.target)
 
 
 @register
@@ -559,10 +583,12 @@ class Cancel(Message):
 
 
 
-def entry_problem(kind: str, mode: int, size: int) -> str | None:
-    """The rules for a file entry of a transfer, shared by both directions."""
-    if kind not in ("file", "dir"):
-        return f"kind {quoted(kind)} is neither 'file' nor 'dir'"
+def entry_problem(kind: str, mode: int, size: int, target: str = "") -> str | None:
+    """The rules for an entry of a transfer, shared by both directions."""
+    if kind not in ("file", "dir", "link"):
+        return f"kind {quoted(kind)} is not 'file', 'dir' or 'link'"
+    if (kind == "link") != bool(target):
+        return "a link needs a target, and only a link has one"
     if not 0 <= mode <= 0o7777:
         return f"mode {mode:#o} out of range"
     if size < 0:

@@ -130,11 +130,17 @@ class RunAnswer(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class PutAnswer(Message):
-    """Where a pushed file or folder landed on the node."""
+    """Where a push landed on the node (the path DEST stands for there) and what it
+    wrote."""
 
     TAG: ClassVar[str] = "put-answer"
 
     path: str
+    files: int
+    bytes: int
+
+    def problem(self) -> str | None:
+        return "negative count" if self.files < 0 or self.bytes < 0 else None
 
 
 @register
@@ -146,6 +152,7 @@ class GetAnswer(Message):
 
     files: int
     bytes: int
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def problem(self) -> str | None:
         return "negative count" if self.files < 0 or self.bytes < 0 else None

@@ -44,6 +44,10 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.CANCELLED: "the master cancelled the request",
     ErrorCode.IO: "a file system error on the receiving side (disk full, wrong size)",
     ErrorCode.BAD_NAME: "a node name outside the naming rule (closes)",
+    ErrorCode.NOT_A_DIRECTORY: "a file stands where a copy needs a folder",
+    ErrorCode.LINK_OUTSIDE: "a link inside a copied or pulled folder leads out of it "
+                            "(without `follow`)",
+    ErrorCode.DANGLING_LINK: "a link to follow points at nothing",
 }
 
 

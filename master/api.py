@@ -172,17 +172,21 @@ class MasterAPI:
     # --- files -------------------------------------------------------------------------
 
     def copy(self, nodeset: str | None, sources: list[str], dest: str, recursive: bool = False,
-             progress: ProgressCallback | None = None) -> GroupResult[TransferResult]:
-        """Push local files (folders with ``recursive``) to DEST on each node at once.
-        ``progress`` is called on the hub thread now and then."""
+             progress: ProgressCallback | None = None, follow: bool = False
+             ) -> GroupResult[TransferResult]:
+        """Push local files (folders with ``recursive``) to DEST on each node at once, by
+        ``cp``'s rules; ``follow`` follows links inside folders (``-L``). ``progress`` is
+        called on the hub thread now and then."""
         return self._hub.call(transfers.push, self._engine.registry, nodeset, sources, dest,
-                              recursive, progress)
+                              recursive, progress, follow)
 
     def pull(self, nodeset: str | None, remote_paths: list[str], local_dir: str,
-             progress: ProgressCallback | None = None) -> GroupResult[TransferResult]:
-        """Fetch from each node into LOCAL_DIR/<node>/; ``?HOST`` becomes the node's name."""
+             progress: ProgressCallback | None = None, follow: bool = False
+             ) -> GroupResult[TransferResult]:
+        """Fetch from each node into LOCAL_DIR/<node>/; ``?HOST`` becomes the node's name.
+        ``follow`` follows links inside folders (``-L``)."""
         return self._hub.call(transfers.pull, self._engine.registry, nodeset, remote_paths,
-                              local_dir, progress, self._engine.pull_ledger)
+                              local_dir, progress, self._engine.pull_ledger, follow)
 
     def remove(self, nodeset: str | None, paths: list[str], recursive: bool = False
                ) -> GroupResult[list[RemoveOutcome]]:

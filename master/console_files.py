@@ -22,6 +22,8 @@ class FileCommands(ConsoleCommands):
     copy_parser = Cmd2ArgumentParser(description="Copy local files to nodes.")
     add_nodeset(copy_parser)
     copy_parser.add_argument("-r", dest="recursive", action="store_true", help="folders too")
+    copy_parser.add_argument("-L", dest="follow", action="store_true",
+                             help="follow links inside folders (copy what they point to)")
     copy_parser.add_argument("sources", nargs="+", metavar="SRC",
                              completer=cmd2.Cmd.path_complete)
     copy_parser.add_argument("dest", metavar="DEST",
@@ -29,13 +31,16 @@ class FileCommands(ConsoleCommands):
 
     @with_argparser(copy_parser)
     def do_copy(self, args: argparse.Namespace) -> None:
-        """Copy local files (folders with -r) to DEST on every target node at once."""
+        """Copy local files (folders with -r) to DEST on every target node, as cp does."""
         with self._progress() as show:
-            group = self.app.api.copy(args.nodeset, args.sources, args.dest, args.recursive, show)
+            group = self.app.api.copy(args.nodeset, args.sources, args.dest, args.recursive, show,
+                                      args.follow)
         self._report_transfer(group)
 
     pull_parser = Cmd2ArgumentParser(description="Fetch files from nodes.")
     add_nodeset(pull_parser)
+    pull_parser.add_argument("-L", dest="follow", action="store_true",
+                             help="follow links inside folders (copy what they point to)")
     pull_parser.add_argument("remote", nargs="+", metavar="REMOTE_PATH",
                              help="on the nodes; ?HOST becomes the node's name")
     pull_parser.add_argument("local_dir", metavar="LOCAL_DIR", completer=cmd2.Cmd.path_complete,
@@ -45,7 +50,8 @@ class FileCommands(ConsoleCommands):
     def do_pull(self, args: argparse.Namespace) -> None:
         """Fetch files or folders from nodes into LOCAL_DIR/<node>/."""
         with self._progress() as show:
-            group = self.app.api.pull(args.nodeset, args.remote, args.local_dir, show)
+            group = self.app.api.pull(args.nodeset, args.remote, args.local_dir, show,
+                                      args.follow)
         self._report_transfer(group)
 
     def _report_transfer(self, group: Any) -> None:

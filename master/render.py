@@ -236,7 +236,18 @@ def transfer_report(group: GroupResult[TransferResult]) -> Rendered:
                      duration(result.seconds), "ok"])
     table = _table(rows, ["node", "files", "bytes", "time", "result"])
     summary = summary_line(len(group.succeeded), len(group.failed))
-    return Rendered(table + "\n" + summary, failure_lines(group))
+    notes = "".join(line + "\n" for line in _transfer_notes(group))
+    return Rendered(table + "\n" + notes + summary, failure_lines(group))
+
+
+def _transfer_notes(group: GroupResult[TransferResult]) -> list[str]:
+    """One line per note (a dangling link copied, a special file skipped), naming the
+    nodes it concerns once, not once per node."""
+    nodes_by_note: dict[str, list[str]] = {}
+    for name in group.succeeded:
+        for note in group.results[name].notes:
+            nodes_by_note.setdefault(note, []).append(name)
+    return [f"note ({fold(names)}): {printable(note)}" for note, names in nodes_by_note.items()]
 
 
 def remove_report(group: GroupResult[list[RemoveOutcome]]) -> Rendered:

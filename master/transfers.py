@@ -12,9 +12,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,7 +21,8 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.landing import IncomingFile, PartialLedger, io_error
+from common.landing import IncomingFile, IncomingLink, PartialLedger, io_error
+from common.links import check_link
 from common.messages import (
     GetChunk,
     GetFile,
@@ -32,11 +32,13 @@ from common.messages import (
     PutBegin,
     PutChunk,
     PutEnd,
+    PutEntry,
     RemoveRequest,
 )
 from common.names import name_problem
-from common.replies import RemoveAnswer
+from common.replies import PutAnswer, RemoveAnswer
 from common.text import peer_message
+from common.tree import NOTE_LIMIT, Tree, scan
 from master.fanout import GroupResult, fan_out, resolve_targets
 from master.registry import Node, NodeRegistry, natural_key
 from master.session import Session
@@ -45,6 +47,7 @@ log = logging.getLogger("corral.master.files")
 
 CHUNK = 1024 * 1024
 STALL_TIMEOUT = 30.0  # a node that accepts nothing for this long is given up on
+SLOWEST_DISK = 20 * 1024 * 1024  # bytes/s: how long a node may take to sync a push, at worst
 PROGRESS_EVERY = 0.25  # seconds between progress reports
 
 
@@ -60,6 +63,7 @@ class TransferResult:
     files: int
     bytes: int
     seconds: float
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. dangling links
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,172 +97,165 @@ class _Meter:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Item:
-    """One thing to create on the nodes: a folder, or a local file to send."""
+class PushPlan:
+    """What ``copy SOURCES DEST`` sends: every entry, listed before anything is sent."""
 
-    local: Path
-    remote: str  # the destination path on the node
-    kind: str
-    mode: int
-    size: int
+    dest: str
+    into: bool  # DEST is a folder to copy into, whatever the node has there
+    tree: Tree
 
 
-def plan_push(sources: list[str], dest: str, recursive: bool) -> list[_Item]:
-    """What ``copy SOURCES DEST`` creates, with ``cp``'s rules: one file to DEST (or into
-    DEST when it is a folder there, or ends with /); several sources or a folder go into
-    the folder DEST, a folder keeping its name."""
+def plan_push(sources: list[str], dest: str, recursive: bool, follow: bool = False
+              ) -> PushPlan:
+    """The entries of a copy, and where they go by ``cp``'s rules: several sources, or a
+    file and a DEST ending with ``/``, go into the folder DEST; one source goes into DEST
+    if the node has a folder there, and otherwise becomes DEST (decided by each node)."""
     if not sources:
         raise UsageError("nothing to copy")
-    items: list[_Item] = []
-    into_folder = len(sources) > 1 or dest.endswith("/")
-    roots = []
+    if not dest:
+        raise UsageError("no destination")
+    tree = Tree()
     for source in sources:
         path = Path(source)
-        if not path.exists():
-            raise UsageError(f"{source}: no such file or folder")
-        if path.is_dir():
-            if not recursive:
-                raise UsageError(f"{source}: is a folder (use -r)")
-            into_folder = True
-        elif not path.is_file():
-            raise UsageError(f"{source}: not a regular file")
-        roots.append(path)
-    if into_folder:
-        items.append(_Item(Path("."), dest.rstrip("/") or ".", "dir", 0o755, 0))
-    for root in roots:
-        for local in _walk_local(root):
-            _check_readable(local)  # the whole plan is made before anything is sent
-            info = local.stat()
-            if into_folder:
-                remote = str(PurePosixPath(dest.rstrip("/") or ".") /
-                             local.relative_to(root.parent).as_posix())
-            else:
-                remote = dest
-            kind = "dir" if stat.S_ISDIR(info.st_mode) else "file"
-            items.append(_Item(local, remote, kind, stat.S_IMODE(info.st_mode),
-                               info.st_size if kind == "file" else 0))
-    return items
+        if path.is_dir() and not recursive:
+            raise UsageError(f"{source}: is a folder (use -r)")
+        try:
+            scan(path, path.name or path.resolve().name, follow, tree=tree)
+        except CorralError as exc:
+            raise UsageError(exc.message) from None
+    for entry in tree.entries:  # the whole plan is checked before anything is sent
+        if entry.kind == "file":
+            _check_readable(entry.path)
+    # As cp: a trailing slash makes DEST a folder to copy a file into, while a folder
+    # given alone still becomes DEST when DEST is new.
+    into = len(sources) > 1 or (dest.endswith("/") and not Path(sources[0]).is_dir())
+    return PushPlan(dest.rstrip("/") or dest, into, tree)
 
 
 def _check_readable(path: Path) -> None:
+    """Opening and reading a byte is the only sure test: root passes ``access(R_OK)`` for
+    files that still refuse to be read."""
     try:
-        if path.is_dir():
-            os.listdir(path)
-        else:
-            with open(path, "rb") as source:
-                source.read(1)
+        with open(path, "rb") as source:
+            source.read(1)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def _walk_local(top: Path) -> Iterator[Path]:
-    yield top
-    if top.is_dir():
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            base = Path(dirpath)
-            for name in dirnames:
-                yield base / name
-            for name in sorted(filenames):
-                if (base / name).is_file():
-                    yield base / name
 
 
 @dataclasses.dataclass
 class _Target:
     node: Node
     session: Session
-    files: int = 0
-    bytes: int = 0
+    req: int = 0
+    result: gevent.event.AsyncResult | None = None
+    answer: PutAnswer | None = None
     error: CorralError | None = None
 
 
 def push(registry: NodeRegistry, nodeset: str | None, sources: list[str], dest: str,
-         recursive: bool, progress: ProgressCallback | None) -> GroupResult[TransferResult]:
-    items = plan_push(sources, dest, recursive)
+         recursive: bool, progress: ProgressCallback | None, follow: bool = False
+         ) -> GroupResult[TransferResult]:
+    plan = plan_push(sources, dest, recursive, follow)
     nodes, errors = resolve_targets(registry, nodeset)
     targets = [_Target(node, node.session) for node in nodes if node.session is not None]
-    meter = _Meter(progress, sum(item.size for item in items) * len(targets))
+    meter = _Meter(progress, plan.tree.size * len(targets))
     started = time.monotonic()
-    for item in items:
-        live = [t for t in targets if t.error is None]
-        if not live:
-            break
-        _push_item(item, live, meter)
+    for target in targets:
+        try:
+            target.req, target.result = target.session.begin(
+                lambda req: PutBegin(req=req, dest=plan.dest, into=plan.into))
+        except (CorralError, OSError) as exc:
+            _fail(target, exc)
+    try:
+        _send_entries(plan.tree, targets, meter)
+        _broadcast(targets, lambda req: PutEnd(req=req))
+        _await_answers(targets, plan.tree.size)
+    finally:
+        for target in targets:
+            if target.req:
+                target.session.end(target.req, cancel=target.answer is None)
     seconds = time.monotonic() - started
     results = {}
     for target in targets:
-        if target.error is not None:
-            errors[target.node.name] = target.error
+        if target.error is not None or target.answer is None:
+            errors[target.node.name] = target.error or CorralError("no answer")
         else:
-            results[target.node.name] = TransferResult(target.files, target.bytes, seconds)
+            results[target.node.name] = TransferResult(
+                target.answer.files, target.answer.bytes, seconds, list(plan.tree.notes))
     log.info("copy %s -> %s on %d nodes: %d failed", sources, dest, len(targets),
              sum(1 for t in targets if t.error))
     return GroupResult(results=results, errors=errors,
                        order=sorted(set(results) | set(errors), key=natural_key))
 
 
-def _push_item(item: _Item, targets: list[_Target], meter: _Meter) -> None:
-    name = item.local.name
-    begun: dict[int, tuple[int, gevent.event.AsyncResult]] = {}
-    for index, target in enumerate(targets):
-        try:
-            begun[index] = target.session.begin(
-                lambda req: PutBegin(req=req, path=item.remote, name=name, kind=item.kind,
-                                     mode=item.mode, size=item.size))
-        except (CorralError, OSError) as exc:
-            _fail(target, exc)
-    try:
-        if item.kind == "file":
-            _stream_file(item, targets, begun, meter)
-        for index, (req, result) in begun.items():
-            target = targets[index]
-            if target.error is None:
-                try:
-                    result.get(timeout=STALL_TIMEOUT)
-                except gevent.Timeout:
-                    _fail(target, CorralError(f"no reply within {STALL_TIMEOUT:g} s",
-                                              ErrorCode.NO_REPLY))
-                except CorralError as exc:
-                    _fail(target, exc)
-                else:
-                    target.files += item.kind == "file"
-                    target.bytes += item.size
-            target.session.end(req, cancel=target.error is not None)
-    except BaseException:
-        for index, (req, _result) in begun.items():  # cancelled: the clients discard
-            targets[index].session.end(req, cancel=True)
-        raise
-
-
-def _stream_file(item: _Item, targets: list[_Target],
-                 begun: dict[int, tuple[int, gevent.event.AsyncResult]], meter: _Meter) -> None:
-    def deliver(index: int, message_for: Callable[[int], Message]) -> None:
-        target = targets[index]
-        req, result = begun[index]
-        if target.error is not None:
+def _send_entries(tree: Tree, targets: list[_Target], meter: _Meter) -> None:
+    """Each entry once to every node still in the copy; a file's first chunk rides in its
+    entry, so a small file costs one frame."""
+    for entry in tree.entries:
+        if not any(t.error is None for t in targets):
             return
-        if result.ready():  # the node refused early (sandbox, disk full): its reason
-            try:
-                result.get()
-            except CorralError as exc:
-                _fail(target, exc)
-                return
+        if entry.kind != "file":
+            _broadcast(targets, lambda req, e=entry: PutEntry(  # type: ignore[misc]
+                req=req, relpath=e.relpath, kind=e.kind, mode=e.mode, size=0, target=e.target))
+            continue
         try:
-            with gevent.Timeout(STALL_TIMEOUT, CorralError(
-                    f"accepted nothing for {STALL_TIMEOUT:g} s", ErrorCode.NO_REPLY)):
-                target.session.send(message_for(req))
-        except (CorralError, OSError) as exc:
+            with open(entry.path, "rb") as source:
+                data = source.read(CHUNK)
+                _broadcast(targets, lambda req, e=entry, d=data: PutEntry(  # type: ignore[misc]
+                    req=req, relpath=e.relpath, kind="file", mode=e.mode, size=e.size, data=d))
+                while True:
+                    meter.add(len(data) * sum(1 for t in targets if t.error is None))
+                    data = source.read(CHUNK)
+                    if not data:
+                        break
+                    _broadcast(targets, lambda req, d=data: PutChunk(  # type: ignore[misc]
+                        req=req, data=d))
+        except OSError as exc:
+            raise CorralError(f"{entry.path}: {exc.strerror or exc}", ErrorCode.IO) from None
+
+
+def _broadcast(targets: list[_Target], message_for: Callable[[int], Message]) -> None:
+    """Send one frame to every node still in the copy; with several, at once, so the
+    slowest sets the pace without holding up the others' sends."""
+    live = [t for t in targets if t.error is None]
+    if len(live) == 1:
+        _deliver(live[0], message_for)
+    elif live:
+        gevent.joinall([gevent.spawn(_deliver, t, message_for) for t in live])
+
+
+def _deliver(target: _Target, message_for: Callable[[int], Message]) -> None:
+    assert target.result is not None
+    if target.result.ready():  # the node refused early (sandbox, disk full): its reason
+        try:
+            target.result.get()
+        except CorralError as exc:
+            _fail(target, exc)
+            return
+        _fail(target, CorralError("answered before the end of the copy", ErrorCode.PROTOCOL))
+        return
+    try:
+        with gevent.Timeout(STALL_TIMEOUT, CorralError(
+                f"accepted nothing for {STALL_TIMEOUT:g} s", ErrorCode.NO_REPLY)):
+            target.session.send(message_for(target.req))
+    except (CorralError, OSError) as exc:
+        _fail(target, exc)
+
+
+def _await_answers(targets: list[_Target], size: int) -> None:
+    """Each node's answer, which comes after it has synced and renamed everything."""
+    timeout = STALL_TIMEOUT + size / SLOWEST_DISK
+
+    def wait(target: _Target) -> None:
+        assert target.result is not None
+        try:
+            target.answer = target.result.get(timeout=timeout)
+        except gevent.Timeout:
+            _fail(target, CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY))
+        except CorralError as exc:
             _fail(target, exc)
 
-    def broadcast(message_for: Callable[[int], Message]) -> None:
-        gevent.joinall([gevent.spawn(deliver, index, message_for) for index in begun])
-
-    with open(item.local, "rb") as source:
-        while data := source.read(CHUNK):
-            broadcast(lambda req, data=data: PutChunk(req=req, data=data))  # type: ignore[misc]
-            meter.add(len(data) * sum(1 for t in targets if t.error is None))
-    broadcast(lambda req: PutEnd(req=req))
+    gevent.joinall([gevent.spawn(wait, t) for t in targets if t.error is None])
 
 
 def _fail(target: _Target, exc: BaseException) -> None:
@@ -281,6 +278,7 @@ class _Download:
         self.meter = meter
         self.files = 0
         self.bytes = 0
+        self.notes: list[str] = []
         self.error: CorralError | None = None
         self._file: IncomingFile | None = None
 
@@ -306,6 +304,10 @@ class _Download:
                 target = self._place(message.relpath)
                 if message.kind == "dir":
                     target.mkdir(parents=True, exist_ok=True)
+                elif message.kind == "link":
+                    check_link(message.relpath, message.target)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    IncomingLink(target, message.target, self.ledger).land()
                 else:
                     self._file = IncomingFile(target, message.mode, message.size, _flush,
                                               self.ledger)
@@ -344,8 +346,8 @@ def _flush(fd: int) -> None:
 
 
 def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], local_dir: str,
-         progress: ProgressCallback | None, ledger: PartialLedger | None = None
-         ) -> GroupResult[TransferResult]:
+         progress: ProgressCallback | None, ledger: PartialLedger | None = None,
+         follow: bool = False) -> GroupResult[TransferResult]:
     if not remote_paths:
         raise UsageError("nothing to pull")
     nodes, errors = resolve_targets(registry, nodeset)
@@ -363,14 +365,14 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
         download = _Download(folder, meter, ledger)
         try:
             for remote in remote_paths:
-                _pull_one(node, remote.replace("?HOST", node.name), download)
+                _pull_one(node, remote.replace("?HOST", node.name), follow, download)
         except CorralError as exc:
             errors[node.name] = exc
         finally:
             download.discard()
         if node.name not in errors:
             results[node.name] = TransferResult(download.files, download.bytes,
-                                                time.monotonic() - started)
+                                                time.monotonic() - started, download.notes)
 
     gevent.joinall([gevent.spawn(from_node, node) for node in nodes], raise_error=True)
     return GroupResult(results=results, errors=errors,
@@ -385,17 +387,19 @@ def node_folder(base: Path, name: str) -> Path | None:
     return folder if folder.parent == base else None
 
 
-def _pull_one(node: Node, remote: str, download: _Download) -> None:
+def _pull_one(node: Node, remote: str, follow: bool, download: _Download) -> None:
     session = node.session
     if session is None:
         raise CorralError(f"not connected ({node.state})", ErrorCode.DISCONNECTED)
-    req, result = session.begin(lambda req: GetRequest(req=req, path=remote), sink=download)
+    req, result = session.begin(lambda req: GetRequest(req=req, path=remote, follow=follow),
+                                sink=download)
     finished = False
     try:
         while True:
             seen = download.meter.done
             try:
-                result.get(timeout=STALL_TIMEOUT)
+                answer = result.get(timeout=STALL_TIMEOUT)
+                download.notes.extend(peer_message(note) for note in answer.notes[:NOTE_LIMIT + 1])
                 break
             except gevent.Timeout:
                 if download.meter.done == seen:

@@ -92,12 +92,9 @@ def lab() -> Iterator[NetLab]:
     lab.down()
 
 
-@pytest.fixture
-def lab_master(lab: NetLab, tmp_path: Path) -> Iterator[MasterAPI]:
+def start_master_inside(lab: NetLab, config: MasterConfig, token: bytes) -> MasterAPI:
     """The master engine with its hub thread inside the master's namespace."""
-    config = MasterConfig(host=lab.addresses["master"], port=0, heartbeat=HEARTBEAT,
-                          log_dir=tmp_path)
-    engine = MasterEngine(config, TOKEN.encode())
+    engine = MasterEngine(config, token)
     hub = HubThread()
 
     def start_inside() -> None:
@@ -105,7 +102,14 @@ def lab_master(lab: NetLab, tmp_path: Path) -> Iterator[MasterAPI]:
         engine.start()
 
     hub.start(start_inside)
-    api = MasterAPI(engine, hub)
+    return MasterAPI(engine, hub)
+
+
+@pytest.fixture
+def lab_master(lab: NetLab, tmp_path: Path) -> Iterator[MasterAPI]:
+    config = MasterConfig(host=lab.addresses["master"], port=0, heartbeat=HEARTBEAT,
+                          log_dir=tmp_path)
+    api = start_master_inside(lab, config, TOKEN.encode())
     yield api
     api.shutdown()
 
