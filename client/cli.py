@@ -26,6 +26,7 @@ from common import auth
 from common.errors import CorralError
 from common.malloc import keep_big_buffers
 from common.names import NAME_RULE, name_problem
+from common.paths import absolute_path_options
 from common.procs import signal_name
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    absolute_path_options(args)  # before any chdir: relative paths are the operator's
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter(
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = (args.log_dir or state_dir / "logs").resolve()
     for folder in (state_dir, workdir, log_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    try:  # before the chdir: relative paths in the list are the operator's
+    try:
         allow = AllowList.from_options(args.allow, args.allow_file, args.name)
     except OSError as exc:
         print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)

@@ -9,6 +9,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,11 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
+# The master says something every heartbeat interval (a ping); silence this long means the
+# link or the master is gone even though no socket error says so (a cable pulled, a link
+# taken down: TCP alone would wait for many minutes).
+SILENT_INTERVALS = 3
+MIN_SILENCE = 3.0  # seconds: a short interval must not turn a busy moment into a reconnect
 
 Handler = Callable[[Any], Any]
 
@@ -186,7 +192,7 @@ class ClientDaemon:
                             "client without them)", host, tls.ENABLE_HINT)
             else:
                 log.warning("TLS handshake with master %s failed: %s", host,
-                            tls.describe(exc))
+                            tls.describe_failure(exc, "client", "master"))
             sock.close()
             return None
 
@@ -203,6 +209,7 @@ class _Connection:
         self.authenticated = False
         self.uploads = Uploads(daemon.sandbox, daemon.partials)
         self._in_flight: dict[int, gevent.Greenlet] = {}
+        self.last_heard = time.monotonic()
 
     def run(self) -> bool:
         """Serve until the connection ends; True if the handshake had succeeded."""
@@ -220,10 +227,11 @@ class _Connection:
                 daemon.identity.node_id,
             )
             self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
+            self._workers.spawn(self._watch_master, welcome.heartbeat, gevent.getcurrent())
             for event in list(daemon.outbox.values()):
                 self.send(event)  # what ended while we were away, oldest first
             self._serve()
-        except RemoteError as exc:
+        except (RemoteError, MasterSilent) as exc:
             log.warning("%s", exc.message)
         except (ProtocolError, CorralError) as exc:
             if isinstance(exc, ConnectionClosed):
@@ -241,7 +249,7 @@ class _Connection:
             # With TLS 1.3 the master checks our certificate after our side is done, so its
             # refusal arrives here, as an alert.
             log.warning("TLS with master %s:%d failed: %s", *daemon.config.master,
-                        tls.describe(exc))
+                        tls.describe_failure(exc, "client", "master"))
         except OSError as exc:
             log.info("connection to master lost: %s", exc.strerror or exc)
         finally:
@@ -277,6 +285,19 @@ class _Connection:
                 return  # the read loop notices the broken socket and reconnects
             gevent.sleep(interval)
 
+    def _watch_master(self, interval: float, reader: gevent.Greenlet) -> None:
+        limit = max(SILENT_INTERVALS * interval, MIN_SILENCE)
+        while True:
+            gevent.sleep(interval)
+            silent = time.monotonic() - self.last_heard
+            if silent >= limit:
+                reader.kill(MasterSilent(
+                    f"nothing from master {self.daemon.config.master[0]}:"
+                    f"{self.daemon.config.master[1]} for {silent:.1f} s (it pings every "
+                    f"{interval:g} s): the link or the master is down; reconnecting"),
+                    block=False)
+                return
+
     def _serve(self) -> None:
         handlers: dict[type[Message], Handler] = {
             **self.daemon.handlers,
@@ -285,6 +306,7 @@ class _Connection:
         turns = Turns(gevent.sleep)
         while True:
             message = decode(self.channel.read())
+            self.last_heard = time.monotonic()
             turns.take()
             if isinstance(message, (PutBegin, PutEntry, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.
@@ -328,3 +350,7 @@ class _Connection:
         finally:
             self._in_flight.pop(request.req, None)
         self.send_quietly(reply)
+
+
+class MasterSilent(CorralError):
+    code = ErrorCode.DISCONNECTED

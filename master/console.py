@@ -46,6 +46,7 @@ class CorralConsole(cmd2.Cmd):
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
         self._interactive = interactive
+        self._person_at_prompt = False  # a person's quit ends well, whatever failed before
         self.notices = Notices()
         self._flush_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
@@ -64,6 +65,7 @@ class CorralConsole(cmd2.Cmd):
         # commands given on the command line have already reported what they saw.
         if self._interactive:
             self.api.subscribe(self._alert)
+            self._person_at_prompt = True
 
     def _alert(self, event: Event) -> None:
         """Called on the hub thread: show what is due now, and flush a gathered burst of
@@ -197,4 +199,11 @@ class CorralConsole(cmd2.Cmd):
     @cmd2.with_category(CATEGORY)
     def do_exit(self, _: Any) -> bool:
         """Stop the master (clients keep retrying until one comes back)."""
+        if self._person_at_prompt:
+            self.exit_code = 0  # failed commands were reported as they happened
         return True
+
+    @cmd2.with_category(CATEGORY)
+    def do_quit(self, args: Any) -> bool:
+        """Same as exit."""
+        return self.do_exit(args)

@@ -211,7 +211,7 @@ class NodeRegistry:
                 node.session = None
                 self.change_state(node, NodeState.GONE, reason)
                 if session is not None:
-                    session.close(reason)
+                    session.close(reason, silent=True)
             elif silent >= MISSING_AFTER * interval and node.state is NodeState.READY:
                 self.change_state(node, NodeState.MISSING, f"no heartbeat for {silent:.1f} s")
 

@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.master.session")
 
-RTT_EVERY = 5  # heartbeat intervals between round-trip measurements
 ACK_DELAY = 0.02  # seconds an exit-event ack may wait to cover later events too
 
 
@@ -86,6 +85,7 @@ class Session:
         self._claimed_name = "?"  # the name a peer gave before it was admitted
         self._boot: str | None = None  # the client run this connection belongs to
         self._complaints = Complaints(log)
+        self._went_silent = False
 
     @property
     def label(self) -> str:
@@ -125,8 +125,11 @@ class Session:
         finally:
             self._finish(self._closed_reason or reason)
 
-    def close(self, reason: str) -> None:
-        """Close from outside the read loop (liveness gave up, replaced, shutting down)."""
+    def close(self, reason: str, silent: bool = False) -> None:
+        """Close from outside the read loop (liveness gave up, replaced, shutting down).
+        ``silent``: the node stopped answering, so a request still waiting had no reply
+        (rather than lost a connection that was working)."""
+        self._went_silent = silent
         if self._closed_reason is None:
             self._send_ack()  # a delayed ack still owed goes out first: nothing twice
             self._closed_reason = reason
@@ -165,7 +168,8 @@ class Session:
             wrapped.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             self._fall_back(wrapped, clear)
-            raise AuthError(f"TLS handshake failed: {tls.describe(exc)}") from None
+            raise AuthError("TLS handshake failed: "
+                            + tls.describe_failure(exc, "master", "client")) from None
         except _HandshakeTimeout:
             # Most likely a client without TLS, waiting for our hello: tell it in clear.
             self._fall_back(wrapped, clear)
@@ -306,11 +310,18 @@ class Session:
         req = next(self._request_ids)
         message = make(req)
         result = self._register(req, message)
+        sent = time.monotonic()
         try:
             self.send(message)
             return result.get(timeout=timeout)
         except gevent.Timeout:
             raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
+        except CorralError as exc:
+            if exc.code is ErrorCode.DISCONNECTED and self._went_silent:
+                raise CorralError(f"no reply within {time.monotonic() - sent:.0f} s "
+                                  f"({self._closed_reason}; the node was dropped)",
+                                  ErrorCode.NO_REPLY) from None
+            raise
         except OSError as exc:
             raise CorralError(f"connection lost: {exc.strerror or exc}",
                               ErrorCode.DISCONNECTED) from None
@@ -355,17 +366,22 @@ class Session:
                 self.send(Cancel(req=req))
 
     def _measure_rtt(self) -> None:
+        """Ping every heartbeat interval, whether or not the last ping has been answered:
+        the pings measure the round trip, and they are how a client tells a quiet master
+        from a dead link (it reconnects after 3 intervals of silence)."""
         interval = self.engine.config.heartbeat
         while True:
-            started = time.perf_counter()
-            try:
-                self.request(lambda req: Ping(req=req), timeout=interval * 3)
-            except CorralError:
-                pass
-            else:
-                if self.node is not None:
-                    self.node.rtt_ms = (time.perf_counter() - started) * 1000
-            gevent.sleep(interval * RTT_EVERY)
+            gevent.spawn(self._ping)
+            gevent.sleep(interval)
+
+    def _ping(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.request(lambda req: Ping(req=req), timeout=self.engine.config.heartbeat * 3)
+        except CorralError:
+            return
+        if self.node is not None:
+            self.node.rtt_ms = (time.perf_counter() - started) * 1000
 
 
 class BadName(ProtocolError):
