@@ -50,7 +50,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     client = make_cert(folder, "client", ca, "DNS:n1")
     rogue = make_cert(folder, "rogue", rogue_ca, "DNS:n9")
     return {"ca": ca[0], "master.pem": master[0], "master.key": master[1],
-            "client.pem": client[0], "named.pem": named[0], "named.key": named[1], "client.key": client[1],
+            "client.pem": client[0], "client.key": client[1],
+            "named.pem": named[0], "named.key": named[1],
             "rogue.pem": rogue[0], "rogue.key": rogue[1], "rogue-ca": rogue_ca[0]}
 
 
