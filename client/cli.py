@@ -23,6 +23,7 @@ from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
+from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.malloc import keep_big_buffers
 from common.names import NAME_RULE, name_problem
@@ -84,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ended processes to remember; beyond N the one that ended "
                         f"first is forgotten (default {KEEP_ENDED:,})")
     parser.add_argument("-v", "--verbose", action="store_true")
+    add_common_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_config(build_parser(), argv, "client")
     absolute_path_options(args)  # before any chdir: relative paths are the operator's
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
     handler = logging.StreamHandler(sys.stderr)

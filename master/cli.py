@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from common import auth
+from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.malloc import keep_big_buffers
 from common.text import EscapingFormatter
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
+    add_common_options(parser)
     return parser
 
 
@@ -59,7 +61,7 @@ def setup_logging(log_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_config(build_parser(), argv, "master")
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
     if args.heartbeat <= 0:
         print("corral-master: --heartbeat must be positive", file=sys.stderr)
