@@ -110,6 +110,7 @@ class ClientDaemon:
         self.outbox: dict[int, ProcExited] = {}
         self._ended: list[ProcInfo] = []
         self._tls_context: Any = None
+        self.master_fingerprint = ""  # of the certificate the master showed, with TLS
         # Temporary files of copies in progress; a killed client removes them at start.
         self.partials = PartialLedger(config.state_dir / "partial-files")
         for leftover in self.partials.sweep():
@@ -184,6 +185,7 @@ class ClientDaemon:
                                                     do_handshake_on_connect=False)
             wrapped.settimeout(HANDSHAKE_TIMEOUT)
             wrapped.do_handshake()
+            self.master_fingerprint = tls.der_fingerprint(wrapped.getpeercert(True))
             return wrapped
         except (ssl.SSLError, OSError) as exc:
             if tls.peer_not_tls(exc):
@@ -221,10 +223,12 @@ class _Connection:
             self.sock.settimeout(None)
             self.authenticated = True
             log.info(
-                "registered with master %s:%d as %s (id %s)",
+                "registered with master %s:%d as %s (id %s)%s",
                 *daemon.config.master,
                 daemon.identity.name,
                 daemon.identity.node_id,
+                f", TLS, master certificate SHA-256 {daemon.master_fingerprint}"
+                if daemon.tls_enabled else "",
             )
             self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
             self._workers.spawn(self._watch_master, welcome.heartbeat, gevent.getcurrent())

@@ -87,9 +87,9 @@ def read_section(path: Path, section: str, parser: argparse.ArgumentParser
     actions = {name[2:]: action for action in parser._actions for name in action.option_strings
                if name.startswith("--") and action.dest not in ("help", "version", "config")}
     # An option named for its negative (--no-passthrough) is set by its positive name.
-    for action in list(actions.values()):
-        if isinstance(action, argparse._StoreFalseAction):
-            actions[action.dest.replace("_", "-")] = action
+    for negative in list(actions.values()):
+        if isinstance(negative, argparse._StoreFalseAction):
+            actions[negative.dest.replace("_", "-")] = negative
     settings: dict[str, Any] = {}
     for key, value in table.items():
         action = actions.get(key)

@@ -7,6 +7,8 @@ also checks that the master's certificate names the host it dialled.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import ssl
 from pathlib import Path
 
@@ -104,3 +106,31 @@ def describe_failure(exc: ssl.SSLError | OSError, me: str, peer: str) -> str:
     if "ALERT" in reason:
         return f"the {peer} ended the handshake: {describe(exc)}"
     return describe(exc)
+
+
+def fingerprint(cert_path: Path) -> str:
+    """The SHA-256 fingerprint of the first certificate in a PEM file, as openssl prints
+    it (``AB:CD:...``), for a person to compare with what a peer shows."""
+    match = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                      cert_path.read_text(errors="replace"), re.DOTALL)
+    if match is None:
+        raise CorralError(f"no certificate in {cert_path}", ErrorCode.BAD_REQUEST)
+    return der_fingerprint(ssl.PEM_cert_to_DER_cert(match.group(0)))
+
+
+def der_fingerprint(der: bytes) -> str:
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+def certificate_names(peer: dict[str, object]) -> set[str]:
+    """The names a verified peer certificate (``getpeercert()``) is for: its subject's
+    common name and its DNS subject alternative names."""
+    names: set[str] = set()
+    for rdn in peer.get("subject", ()):  # type: ignore[attr-defined]
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(value)
+    for kind, value in peer.get("subjectAltName", ()):  # type: ignore[attr-defined]
+        if kind == "DNS":
+            names.add(value)
+    return names

@@ -11,12 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-from common import auth
+from common import auth, tls
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.malloc import keep_big_buffers
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
+from master import certs
 from master.api import MasterAPI, load_master_token
 from master.console import CorralConsole
 from master.server import MasterConfig
@@ -61,6 +62,9 @@ def setup_logging(log_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["certs"]:
+        return certs.main(words[1:])
     args = parse_with_config(build_parser(), argv, "master")
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
     if args.heartbeat <= 0:
@@ -100,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     host, port = api.address
     # Information, not a report: on stderr, so a redirected batch run's output holds only
     # what its commands printed.
-    print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path})",
-          file=sys.stderr, flush=True)
+    tls_note = ("TLS off" if tls_files is None else
+                f"TLS on, master certificate SHA-256 {tls.fingerprint(tls_files.cert)}")
+    print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path}; "
+          f"{tls_note})", file=sys.stderr, flush=True)
     console = CorralConsole(api, interactive=sys.stdin.isatty(), passthrough=args.passthrough)
     try:
         stopped = console.runcmds_plus_hooks(args.commands) if args.commands else False

@@ -180,6 +180,18 @@ class Session:
         clear.close()
         self._channel = FrameChannel(self.sock, self.engine.config.max_frame)
 
+    def _check_certificate_name(self, name: str) -> None:
+        """With TLS a client's certificate is bound to its node name: a certificate made
+        for one node does not let its holder register as another."""
+        if self.engine.tls_context is None:
+            return
+        names = tls.certificate_names(self.sock.getpeercert() or {})
+        if name not in names:
+            shown = ", ".join(sorted(printable_name(n) for n in names)) or "no name"
+            raise AuthError(f"certificate for {shown} presented by a node registering as "
+                            f"{printable_name(name)} (make it one with: corral-master certs "
+                            f"issue {name})")
+
     def _refuse_tls_client(self) -> None:
         """A client started with TLS opens with a TLS record, which read as a frame length
         would be a refusal for size that leaves everyone guessing: say what it is."""
@@ -214,6 +226,7 @@ class Session:
                             "wrong token")
         if (problem := name_problem(first.name)) is not None:
             raise BadName(problem)
+        self._check_certificate_name(first.name)
         node = self.engine.registry.admit(first, self)
         heartbeat = self.engine.config.heartbeat
         welcome = Welcome(mac=auth.master_proof(token, master_nonce, first.nonce,
