@@ -109,6 +109,10 @@ class MasterAPI:
     def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
         return self._hub.call(self._ops.signal_all, nodeset, signum)
 
+    def forget_node(self, name: str) -> None:
+        """Drop a GONE node from the list and from the nodes expected back."""
+        self._hub.call(self._engine.registry.forget_node, name)
+
     def forget(self, refs: list[str]) -> list[SignalOutcome]:
         return self._hub.call(self._ops.forget, refs)
 

@@ -7,6 +7,7 @@ import time
 
 from cmd2 import Cmd2ArgumentParser, with_argparser
 
+from common.errors import CorralError
 from common.procs import signal_name
 from common.text import printable_bytes
 from master import render
@@ -134,7 +135,7 @@ class ProcessCommands(ConsoleCommands):
                     "beyond its --keep-ended limit.")
     forget_parser.add_argument("refs", nargs="*", metavar="REF",
                                choices_provider=all_ref_choices, help="NODE:PID of an ended "
-                               "process")
+                               "process, or NODE: a GONE node, no longer expected back")
     forget_parser.add_argument("--all-ended", action="store_true",
                                help="every ended process on the target nodes")
     add_nodeset(forget_parser)
@@ -144,6 +145,12 @@ class ProcessCommands(ConsoleCommands):
         """Drop ended processes from the tables: REF... or --all-ended [-w NODESET]."""
         if not self._refs_or_every(args, args.all_ended, "--all-ended"):
             return
+        nodes = [ref for ref in args.refs if ":" not in ref]
+        if nodes:
+            self._forget_nodes(nodes)
+            args.refs = [ref for ref in args.refs if ":" in ref]
+            if not args.refs and not args.all_ended:
+                return
         if args.all_ended:
             group = self.app.api.forget_ended(args.nodeset)
             self.app.last_result = group
@@ -156,6 +163,15 @@ class ProcessCommands(ConsoleCommands):
             failed = not all(o.ok for o in outcomes)
         if failed:
             self.app.exit_code = 1
+
+    def _forget_nodes(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.app.api.forget_node(name)
+            except CorralError as exc:
+                self.app.fail(exc.message)
+            else:
+                self.app.poutput(f"{name}  forgotten")
 
     rusage_parser = Cmd2ArgumentParser(description="Resource usage of processes on nodes.")
     add_nodeset(rusage_parser)

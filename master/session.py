@@ -106,11 +106,11 @@ class Session:
         except _HandshakeTimeout:
             reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
             self._send_error(ErrorCode.HANDSHAKE_TIMEOUT, reason)
-        except (DuplicateName, BadName) as exc:
+        except (DuplicateName, BadName, AuthError) as exc:
             reason = exc.message
             self._send_error(exc.code, exc.message)
-            self.engine.registry.refused(self._claimed_name, exc.message)
-        except (AuthError, ProtocolError) as exc:
+            self.engine.refused(self, self._claimed_name, exc.message)
+        except ProtocolError as exc:
             reason = exc.message
             self._send_error(exc.code, exc.message)
         except RemoteError as exc:
