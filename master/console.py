@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cmd2
@@ -46,6 +48,7 @@ class CorralConsole(cmd2.Cmd):
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
         self._interactive = interactive
+        self.on_hangup: Callable[[], None] | None = None  # what SIGHUP does, if anything
         self._person_at_prompt = False  # a person's quit ends well, whatever failed before
         self.notices = Notices()
         self._flush_lock = threading.Lock()
@@ -59,6 +62,14 @@ class CorralConsole(cmd2.Cmd):
         self.add_settable(cmd2.Settable(
             "passthrough", on_off, "run an unknown word as `run -- WORDS` on "
             "every READY node (on/off)", self))
+
+    def termination_signal_handler(self, signum: int, frame: Any) -> None:
+        """cmd2 ends the program on SIGHUP; corral's master re-reads its token and reopens
+        its log instead (a closed terminal still ends the loop: its input ends)."""
+        if signum == signal.SIGHUP and self.on_hangup is not None:
+            self.on_hangup()
+            return
+        super().termination_signal_handler(signum, frame)
 
     def preloop(self) -> None:
         # Alerts are drained only while a prompt is shown: batch runs never subscribe, and
