@@ -26,7 +26,7 @@ from client import metrics
 from client.files import Uploads, stream_out
 from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
-from common import tls
+from common import tcp_probe, tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
 from common.landing import PartialLedger
@@ -56,11 +56,12 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
-# The master says something every heartbeat interval (a ping); silence this long means the
-# link or the master is gone even though no socket error says so (a cable pulled, a link
-# taken down: TCP alone would wait for many minutes).
+# The master pings every heartbeat interval. Silence for this many intervals, with what we
+# sent left unacknowledged by the master's host as long, means the link or the host is gone
+# (a cable pulled, a link taken down: TCP alone would retry for many minutes). A master
+# that is merely stopped or busy is waited for: its host still acknowledges, and a new
+# connection would wait for it all the same.
 SILENT_INTERVALS = 3
-MIN_SILENCE = 3.0  # seconds: a short interval must not turn a busy moment into a reconnect
 
 Handler = Callable[[Any], Any]
 
@@ -290,17 +291,30 @@ class _Connection:
             gevent.sleep(interval)
 
     def _watch_master(self, interval: float, reader: gevent.Greenlet) -> None:
-        limit = max(SILENT_INTERVALS * interval, MIN_SILENCE)
+        limit = SILENT_INTERVALS * interval
+        waiting_said = False
+        host, port = self.daemon.config.master
+        master = f"{host}:{port}"
         while True:
             gevent.sleep(interval)
             silent = time.monotonic() - self.last_heard
-            if silent >= limit:
+            if silent < limit:
+                waiting_said = False
+                continue
+            unacknowledged = tcp_probe.unacknowledged_for(self.sock)
+            if unacknowledged is None or unacknowledged >= limit:
                 reader.kill(MasterSilent(
-                    f"nothing from master {self.daemon.config.master[0]}:"
-                    f"{self.daemon.config.master[1]} for {silent:.1f} s (it pings every "
-                    f"{interval:g} s): the link or the master is down; reconnecting"),
-                    block=False)
+                    f"nothing from master {master} for {silent:.1f} s (it pings every "
+                    f"{interval:g} s)" + ("" if unacknowledged is None else
+                                          f" and nothing acknowledged for "
+                                          f"{unacknowledged:.1f} s")
+                    + ": the link or the master is down; reconnecting"), block=False)
                 return
+            if not waiting_said:
+                log.warning("nothing from master %s for %.1f s, but its host acknowledges "
+                            "what this client sends: the master is busy or stopped; "
+                            "waiting for it", master, silent)
+                waiting_said = True
 
     def _serve(self) -> None:
         handlers: dict[type[Message], Handler] = {
