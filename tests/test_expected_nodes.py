@@ -16,6 +16,7 @@ from master.refusals import Refusals
 from tests.harness import PATIENCE, wait_until
 
 
+@pytest.mark.slow
 def test_a_restarted_master_lists_the_nodes_not_back_yet(spawn_master, spawn_client) -> None:
     first = spawn_master(["list --wait 2 --timeout 30"], extra=["--heartbeat", "0.2"])
     spawn_client("n1", first.address)
