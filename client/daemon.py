@@ -30,6 +30,7 @@ from common import tcp_probe, tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
 from common.landing import PartialLedger
+from common.liveness import PING_EVERY, UNACKNOWLEDGED_INTERVALS
 from common.messages import (
     Ack,
     Cancel,
@@ -56,13 +57,6 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
-# The master pings every heartbeat interval. Silence for this many intervals, with what we
-# sent left unacknowledged by the master's host as long, means the link or the host is gone
-# (a cable pulled, a link taken down: TCP alone would retry for many minutes). A master
-# that is merely stopped or busy is waited for: its host still acknowledges, and a new
-# connection would wait for it all the same.
-SILENT_INTERVALS = 3
-
 Handler = Callable[[Any], Any]
 
 
@@ -291,30 +285,37 @@ class _Connection:
             gevent.sleep(interval)
 
     def _watch_master(self, interval: float, reader: gevent.Greenlet) -> None:
-        limit = SILENT_INTERVALS * interval
-        waiting_said = False
+        """Notice a dead link or master host, which no socket error reports (a cable pulled,
+        a link taken down: TCP alone retries for many minutes). The kernel knows: our
+        heartbeats go out every interval, and a live host acknowledges them at once,
+        whatever its master process is doing. A master that is merely stopped or busy is
+        waited for: a new connection would wait for it all the same. Where the kernel does
+        not say, silence longer than the master's pings allow decides."""
+        unacknowledged_limit = UNACKNOWLEDGED_INTERVALS * interval
+        silence_limit = (PING_EVERY + UNACKNOWLEDGED_INTERVALS) * interval
         host, port = self.daemon.config.master
-        master = f"{host}:{port}"
+        waiting_said = False
         while True:
             gevent.sleep(interval)
             silent = time.monotonic() - self.last_heard
-            if silent < limit:
-                waiting_said = False
-                continue
             unacknowledged = tcp_probe.unacknowledged_for(self.sock)
-            if unacknowledged is None or unacknowledged >= limit:
-                reader.kill(MasterSilent(
-                    f"nothing from master {master} for {silent:.1f} s (it pings every "
-                    f"{interval:g} s)" + ("" if unacknowledged is None else
-                                          f" and nothing acknowledged for "
-                                          f"{unacknowledged:.1f} s")
-                    + ": the link or the master is down; reconnecting"), block=False)
-                return
-            if not waiting_said:
-                log.warning("nothing from master %s for %.1f s, but its host acknowledges "
-                            "what this client sends: the master is busy or stopped; "
-                            "waiting for it", master, silent)
-                waiting_said = True
+            if unacknowledged is not None and unacknowledged >= unacknowledged_limit:
+                why = (f"nothing this client sent to master {host}:{port} was acknowledged "
+                       f"for {unacknowledged:.1f} s")
+            elif unacknowledged is None and silent >= silence_limit:
+                why = f"nothing from master {host}:{port} for {silent:.1f} s"
+            else:
+                if silent < silence_limit:
+                    waiting_said = False
+                elif not waiting_said:
+                    log.warning("nothing from master %s:%d for %.1f s, but its host "
+                                "acknowledges what this client sends: the master is busy or "
+                                "stopped; waiting for it", host, port, silent)
+                    waiting_said = True
+                continue
+            reader.kill(MasterSilent(f"{why}: the link or the master's host is down; "
+                                     "reconnecting"), block=False)
+            return
 
     def _serve(self) -> None:
         handlers: dict[type[Message], Handler] = {

@@ -32,6 +32,7 @@ from common.errors import (
     RemoteError,
 )
 from common.framing import FrameChannel, send_whole
+from common.liveness import PING_EVERY
 from common.messages import (
     Ack,
     Cancel,
@@ -379,22 +380,17 @@ class Session:
                 self.send(Cancel(req=req))
 
     def _measure_rtt(self) -> None:
-        """Ping every heartbeat interval, whether or not the last ping has been answered:
-        the pings measure the round trip, and they are how a client tells a quiet master
-        from a dead link (it reconnects after 3 intervals of silence)."""
         interval = self.engine.config.heartbeat
         while True:
-            gevent.spawn(self._ping)
-            gevent.sleep(interval)
-
-    def _ping(self) -> None:
-        started = time.perf_counter()
-        try:
-            self.request(lambda req: Ping(req=req), timeout=self.engine.config.heartbeat * 3)
-        except CorralError:
-            return
-        if self.node is not None:
-            self.node.rtt_ms = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            try:
+                self.request(lambda req: Ping(req=req), timeout=interval * 3)
+            except CorralError:
+                pass
+            else:
+                if self.node is not None:
+                    self.node.rtt_ms = (time.perf_counter() - started) * 1000
+            gevent.sleep(interval * PING_EVERY)
 
 
 class BadName(ProtocolError):
