@@ -151,3 +151,24 @@ def test_pull_fetches_the_paths_that_exist_and_names_the_missing_one(
     message = group.errors["n1"].message
     assert "missing.txt: no such file or folder" in message, message
     assert "2 files of the other paths pulled" in message
+
+
+def test_ctrl_c_during_a_pull_stops_the_client_cleanly(master: MasterAPI, spawn_client,
+                                                       tmp_path: Path) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=PATIENCE).reached
+    client.workdir.mkdir(parents=True, exist_ok=True)
+    with open(client.workdir / "big.bin", "wb") as out:
+        out.truncate(512 * 1024 * 1024)  # sparse: quick to make, long to send
+
+    def interrupt_once(_progress: object) -> None:
+        if client.proc is not None and client.proc.poll() is None:
+            client.signal(signal.SIGINT)
+
+    group = master.pull("n1", ["big.bin"], str(tmp_path / "got"), progress=interrupt_once)
+    assert group.failed == ["n1"]
+    assert client.proc is not None
+    assert client.proc.wait(timeout=PATIENCE) == 0
+    text = client.log_text()
+    assert "stopping on SIGINT" in text and "stopped" in text
+    assert "closed in another greenlet" not in text and "Traceback" not in text, text
