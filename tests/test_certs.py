@@ -40,6 +40,7 @@ def client_args(pki: Path, node: str) -> list[str]:
             "--tls-ca", str(pki / "ca.crt")]
 
 
+@pytest.mark.slow
 def test_made_certificates_serve_a_tls_cluster(pki: Path, spawn_master, spawn_client) -> None:
     fingerprint = re.search(r"master certificate SHA-256 ([0-9A-F:]{95})",
                             (pki / "init.out").read_text())
@@ -60,6 +61,7 @@ def test_a_plain_master_says_tls_is_off(spawn_master) -> None:
     assert "TLS off" in spawn_master().banner
 
 
+@pytest.mark.slow
 def test_a_certificate_bound_to_another_name_is_refused(pki: Path, spawn_master,
                                                         spawn_client) -> None:
     master = spawn_master(extra=master_args(pki))
@@ -72,6 +74,7 @@ def test_a_certificate_bound_to_another_name_is_refused(pki: Path, spawn_master,
     assert "registered with master" not in impostor.log_text()
 
 
+@pytest.mark.slow
 def test_certs_refuses_to_replace_a_ca_and_needs_one_to_issue(tmp_path: Path) -> None:
     assert certs("init", "--dir", str(tmp_path / "pki")).returncode == 0
     again = certs("init", "--dir", str(tmp_path / "pki"))

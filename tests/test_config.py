@@ -20,6 +20,7 @@ def run(module: str, args: list[str], cwd: Path = ROOT, **env: str
                           stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_a_client_configured_by_file_joins_and_flags_win(master: MasterAPI, tmp_path: Path,
                                                          token_file: Path) -> None:
     folder = tmp_path / "etc"

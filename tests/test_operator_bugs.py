@@ -22,6 +22,7 @@ def run_client(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=python_env(), timeout=PATIENCE)
 
 
+@pytest.mark.slow
 def test_relative_path_options_mean_the_folder_the_client_started_in(
         tmp_path: Path, token_file: Path) -> None:
     (tmp_path / "pki").mkdir()
@@ -65,6 +66,7 @@ def test_relative_root_is_the_start_folder(master: MasterAPI, tmp_path: Path,
         client.wait(timeout=PATIENCE)
 
 
+@pytest.mark.slow
 def test_a_persons_quit_exits_0_after_failed_commands(tmp_path: Path, token_file: Path
                                                       ) -> None:
     child = spawn_console(MasterProcess(tmp_path, token_file, 0).argv([]))
@@ -121,6 +123,7 @@ def test_a_request_to_a_silent_node_says_no_reply(master: MasterAPI, spawn_clien
     assert "no reply within" in message and "connection lost" not in message, message
 
 
+@pytest.mark.slow
 def test_spawn_failures_survive_a_client_restart(master: MasterAPI, spawn_client) -> None:
     client = spawn_client("n1", master.address)
     assert master.wait_ready(1, timeout=PATIENCE).reached
