@@ -147,7 +147,9 @@ def run_corral(count: int, window: float, tmp: Path) -> tuple[float, float]:
          "--log-dir", str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert master.stdin and master.stdout and master.stderr
-    line = master.stderr.readline()  # the master says where it listens on stderr
+    line = master.stderr.readline()  # the master says where it listens on stderr,
+    while line and "listening on " not in line:  # after any warning about the token file
+        line = master.stderr.readline()
     port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
     sims = start_sims(port, count, raw=False)
     try:

@@ -23,9 +23,12 @@ from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
+from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
+from common.logfiles import add_log_options, log_file_handler, reopen_log_files
 from common.malloc import keep_big_buffers
 from common.names import NAME_RULE, name_problem
+from common.paths import absolute_path_options
 from common.procs import signal_name
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
@@ -82,14 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-ended", type=positive_count, default=KEEP_ENDED, metavar="N",
                         help="ended processes to remember; beyond N the one that ended "
                         f"first is forgotten (default {KEEP_ENDED:,})")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug lines too")
+    parser.add_argument("--log-file", type=Path, metavar="PATH",
+                        help="this client's own log (default: standard error)")
+    add_log_options(parser)
+    add_common_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_config(build_parser(), argv, "client")
+    absolute_path_options(args)  # before any chdir: relative paths are the operator's
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    if args.log_file is not None:
+        try:
+            args.log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = log_file_handler(args.log_file, args.log_max_bytes, args.log_keep)
+        except OSError as exc:
+            print(f"corral-client: cannot open log file {args.log_file}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
     handler.setFormatter(EscapingFormatter(
         f"%(asctime)s corral-client[{args.name}] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -108,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = (args.log_dir or state_dir / "logs").resolve()
     for folder in (state_dir, workdir, log_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    try:  # before the chdir: relative paths in the list are the operator's
+    try:
         allow = AllowList.from_options(args.allow, args.allow_file, args.name)
     except OSError as exc:
         print(f"corral-client: cannot read {args.allow_file}: {exc.strerror}", file=sys.stderr)
@@ -161,8 +178,23 @@ def main(argv: list[str] | None = None) -> int:
         daemon.stop()
         runner.kill(block=False)  # out of whatever it waits on: connect, read, back-off
 
+    def hangup() -> None:
+        """Re-read the token (connections from now on prove the new one; the current one
+        stays up) and reopen the log file after logrotate moved it."""
+        reopen_log_files(logging.getLogger())
+        try:
+            new_token = auth.client_token(args.token_file)
+        except CorralError as exc:
+            log.warning("SIGHUP: %s; the token in use stays", exc.message)
+            return
+        changed = new_token != daemon.token
+        daemon.token = new_token
+        log.info("SIGHUP: token re-read (%s)", "changed: used from the next connection on"
+                 if changed else "unchanged")
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop, signum)
+    gevent.signal_handler(signal.SIGHUP, hangup)
     runner.join()
     log.info("stopped")
     return 0

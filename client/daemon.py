@@ -9,6 +9,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +26,11 @@ from client import metrics
 from client.files import Uploads, stream_out
 from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
-from common import tls
+from common import tcp_probe, tls
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
 from common.landing import PartialLedger
+from common.liveness import PING_EVERY, UNACKNOWLEDGED_INTERVALS
 from common.messages import (
     Ack,
     Cancel,
@@ -55,7 +57,6 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
-
 Handler = Callable[[Any], Any]
 
 
@@ -104,6 +105,7 @@ class ClientDaemon:
         self.outbox: dict[int, ProcExited] = {}
         self._ended: list[ProcInfo] = []
         self._tls_context: Any = None
+        self.master_fingerprint = ""  # of the certificate the master showed, with TLS
         # Temporary files of copies in progress; a killed client removes them at start.
         self.partials = PartialLedger(config.state_dir / "partial-files")
         for leftover in self.partials.sweep():
@@ -178,6 +180,7 @@ class ClientDaemon:
                                                     do_handshake_on_connect=False)
             wrapped.settimeout(HANDSHAKE_TIMEOUT)
             wrapped.do_handshake()
+            self.master_fingerprint = tls.der_fingerprint(wrapped.getpeercert(True))
             return wrapped
         except (ssl.SSLError, OSError) as exc:
             if tls.peer_not_tls(exc):
@@ -186,7 +189,7 @@ class ClientDaemon:
                             "client without them)", host, tls.ENABLE_HINT)
             else:
                 log.warning("TLS handshake with master %s failed: %s", host,
-                            tls.describe(exc))
+                            tls.describe_failure(exc, "client", "master"))
             sock.close()
             return None
 
@@ -203,6 +206,7 @@ class _Connection:
         self.authenticated = False
         self.uploads = Uploads(daemon.sandbox, daemon.partials)
         self._in_flight: dict[int, gevent.Greenlet] = {}
+        self.last_heard = time.monotonic()
 
     def run(self) -> bool:
         """Serve until the connection ends; True if the handshake had succeeded."""
@@ -214,16 +218,19 @@ class _Connection:
             self.sock.settimeout(None)
             self.authenticated = True
             log.info(
-                "registered with master %s:%d as %s (id %s)",
+                "registered with master %s:%d as %s (id %s)%s",
                 *daemon.config.master,
                 daemon.identity.name,
                 daemon.identity.node_id,
+                f", TLS, master certificate SHA-256 {daemon.master_fingerprint}"
+                if daemon.tls_enabled else "",
             )
             self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
+            self._workers.spawn(self._watch_master, welcome.heartbeat, gevent.getcurrent())
             for event in list(daemon.outbox.values()):
                 self.send(event)  # what ended while we were away, oldest first
             self._serve()
-        except RemoteError as exc:
+        except (RemoteError, MasterSilent) as exc:
             log.warning("%s", exc.message)
         except (ProtocolError, CorralError) as exc:
             if isinstance(exc, ConnectionClosed):
@@ -241,7 +248,7 @@ class _Connection:
             # With TLS 1.3 the master checks our certificate after our side is done, so its
             # refusal arrives here, as an alert.
             log.warning("TLS with master %s:%d failed: %s", *daemon.config.master,
-                        tls.describe(exc))
+                        tls.describe_failure(exc, "client", "master"))
         except OSError as exc:
             log.info("connection to master lost: %s", exc.strerror or exc)
         finally:
@@ -277,6 +284,39 @@ class _Connection:
                 return  # the read loop notices the broken socket and reconnects
             gevent.sleep(interval)
 
+    def _watch_master(self, interval: float, reader: gevent.Greenlet) -> None:
+        """Notice a dead link or master host, which no socket error reports (a cable pulled,
+        a link taken down: TCP alone retries for many minutes). The kernel knows: our
+        heartbeats go out every interval, and a live host acknowledges them at once,
+        whatever its master process is doing. A master that is merely stopped or busy is
+        waited for: a new connection would wait for it all the same. Where the kernel does
+        not say, silence longer than the master's pings allow decides."""
+        unacknowledged_limit = UNACKNOWLEDGED_INTERVALS * interval
+        silence_limit = (PING_EVERY + UNACKNOWLEDGED_INTERVALS) * interval
+        host, port = self.daemon.config.master
+        waiting_said = False
+        while True:
+            gevent.sleep(interval)
+            silent = time.monotonic() - self.last_heard
+            unacknowledged = tcp_probe.unacknowledged_for(self.sock)
+            if unacknowledged is not None and unacknowledged >= unacknowledged_limit:
+                why = (f"nothing this client sent to master {host}:{port} was acknowledged "
+                       f"for {unacknowledged:.1f} s")
+            elif unacknowledged is None and silent >= silence_limit:
+                why = f"nothing from master {host}:{port} for {silent:.1f} s"
+            else:
+                if silent < silence_limit:
+                    waiting_said = False
+                elif not waiting_said:
+                    log.warning("nothing from master %s:%d for %.1f s, but its host "
+                                "acknowledges what this client sends: the master is busy or "
+                                "stopped; waiting for it", host, port, silent)
+                    waiting_said = True
+                continue
+            reader.kill(MasterSilent(f"{why}: the link or the master's host is down; "
+                                     "reconnecting"), block=False)
+            return
+
     def _serve(self) -> None:
         handlers: dict[type[Message], Handler] = {
             **self.daemon.handlers,
@@ -285,6 +325,7 @@ class _Connection:
         turns = Turns(gevent.sleep)
         while True:
             message = decode(self.channel.read())
+            self.last_heard = time.monotonic()
             turns.take()
             if isinstance(message, (PutBegin, PutEntry, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.
@@ -328,3 +369,7 @@ class _Connection:
         finally:
             self._in_flight.pop(request.req, None)
         self.send_quietly(reply)
+
+
+class MasterSilent(CorralError):
+    code = ErrorCode.DISCONNECTED

@@ -217,6 +217,7 @@ class ProcTable:
             record.ended = time.time()
             record.log_path.unlink(missing_ok=True)
             self._change_state(record, ProcState.SPAWN_FAILED)
+            self._record_event(record.to_journal())  # shown by pid after a restart too
             log.info("could not start %s: %s", argv, exc.message)
             self._ended_order[seq] = record
             self._limit_ended()

@@ -81,6 +81,13 @@ class MasterAPI:
         self._hub.call(self._engine.stop)
         self._hub.stop()
 
+    def set_token(self, token: bytes) -> bool:
+        """Use ``token`` for every connection from now on (those made stay up); True if it
+        differs from the one in use. One attribute, replaced whole: safe from any thread."""
+        changed = token != self._engine.token
+        self._engine.token = token
+        return changed
+
     def subscribe(self, listener: Callable[[Event], object]) -> None:
         """``listener`` is called on the hub thread: it must be quick and thread-safe."""
         self._hub.call(self._engine.registry.subscribe, listener)
@@ -108,6 +115,10 @@ class MasterAPI:
 
     def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
         return self._hub.call(self._ops.signal_all, nodeset, signum)
+
+    def forget_node(self, name: str) -> None:
+        """Drop a GONE node from the list and from the nodes expected back."""
+        self._hub.call(self._engine.registry.forget_node, name)
 
     def forget(self, refs: list[str]) -> list[SignalOutcome]:
         return self._hub.call(self._ops.forget, refs)

@@ -11,11 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
-from common import auth
+from common import auth, tls
+from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
+from common.logfiles import DEFAULT_KEEP, add_log_options, log_file_handler
 from common.malloc import keep_big_buffers
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
+from master import certs, hangup
 from master.api import MasterAPI, load_master_token
 from master.console import CorralConsole
 from master.server import MasterConfig
@@ -42,15 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
+    add_log_options(parser)
+    add_common_options(parser)
     return parser
 
 
-def setup_logging(log_dir: Path) -> Path:
+def setup_logging(log_dir: Path, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -> Path:
     """Log to a file: a handler writing to the terminal from the hub thread would garble
     the prompt."""
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "master.log"
-    handler = logging.FileHandler(path)
+    handler = log_file_handler(path, max_bytes, keep)
     handler.setFormatter(EscapingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger("corral")
     root.setLevel(logging.INFO)
@@ -59,12 +64,15 @@ def setup_logging(log_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["certs"]:
+        return certs.main(words[1:])
+    args = parse_with_config(build_parser(), argv, "master")
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
     if args.heartbeat <= 0:
         print("corral-master: --heartbeat must be positive", file=sys.stderr)
         return 2
-    log_path = setup_logging(args.log_dir)
+    log_path = setup_logging(args.log_dir, args.log_max_bytes, args.log_keep)
     try:
         token, token_path, created = load_master_token(args.token_file)
     except (CorralError, OSError) as exc:
@@ -95,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-master: cannot listen on {args.host}:{args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
+    on_hangup = hangup.install(api, token_path)
     host, port = api.address
     # Information, not a report: on stderr, so a redirected batch run's output holds only
     # what its commands printed.
-    print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path})",
-          file=sys.stderr, flush=True)
+    tls_note = ("TLS off" if tls_files is None else
+                f"TLS on, master certificate SHA-256 {tls.fingerprint(tls_files.cert)}")
+    print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path}; "
+          f"{tls_note})", file=sys.stderr, flush=True)
     console = CorralConsole(api, interactive=sys.stdin.isatty(), passthrough=args.passthrough)
+    console.on_hangup = on_hangup
     try:
         stopped = console.runcmds_plus_hooks(args.commands) if args.commands else False
         if not stopped:

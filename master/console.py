@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cmd2
@@ -46,6 +48,8 @@ class CorralConsole(cmd2.Cmd):
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
         self._interactive = interactive
+        self.on_hangup: Callable[[], None] | None = None  # what SIGHUP does, if anything
+        self._person_at_prompt = False  # a person's quit ends well, whatever failed before
         self.notices = Notices()
         self._flush_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
@@ -59,11 +63,20 @@ class CorralConsole(cmd2.Cmd):
             "passthrough", on_off, "run an unknown word as `run -- WORDS` on "
             "every READY node (on/off)", self))
 
+    def termination_signal_handler(self, signum: int, frame: Any) -> None:
+        """cmd2 ends the program on SIGHUP; corral's master re-reads its token and reopens
+        its log instead (a closed terminal still ends the loop: its input ends)."""
+        if signum == signal.SIGHUP and self.on_hangup is not None:
+            self.on_hangup()
+            return
+        super().termination_signal_handler(signum, frame)
+
     def preloop(self) -> None:
         # Alerts are drained only while a prompt is shown: batch runs never subscribe, and
         # commands given on the command line have already reported what they saw.
         if self._interactive:
             self.api.subscribe(self._alert)
+            self._person_at_prompt = True
 
     def _alert(self, event: Event) -> None:
         """Called on the hub thread: show what is due now, and flush a gathered burst of
@@ -197,4 +210,11 @@ class CorralConsole(cmd2.Cmd):
     @cmd2.with_category(CATEGORY)
     def do_exit(self, _: Any) -> bool:
         """Stop the master (clients keep retrying until one comes back)."""
+        if self._person_at_prompt:
+            self.exit_code = 0  # failed commands were reported as they happened
         return True
+
+    @cmd2.with_category(CATEGORY)
+    def do_quit(self, args: Any) -> bool:
+        """Same as exit."""
+        return self.do_exit(args)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
+import cmd2
 from cmd2 import Cmd2ArgumentParser, with_argparser
 
+from common.errors import CorralError
 from common.procs import signal_name
 from common.text import printable_bytes
 from master import render
@@ -134,7 +138,7 @@ class ProcessCommands(ConsoleCommands):
                     "beyond its --keep-ended limit.")
     forget_parser.add_argument("refs", nargs="*", metavar="REF",
                                choices_provider=all_ref_choices, help="NODE:PID of an ended "
-                               "process")
+                               "process, or NODE: a GONE node, no longer expected back")
     forget_parser.add_argument("--all-ended", action="store_true",
                                help="every ended process on the target nodes")
     add_nodeset(forget_parser)
@@ -144,6 +148,12 @@ class ProcessCommands(ConsoleCommands):
         """Drop ended processes from the tables: REF... or --all-ended [-w NODESET]."""
         if not self._refs_or_every(args, args.all_ended, "--all-ended"):
             return
+        nodes = [ref for ref in args.refs if ":" not in ref]
+        if nodes:
+            self._forget_nodes(nodes)
+            args.refs = [ref for ref in args.refs if ":" in ref]
+            if not args.refs and not args.all_ended:
+                return
         if args.all_ended:
             group = self.app.api.forget_ended(args.nodeset)
             self.app.last_result = group
@@ -156,6 +166,15 @@ class ProcessCommands(ConsoleCommands):
             failed = not all(o.ok for o in outcomes)
         if failed:
             self.app.exit_code = 1
+
+    def _forget_nodes(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.app.api.forget_node(name)
+            except CorralError as exc:
+                self.app.fail(exc.message)
+            else:
+                self.app.poutput(f"{name}  forgotten")
 
     rusage_parser = Cmd2ArgumentParser(description="Resource usage of processes on nodes.")
     add_nodeset(rusage_parser)
@@ -176,10 +195,16 @@ class ProcessCommands(ConsoleCommands):
                             help="how many lines from the end (default 20; 0: all)")
     log_parser.add_argument("-f", dest="follow", action="store_true",
                             help="follow until the process ends or Ctrl-C")
+    log_parser.add_argument("--save", metavar="LOCAL_FILE", completer=cmd2.Cmd.path_complete,
+                            help="fetch the whole log into LOCAL_FILE on this machine "
+                            "instead of showing its tail")
 
     @with_argparser(log_parser)
     def do_log(self, args: argparse.Namespace) -> None:
         """Show the tail of a process's log (stdout and stderr, in order)."""
+        if args.save is not None:
+            self._save_log(args.ref, Path(args.save), args.follow)
+            return
         shown = LogTail()
         ended = False
         try:
@@ -192,6 +217,28 @@ class ProcessCommands(ConsoleCommands):
                 raise
             # Ctrl-C is how one stops following
         self.app.last_result = shown.view(args.ref, ended)
+
+    def _save_log(self, ref: str, target: Path, follow: bool) -> None:
+        """The whole log, however big, into a local file: logs live outside the work folder
+        that pull reaches. Written beside the target and renamed, so a failed or cancelled
+        fetch leaves no half file under that name."""
+        temp = target.with_name(f".{target.name}.part")
+        size = 0
+        try:
+            with open(temp, "wb") as out:
+                for chunk in self.app.api.log_chunks(ref, None, follow):
+                    out.write(chunk.data)
+                    size += len(chunk.data)
+            os.replace(temp, target)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            self.app.fail(f"cannot write {target}: {exc.strerror or exc}")
+            return
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        self.app.last_result = {"ref": ref, "path": str(target), "bytes": size}
+        self.app.poutput(f"saved {size:,} bytes of {ref}'s log to {target}")
 
     def _write_log(self, data: bytes) -> None:
         """On a terminal, the log's text with control characters escaped (a process must

@@ -19,6 +19,8 @@ class NodeEvent:
     detail: str = ""
 
     def describe(self) -> str:
+        if self.new is None and self.old is NodeState.GONE:
+            return f"node {self.name} forgotten"
         if self.new is None:
             return f"node {self.name} refused: {printable(self.detail)}"
         if self.old is None:

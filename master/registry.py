@@ -20,6 +20,7 @@ from common.messages import Heartbeat, Register
 from common.states import NODE_TRANSITIONS, REACHABLE_STATES, NodeState
 from common.text import printable
 from master.events import Event, NodeEvent
+from master.known_nodes import KnownNode
 
 if TYPE_CHECKING:
     from master.session import Session
@@ -53,6 +54,7 @@ class NodeView:
     mem_total: int | None
     disk_free: int | None
     processes: int | None
+    seen_at: float | None = None  # wall clock: when a GONE node was last known connected
 
 
 @dataclasses.dataclass
@@ -67,6 +69,7 @@ class Node:
     heartbeat: Heartbeat | None = None
     rtt_ms: float | None = None
     gone_at: float = 0.0  # monotonic time it last went GONE
+    seen_at: float = 0.0  # wall-clock time it was last known connected
 
     def view(self, now: float) -> NodeView:
         hb = self.heartbeat
@@ -85,6 +88,7 @@ class Node:
             mem_total=None if hb is None else hb.mem_total,
             disk_free=None if hb is None else hb.disk_free,
             processes=None if hb is None else hb.processes,
+            seen_at=self.seen_at if self.state is NodeState.GONE and self.seen_at else None,
         )
 
 
@@ -175,8 +179,31 @@ class NodeRegistry:
         if node.state is not NodeState.GONE:
             self.change_state(node, NodeState.GONE, reason)
 
-    def refused(self, name: str, reason: str) -> None:
-        self.publish(NodeEvent(name, None, None, reason))
+    def restore(self, known: list[KnownNode]) -> None:
+        """Expect the nodes a previous run of this master had seen: GONE until they are back."""
+        for entry in known:
+            if entry.node_id not in self._by_id:
+                self._by_id[entry.node_id] = Node(entry.node_id, entry.name, entry.host, "-",
+                                                  state=NodeState.GONE, seen_at=entry.seen)
+
+    def known(self) -> list[KnownNode]:
+        now = time.time()
+        return [KnownNode(n.node_id, n.name, n.host,
+                          n.seen_at if n.state is NodeState.GONE else now)
+                for n in self._by_id.values()]
+
+    def forget_node(self, name: str) -> None:
+        """Remove a GONE node from the list (and so from the nodes expected back)."""
+        matches = [n for n in self._by_id.values() if n.name == name]
+        if not matches:
+            raise CorralError(f"no node named {name!r}", ErrorCode.NOT_FOUND)
+        for node in matches:
+            if node.state is not NodeState.GONE:
+                raise CorralError(f"{name} is {node.state}; only a GONE node can be "
+                                  "forgotten", ErrorCode.BAD_REQUEST)
+        for node in matches:
+            del self._by_id[node.node_id]
+        self.publish(NodeEvent(name, NodeState.GONE, None, "forgotten"))
 
     # --- liveness -------------------------------------------------------------------------
 
@@ -211,7 +238,7 @@ class NodeRegistry:
                 node.session = None
                 self.change_state(node, NodeState.GONE, reason)
                 if session is not None:
-                    session.close(reason)
+                    session.close(reason, silent=True)
             elif silent >= MISSING_AFTER * interval and node.state is NodeState.READY:
                 self.change_state(node, NodeState.MISSING, f"no heartbeat for {silent:.1f} s")
 
@@ -222,6 +249,7 @@ class NodeRegistry:
         node.state = new
         if new is NodeState.GONE:
             node.gone_at = time.monotonic()
+            node.seen_at = time.time()
         self.publish(NodeEvent(node.name, old, new, detail))
 
     # --- queries --------------------------------------------------------------------------

@@ -35,6 +35,13 @@ def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def node_state(node: NodeView) -> str:
+    if node.seen_at is None:
+        return str(node.state)
+    seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.seen_at))
+    return f"{node.state} (not seen since {seen})"
+
+
 def nodes_table(nodes: Sequence[NodeView]) -> str:
     headers = ["name", "id", "address", "state", "hb age s", "rtt ms", "load 1/5/15",
                "free mem", "free disk", "procs"]
@@ -43,7 +50,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
             node.name,
             node.node_id[:8],
             node.address,
-            str(node.state),
+            node_state(node),
             _number(node.since_heartbeat, ".1f"),
             _number(node.rtt_ms, ".2f"),
             "-" if node.load is None else "/".join(f"{v:.2f}" for v in node.load),

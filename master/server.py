@@ -18,12 +18,18 @@ from gevent.server import StreamServer
 from common import tls
 from common.framing import DEFAULT_MAX_FRAME
 from common.landing import PartialLedger
+from common.states import NodeState
 from common.tls import TlsFiles
+from master.events import Event, NodeEvent
+from master.known_nodes import KnownNodes
 from master.processes import ExitTracker
+from master.refusals import Refusals
 from master.registry import NodeRegistry
 from master.session import Session
 
 log = logging.getLogger("corral.master")
+
+KNOWN_REFRESH = 60.0  # seconds between saves of the known nodes' "last seen" times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,12 @@ class MasterEngine:
         self.config = config
         self.token = token
         self.registry = NodeRegistry(config.heartbeat)
+        self.refusals = Refusals(self.registry.publish)
+        # The nodes seen before, expected back; saved when the list changes, and now and
+        # then so that "last seen" stays close to true for a master that is killed.
+        self.known_nodes = KnownNodes(config.state_dir or config.log_dir)
+        self._known_dirty = False
+        self._known_saved = 0.0
         self.exits = ExitTracker(self.registry)
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
@@ -69,6 +81,8 @@ class MasterEngine:
         self._server.start()
         for leftover in self.pull_ledger.sweep():
             log.info("removed %s, left by a pull that was interrupted", leftover)
+        self.registry.restore(self.known_nodes.load())
+        self.registry.subscribe(self._note_node_change)
         self._ticker = gevent.spawn(self._check_liveness)
         log.info("listening on %s:%d", *self.address)
 
@@ -79,6 +93,7 @@ class MasterEngine:
             session.close("master shutting down")
         if self._server is not None:
             self._server.stop(timeout=1)
+            self.known_nodes.save(self.registry.known())
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
         session = Session(sock, address, self)
@@ -92,4 +107,22 @@ class MasterEngine:
         # Twice per interval, so MISSING is noticed within half an interval of its due time.
         while True:
             gevent.sleep(self.config.heartbeat / 2)
-            self.registry.check_liveness(time.monotonic())
+            now = time.monotonic()
+            self.registry.check_liveness(now)
+            self.refusals.flush(now)
+            if self._known_dirty or now - self._known_saved >= KNOWN_REFRESH:
+                self._known_dirty, self._known_saved = False, now
+                self.known_nodes.save(self.registry.known())
+
+    def _note_node_change(self, event: Event) -> None:
+        if isinstance(event, NodeEvent) and (
+                (event.old is None and event.new is not None)  # joined
+                or event.new is NodeState.GONE
+                or (event.old is NodeState.GONE and event.new is None)):  # forgotten
+            self._known_dirty = True
+
+    def refused(self, session: Session, name: str, reason: str) -> None:
+        """A connection refused for its token, its name or its certificate: told once per
+        source address and reason, then counted."""
+        source = session.address.rsplit(":", 1)[0]
+        self.refusals.note(source, name, reason, time.monotonic())

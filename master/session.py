@@ -32,6 +32,7 @@ from common.errors import (
     RemoteError,
 )
 from common.framing import FrameChannel, send_whole
+from common.liveness import PING_EVERY
 from common.messages import (
     Ack,
     Cancel,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.master.session")
 
-RTT_EVERY = 5  # heartbeat intervals between round-trip measurements
 ACK_DELAY = 0.02  # seconds an exit-event ack may wait to cover later events too
 
 
@@ -86,6 +86,7 @@ class Session:
         self._claimed_name = "?"  # the name a peer gave before it was admitted
         self._boot: str | None = None  # the client run this connection belongs to
         self._complaints = Complaints(log)
+        self._went_silent = False
 
     @property
     def label(self) -> str:
@@ -106,11 +107,11 @@ class Session:
         except _HandshakeTimeout:
             reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
             self._send_error(ErrorCode.HANDSHAKE_TIMEOUT, reason)
-        except (DuplicateName, BadName) as exc:
+        except (DuplicateName, BadName, AuthError) as exc:
             reason = exc.message
             self._send_error(exc.code, exc.message)
-            self.engine.registry.refused(self._claimed_name, exc.message)
-        except (AuthError, ProtocolError) as exc:
+            self.engine.refused(self, self._claimed_name, exc.message)
+        except ProtocolError as exc:
             reason = exc.message
             self._send_error(exc.code, exc.message)
         except RemoteError as exc:
@@ -125,8 +126,11 @@ class Session:
         finally:
             self._finish(self._closed_reason or reason)
 
-    def close(self, reason: str) -> None:
-        """Close from outside the read loop (liveness gave up, replaced, shutting down)."""
+    def close(self, reason: str, silent: bool = False) -> None:
+        """Close from outside the read loop (liveness gave up, replaced, shutting down).
+        ``silent``: the node stopped answering, so a request still waiting had no reply
+        (rather than lost a connection that was working)."""
+        self._went_silent = silent
         if self._closed_reason is None:
             self._send_ack()  # a delayed ack still owed goes out first: nothing twice
             self._closed_reason = reason
@@ -165,7 +169,8 @@ class Session:
             wrapped.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             self._fall_back(wrapped, clear)
-            raise AuthError(f"TLS handshake failed: {tls.describe(exc)}") from None
+            raise AuthError("TLS handshake failed: "
+                            + tls.describe_failure(exc, "master", "client")) from None
         except _HandshakeTimeout:
             # Most likely a client without TLS, waiting for our hello: tell it in clear.
             self._fall_back(wrapped, clear)
@@ -175,6 +180,18 @@ class Session:
                 f"{tls.ENABLE_HINT})") from None
         clear.close()
         self._channel = FrameChannel(self.sock, self.engine.config.max_frame)
+
+    def _check_certificate_name(self, name: str) -> None:
+        """With TLS a client's certificate is bound to its node name: a certificate made
+        for one node does not let its holder register as another."""
+        if self.engine.tls_context is None:
+            return
+        names = tls.certificate_names(self.sock.getpeercert() or {})
+        if name not in names:
+            shown = ", ".join(sorted(printable_name(n) for n in names)) or "no name"
+            raise AuthError(f"certificate for {shown} presented by a node registering as "
+                            f"{printable_name(name)} (make it one with: corral-master certs "
+                            f"issue {name})")
 
     def _refuse_tls_client(self) -> None:
         """A client started with TLS opens with a TLS record, which read as a frame length
@@ -210,6 +227,7 @@ class Session:
                             "wrong token")
         if (problem := name_problem(first.name)) is not None:
             raise BadName(problem)
+        self._check_certificate_name(first.name)
         node = self.engine.registry.admit(first, self)
         heartbeat = self.engine.config.heartbeat
         welcome = Welcome(mac=auth.master_proof(token, master_nonce, first.nonce,
@@ -306,11 +324,18 @@ class Session:
         req = next(self._request_ids)
         message = make(req)
         result = self._register(req, message)
+        sent = time.monotonic()
         try:
             self.send(message)
             return result.get(timeout=timeout)
         except gevent.Timeout:
             raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
+        except CorralError as exc:
+            if exc.code is ErrorCode.DISCONNECTED and self._went_silent:
+                raise CorralError(f"no reply within {time.monotonic() - sent:.0f} s "
+                                  f"({self._closed_reason}; the node was dropped)",
+                                  ErrorCode.NO_REPLY) from None
+            raise
         except OSError as exc:
             raise CorralError(f"connection lost: {exc.strerror or exc}",
                               ErrorCode.DISCONNECTED) from None
@@ -365,7 +390,7 @@ class Session:
             else:
                 if self.node is not None:
                     self.node.rtt_ms = (time.perf_counter() - started) * 1000
-            gevent.sleep(interval * RTT_EVERY)
+            gevent.sleep(interval * PING_EVERY)
 
 
 class BadName(ProtocolError):

@@ -363,9 +363,19 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
                                             "name; nothing pulled", ErrorCode.BAD_NAME)
             return
         download = _Download(folder, meter, ledger)
+        refused: list[CorralError] = []  # paths this node could not send; the rest still come
         try:
             for remote in remote_paths:
-                _pull_one(node, remote.replace("?HOST", node.name), follow, download)
+                try:
+                    _pull_one(node, remote.replace("?HOST", node.name), follow, download)
+                except CorralError as exc:
+                    if download.error is not None or exc.code in _LINK_FAILURES:
+                        raise
+                    refused.append(exc)
+            if refused:
+                errors[node.name] = CorralError(
+                    "; ".join(exc.message for exc in refused)
+                    + f" ({download.files} files of the other paths pulled)", refused[0].code)
         except CorralError as exc:
             errors[node.name] = exc
         finally:
@@ -377,6 +387,11 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
     gevent.joinall([gevent.spawn(from_node, node) for node in nodes], raise_error=True)
     return GroupResult(results=results, errors=errors,
                        order=sorted(set(results) | set(errors), key=natural_key))
+
+
+# Failures after which the node's other paths would fail too.
+_LINK_FAILURES = frozenset({ErrorCode.DISCONNECTED, ErrorCode.NO_REPLY, ErrorCode.PROTOCOL,
+                            ErrorCode.CANCELLED})
 
 
 def node_folder(base: Path, name: str) -> Path | None:

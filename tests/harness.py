@@ -107,6 +107,7 @@ class MasterProcess:
         self.port = port
         self.extra = extra or []
         self.proc: subprocess.Popen[str] | None = None
+        self.banner = ""  # what it printed before it listened
 
     def argv(self, commands: list[str]) -> list[str]:
         return [sys.executable, "-m", "master", "--port", str(self.port), "--token-file",
@@ -127,6 +128,7 @@ class MasterProcess:
             match = re.search(r"listening on [\d.]+:(\d+)", line)
         assert match, f"master did not start: {''.join(seen)!r}"
         self.port = int(match.group(1))
+        self.banner = "".join(seen)
         return self
 
     @property

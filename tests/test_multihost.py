@@ -165,3 +165,17 @@ def test_link_down_then_up(lab: NetLab, lab_master: MasterAPI, lab_clients) -> N
     procs = lab_master.processes("h2").results["h2"]
     assert [(p.pid, p.describe()) for p in procs] == [(sleeper.pid, "running")]
     assert lab_master.signal([f"h2:{sleeper.pid}"], 9)[0].ok
+
+
+def test_a_client_notices_its_link_went_down_and_comes_back_by_itself(
+        lab: NetLab, lab_master: MasterAPI, lab_clients) -> None:
+    assert lab_master.wait_ready(3, timeout=30).reached
+    h1 = lab_clients[0]
+    lab.set_link("h1", "down")  # no FIN, no RST: only silence tells the client
+    wait_until(lambda: "was acknowledged for" in h1.log_text()
+               and "the link or the master's host is down; reconnecting" in h1.log_text(),
+               what="h1 noticed the silence")
+    lab.set_link("h1", "up")
+    wait_until(lambda: h1.log_text().count("registered with master") >= 2,
+               what="h1 registered again")
+    assert lab_master.wait_ready(3, timeout=30).reached

@@ -46,10 +46,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ca = make_ca(folder, "ca")
     rogue_ca = make_ca(folder, "rogue-ca")
     master = make_cert(folder, "master", ca, "IP:127.0.0.1,DNS:localhost")
+    named = make_cert(folder, "named", ca, "DNS:localhost")
     client = make_cert(folder, "client", ca, "DNS:n1")
     rogue = make_cert(folder, "rogue", rogue_ca, "DNS:n9")
     return {"ca": ca[0], "master.pem": master[0], "master.key": master[1],
             "client.pem": client[0], "client.key": client[1],
+            "named.pem": named[0], "named.key": named[1],
             "rogue.pem": rogue[0], "rogue.key": rogue[1], "rogue-ca": rogue_ca[0]}
 
 
@@ -92,15 +94,18 @@ def test_client_certificate_from_another_ca_is_refused(tls_master: MasterAPI, sp
                                                        pki, master_log: Path) -> None:
     rogue = spawn_client("rogue", tls_master.address, extra=tls_args(pki, "rogue"))
     wait_until(lambda: "TLS handshake failed" in master_log.read_text(), what="master's log")
-    wait_until(lambda: "failed: tlsv1 alert unknown ca" in rogue.log_text(),
-               what="client's log")
+    wait_until(lambda: "failed: the master refused this client's certificate (tlsv1 alert "
+               "unknown ca" in rogue.log_text(), what="client's log")
+    wait_until(lambda: "the client's certificate is not accepted by this master: unable to "
+               "get local issuer certificate" in master_log.read_text(), what="master's log")
     assert tls_master.nodes() == []
 
 
 def test_client_refuses_a_master_it_cannot_verify(tls_master: MasterAPI, spawn_client,
                                                   pki) -> None:
     wary = spawn_client("n1", tls_master.address, extra=tls_args(pki, "client", "rogue-ca"))
-    wait_until(lambda: "certificate verify failed" in wary.log_text(), what="client's log")
+    wait_until(lambda: "the master's certificate is not accepted by this client: self-signed "
+               "certificate in certificate chain" in wary.log_text(), what="client's log")
     assert tls_master.nodes() == []
 
 
@@ -132,3 +137,15 @@ def test_plain_client_against_a_tls_master(spawn_master, spawn_client, pki) -> N
     wait_until(lambda: wanted in master.log_text(), what="master's log")
     wait_until(lambda: f"master refused: {wanted}" in client.log_text(), what="client's log")
     assert client.proc.poll() is None
+
+
+def test_a_certificate_for_another_address_is_blamed_on_its_owner_on_both_sides(
+        spawn_master, spawn_client, pki) -> None:
+    master = spawn_master(extra=["--tls-cert", str(pki["named.pem"]), "--tls-key",
+                                 str(pki["named.key"]), "--tls-ca", str(pki["ca"])])
+    client = spawn_client("n1", master.address, extra=tls_args(pki))
+    wait_until(lambda: "the master's certificate is not accepted by this client: IP address "
+               "mismatch, certificate is not valid for '127.0.0.1'" in client.log_text(),
+               what="client's log")
+    wait_until(lambda: "the client refused this master's certificate" in master.log_text(),
+               what="master's log")

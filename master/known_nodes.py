@@ -1,0 +1,62 @@
+"""The nodes this master has seen, kept in its state folder (``nodes.json``), so that after a
+restart the ones not back yet are listed as GONE with when they were last seen, instead of
+silently missing from the list.
+
+The file is rewritten whole (temporary file, rename): a master killed while writing leaves
+the previous version. An unreadable file is set aside with a warning; the master then
+starts knowing no nodes, as it did before it kept any.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+from common.names import name_problem
+
+log = logging.getLogger("corral.master.nodes")
+
+FILE_NAME = "nodes.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownNode:
+    node_id: str
+    name: str
+    host: str
+    seen: float  # wall-clock time it was last known connected
+
+
+class KnownNodes:
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / FILE_NAME
+
+    def load(self) -> list[KnownNode]:
+        try:
+            data = json.loads(self.path.read_text())
+            nodes = [KnownNode(str(entry["id"]), str(entry["name"]), str(entry["host"]),
+                               float(entry["seen"])) for entry in data["nodes"]]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            log.warning("%s is unreadable (%s); kept as %s, and no nodes are expected",
+                        self.path, exc, aside)
+            os.replace(self.path, aside)
+            return []
+        return [node for node in nodes if name_problem(node.name) is None]
+
+    def save(self, nodes: list[KnownNode]) -> None:
+        entries = [{"id": n.node_id, "name": n.name, "host": n.host, "seen": n.seen}
+                   for n in nodes]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            temp.write_text(json.dumps({"nodes": entries}, indent=0) + "\n")
+            os.replace(temp, self.path)
+        except OSError as exc:
+            log.warning("cannot save the known nodes to %s: %s", self.path,
+                        exc.strerror or exc)
