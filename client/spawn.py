@@ -17,6 +17,7 @@ Both execute exactly ``SpawnSpec.program``, an absolute path the client found it
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import os
 import signal
@@ -132,12 +133,31 @@ def spawn_posix(spec: SpawnSpec) -> int:
         return os.posix_spawn(spec.program, spec.argv, spec.env, file_actions=file_actions,
                               setsid=True, setsigdef=RESETTABLE_SIGNALS, setsigmask=())
     except OSError as exc:
-        raise SpawnFailed(_reason(exc)) from None
+        raise SpawnFailed(_reason(_failed_file_action(spec) or exc)) from None
     except ValueError as exc:  # a NUL byte in an argument, "=" in a variable's name
         raise SpawnFailed(str(exc)) from None
     finally:
         if borrow:
             os.chdir(home)
+
+
+def _failed_file_action(spec: SpawnSpec) -> OSError | None:
+    """Which file posix_spawn could not open, if it was one of ours: it reports only the
+    errno of the step that failed, and Python names the program whatever that step was,
+    so a missing log folder would read "No such file or directory: /bin/sleep"."""
+    if spec.stdin_path is not None:
+        try:
+            os.close(os.open(spec.stdin_path, os.O_RDONLY))
+        except OSError as exc:
+            return exc
+    if spec.stdout_path is not None:
+        folder = spec.stdout_path.parent
+        if not folder.is_dir():
+            return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(folder))
+        target = spec.stdout_path if spec.stdout_path.exists() else folder
+        if not os.access(target, os.W_OK):
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+    return None
 
 
 def spawn_fork(spec: SpawnSpec) -> int:
@@ -163,11 +183,11 @@ def spawn_fork(spec: SpawnSpec) -> int:
     # The child failed before exec and has _exit()ed; collect it here, before any other
     # code runs, so that nothing else ever sees this pid.
     os.waitpid(pid, 0)
-    (errno,) = struct.unpack("i", report[:4])
+    (error_number,) = struct.unpack("i", report[:4])
     where = report[4:].decode(errors="replace")
-    if not errno:
+    if not error_number:
         raise SpawnFailed(where)
-    raise SpawnFailed(_reason(OSError(errno, os.strerror(errno), where or None)))
+    raise SpawnFailed(_reason(OSError(error_number, os.strerror(error_number), where or None)))
 
 
 def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
@@ -196,9 +216,9 @@ def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
         stage = spec.program
         os.execve(spec.program, spec.argv, spec.env)  # execve: no PATH search
     except BaseException as exc:  # anything at all: the parent must hear of it
-        errno = (exc.errno or 0) if isinstance(exc, OSError) else 0
-        where = stage if errno else f"{stage}: {exc}"
-        os.write(error_write, struct.pack("i", errno) + where.encode()[:200])
+        error_number = (exc.errno or 0) if isinstance(exc, OSError) else 0
+        where = stage if error_number else f"{stage}: {exc}"
+        os.write(error_write, struct.pack("i", error_number) + where.encode()[:200])
     finally:
         os._exit(127)  # only reached if exec failed; never return into the parent's code
 

@@ -74,3 +74,14 @@ def test_pipes_for_stdout_and_stderr(spawner, tmp_path: Path) -> None:  # type: 
     assert finish(pid) == 0
     assert os.read(out_r, 100) == b"to-out\n"
     assert os.read(err_r, 100) == b"to-err\n"
+
+
+def test_a_file_that_cannot_be_opened_is_named_not_the_program(spawner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SpawnFailed, match=f"No such file or directory: {tmp_path}/no-stdin$"):
+        spawner(SpawnSpec(program=CAT, argv=["cat"], cwd=tmp_path, env=dict(os.environ),
+                          stdout_path=tmp_path / "log", stdin_path=tmp_path / "no-stdin"))
+    with pytest.raises(SpawnFailed, match=f"No such file or directory: {tmp_path}/gone"):
+        spawner(SpawnSpec(program=CAT, argv=["cat"], cwd=tmp_path, env=dict(os.environ),
+                          stdout_path=tmp_path / "gone" / "log"))
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
