@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean docs
+.PHONY: install run test lint bench clean docs check-spawn
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The spawn tests against client/spawn.py's spawn_student (yours to write), in this process
+# and through a real client started with --spawn student. Each failure says what to fix.
+check-spawn: $(STAMP)
+	CORRAL_SPAWN_METHODS=student $(PY) -m pytest -q --tb=line --show-capture=no -p no:cacheprovider \
+		tests/test_spawn_contract.py tests/test_spawn.py tests/test_clean_children.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check master client common tests bench

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from client.spawn import SPAWNERS, SpawnFailed, SpawnSpec, find_program
+from tests.conftest import SPAWN_METHODS
 
 SH = find_program("sh", Path("/")) or "/bin/sh"
 CAT = find_program("cat", Path("/")) or "/bin/cat"
 
 
-@pytest.fixture(params=sorted(SPAWNERS))
+@pytest.fixture(params=SPAWN_METHODS)
 def spawner(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     return SPAWNERS[request.param]
 
