@@ -45,6 +45,8 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# The message reference in docs/protocol.md, written from the code's registry.
+# The message reference in docs/protocol.md, written from the code's registry, and the
+# console command reference in README.md, written from the commands' parsers.
 docs: $(STAMP)
 	$(PY) -c "from common.spec import update; update('docs/protocol.md')"
+	$(PY) -c "from master.reference import update; update('README.md')"
