@@ -30,11 +30,11 @@ def console_parsers() -> Iterator[tuple[str, argparse.ArgumentParser, bool]]:
     app = CorralConsole(mock.MagicMock(), interactive=False, stdout=io.StringIO())
     for name in sorted(app.get_visible_commands(), key=str.lower):
         func = getattr(app, f"{cmd2.constants.COMMAND_FUNC_PREFIX}{name}")
-        parser = app.command_parsers.get(func)
+        parser: argparse.ArgumentParser | None = app.command_parsers.get(func)
         if parser is None:
             doc = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0]
             parser = argparse.ArgumentParser(prog=name, description=doc, add_help=False)
-        yield name, parser, func.__module__.startswith("master.")
+        yield name, parser, str(func.__module__).startswith("master.")
 
 
 def _shown(parser: argparse.ArgumentParser) -> list[argparse.Action]:
