@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean docs check-spawn
+.PHONY: install run test lint bench clean docs check-spawn lab lab-down
 
 install: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 # A master on 127.0.0.1 with three local clients n1 n2 n3; the clients stop with the prompt.
 run: $(STAMP)
 	$(PY) -m master.demo $(ARGS)
+
+# A master and three clients (or --hosts N) in network namespaces joined by a bridge, each
+# with its own address and host name, and the console (root; see docs/lab.md).
+lab: $(STAMP)
+	$(PY) -m master.lab $(ARGS)
+
+lab-down: $(STAMP)
+	$(PY) -m master.lab --down $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
