@@ -39,16 +39,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check master client common tests bench
 	$(VENV)/bin/mypy
 
+# Every benchmark, then bench/results/REPORT.md with the figures, the machine and charts
+# (matplotlib, the optional `bench` extra). ARGS="--quick" for small sizes.
 bench: $(STAMP)
-	$(PY) bench/heartbeat_scale.py
-	$(PY) bench/spawn_rate.py
-	$(PY) bench/fanout.py
-	$(PY) bench/copy_throughput.py
-	$(PY) bench/small_files.py
-	-$(PY) bench/shaped_copy.py  # needs root (namespaces, tc)
-	$(PY) bench/frame_auth.py
-	$(PY) bench/reliability.py
-	$(PY) bench/log_follow.py
+	$(PY) -m pip install --quiet -e '.[dev,bench]' || echo "no matplotlib: the report will have no charts"
+	$(PY) bench/report.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
