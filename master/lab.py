@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_lab(names: Names, hosts: list[str], args: argparse.Namespace) -> int:
     from master.api import load_master_token  # only once the network is there
+    from master.demo import stop_clients
 
     names.folder.mkdir(parents=True, exist_ok=True)
     token_file = names.folder / "token"
@@ -271,14 +272,7 @@ def run_lab(names: Names, hosts: list[str], args: argparse.Namespace) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 return console.wait()
     finally:
-        for client in clients:
-            client.terminate()
-        for client in clients:
-            try:
-                client.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                client.kill()
-                client.wait()
+        stop_clients(clients)
 
 
 if __name__ == "__main__":
