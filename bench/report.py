@@ -13,13 +13,16 @@ server, and copy throughput beside a raw socket.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +55,25 @@ def run_benchmark(name: str, options: list[str], results: Path) -> int:
     print(f"== {name} {' '.join(options)}", flush=True)
     lines = []
     env = {**os.environ, "CORRAL_BENCH_RESULTS": str(results)}
+    # A group of its own, so that clients a failed benchmark left behind (which would also
+    # hold its output pipe open) end with it.
     with subprocess.Popen([sys.executable, str(ROOT / "bench" / f"{name}.py"), *options],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as bench:
+                          text=True, start_new_session=True) as bench:
         assert bench.stdout is not None
-        for line in bench.stdout:
-            print(line, end="", flush=True)
-            lines.append(line)
+        stream = bench.stdout
+
+        def echo() -> None:
+            for line in stream:
+                print(line, end="", flush=True)
+                lines.append(line)
+
+        reader = threading.Thread(target=echo)
+        reader.start()
+        bench.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)
+        reader.join()
     if bench.returncode != 0:
         lines.append(f"(exited {bench.returncode})\n")
     (results / f"{name}.txt").write_text("".join(lines))
