@@ -100,6 +100,9 @@ def machine() -> list[str]:
     return [f"- CPU: {model}, {os.cpu_count()} cores", f"- memory: {memory}",
             f"- system: {platform.system()} {platform.release()} ({platform.machine()})",
             f"- Python {platform.python_version()}; corral at {commit}",
+            "- load average when the report was written (1/5/15 min): "
+            + "/".join(f"{load:.1f}" for load in os.getloadavg())
+            + " (other work on the machine slows every figure)",
             f"- report written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"]
 
 
@@ -182,7 +185,8 @@ def charts(results: Path) -> list[str]:
 
 
 def ssh_comparison() -> list[str]:
-    tools = [tool for tool in ("pdsh", "clush") if shutil.which(tool)]
+    here = f"{os.environ.get('PATH', os.defpath)}{os.pathsep}{Path(sys.executable).parent}"
+    tools = [tool for tool in ("pdsh", "clush") if shutil.which(tool, path=here)]
     reachable = shutil.which("ssh") is not None and subprocess.run(
         ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "localhost", "true"],
         capture_output=True).returncode == 0
