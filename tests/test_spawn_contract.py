@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from client.spawn import SPAWNERS, SpawnFailed, SpawnSpec, find_program
@@ -27,7 +28,6 @@ SH = find_program("sh", Path("/")) or "/bin/sh"
 SLEEP = find_program("sleep", Path("/")) or "/bin/sleep"
 # glibc's own signals 32 and 33 (see docs/processes.md): no program may use them.
 GLIBC_INTERNAL = (1 << 31) | (1 << 32)
-LEAKED_FD = 57
 
 
 def spec(tmp_path: Path, program: str, *argv: str) -> SpawnSpec:
@@ -60,15 +60,18 @@ def finish(pid: int) -> tuple[int, resource.struct_rusage]:
     return status, usage
 
 
-def no_children_left(after: str) -> None:
-    try:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return  # no children at all: right
-    raise AssertionError(
-        f"after {after}, the test process still has a child (pid {pid or 'running'}): a "
-        "child that failed before exec must be collected with os.waitpid(pid, 0) by the "
-        "spawn itself, or it stays a zombie; and the spawn must not start extra processes")
+def children() -> set[int]:
+    """This process's children, zombies included (what other tests left running too)."""
+    return {child.pid for child in psutil.Process().children()}
+
+
+def no_new_children(before: set[int], after: str) -> None:
+    left = children() - before
+    if left:
+        raise AssertionError(
+            f"after {after}, the test process still has children {sorted(left)}: a child "
+            "that failed before exec must be collected with os.waitpid(pid, 0) by the spawn "
+            "itself, or it stays a zombie; and the spawn must not start extra processes")
 
 
 def status_fields(pid: int) -> dict[str, str]:
@@ -91,18 +94,17 @@ def stop(pid: int) -> None:
 def check_descriptors(spawner: Spawner, tmp_path: Path) -> None:
     """Only 0, 1, 2 in the child: stdin /dev/null, stdout and stderr the log."""
     leak = os.open(tmp_path, os.O_RDONLY)
-    os.dup2(leak, LEAKED_FD)  # inheritable, as a careless parent's would be
-    os.close(leak)
+    os.set_inheritable(leak, True)  # as a careless parent's descriptor would be
     try:
         pid = start(spawner, spec(tmp_path, SLEEP, "30"))
     finally:
-        os.close(LEAKED_FD)
+        os.close(leak)
     try:
         running_program(pid, SLEEP)
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
         extra = [fd for fd in fds if fd > 2]
         assert not extra, (
-            f"the child still has descriptors {extra} open ({LEAKED_FD} was an inheritable "
+            f"the child still has descriptors {extra} open ({leak} was an inheritable "
             "descriptor of the parent): exec keeps every descriptor that is not close-on-exec. "
             "List them in the parent before fork (inherited_descriptors()) and close them in "
             "the child after the dup2s, and close what the child opened itself once it is "
@@ -171,6 +173,7 @@ def check_signals(spawner: Spawner, tmp_path: Path) -> None:
 def check_exec_failure(spawner: Spawner, tmp_path: Path) -> None:
     """A program that cannot run is a SpawnFailed at once, never a pid that exits 127."""
     missing = str(tmp_path / "no-such-program")
+    before = children()
     try:
         pid = spawner(spec(tmp_path, missing))
     except SpawnFailed as exc:
@@ -186,20 +189,21 @@ def check_exec_failure(spawner: Spawner, tmp_path: Path) -> None:
             "write the errno to it and os._exit(127); in the parent, close the write end and "
             "read: EOF means the exec succeeded (close-on-exec closed the child's end), bytes "
             "mean raise SpawnFailed")
-    no_children_left("a failed spawn")
+    no_new_children(before, "a failed spawn")
     script = tmp_path / "not-executable"
     script.write_text("#!/bin/sh\n")
     with pytest.raises(SpawnFailed, match="Permission denied"):
         spawner(spec(tmp_path, str(script)))
-    no_children_left("a spawn that failed with 'Permission denied'")
+    no_new_children(before, "a spawn that failed with 'Permission denied'")
 
 
 def check_no_zombies(spawner: Spawner, tmp_path: Path) -> None:
     """Each successful spawn leaves exactly one child, for the reaper to collect."""
+    before = children()
     pids = [start(spawner, spec(tmp_path, SH, "-c", "exit 0")) for _ in range(20)]
     for pid in pids:
         finish(pid)
-    no_children_left("collecting every child the spawn returned")
+    no_new_children(before, "collecting every child the spawn returned")
 
 
 def check_exit_status_and_rusage(spawner: Spawner, tmp_path: Path) -> None:
@@ -291,12 +295,12 @@ def silent_failure_spawn(what: SpawnSpec) -> int:
 
 @pytest.fixture
 def reap_leftovers() -> Iterator[None]:
+    """Collect what a broken spawn left, and only that (other tests' children stay)."""
+    before = children()
     yield
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
+    for pid in children() - before:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 # Under `make check-spawn` only the student's method is tested, not these checks.
