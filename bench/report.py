@@ -80,7 +80,25 @@ def run_benchmark(name: str, options: list[str], results: Path) -> int:
     return bench.returncode
 
 
-def machine() -> list[str]:
+def loads(results: Path) -> str:
+    """The load averages at the start and the end of the last run (other work on the
+    machine slows every figure)."""
+    path = results / "load.json"
+    if not path.exists():
+        return "not recorded"
+    seen = json.loads(path.read_text())
+    return "; ".join(f"{when} {'/'.join(f'{v:.1f}' for v in seen[when])}"
+                     for when in ("start", "end") if when in seen)
+
+
+def note_load(results: Path, when: str) -> None:
+    path = results / "load.json"
+    seen = json.loads(path.read_text()) if path.exists() and when != "start" else {}
+    seen[when] = list(os.getloadavg())
+    path.write_text(json.dumps(seen) + "\n")
+
+
+def machine(results: Path) -> list[str]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -100,9 +118,8 @@ def machine() -> list[str]:
     return [f"- CPU: {model}, {os.cpu_count()} cores", f"- memory: {memory}",
             f"- system: {platform.system()} {platform.release()} ({platform.machine()})",
             f"- Python {platform.python_version()}; corral at {commit}",
-            "- load average when the report was written (1/5/15 min): "
-            + "/".join(f"{load:.1f}" for load in os.getloadavg())
-            + " (other work on the machine slows every figure)",
+            f"- load average (1/5/15 min) during the run: {loads(results)} (other work on "
+            "the machine slows every figure)",
             f"- report written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"]
 
 
@@ -200,7 +217,7 @@ def ssh_comparison() -> list[str]:
 def write_report(results: Path) -> Path:
     lines = ["# corral benchmarks", "", "Written by `make bench` (bench/report.py); every "
              "figure beside the baseline measured in the same run.", "", "## Machine", "",
-             *machine(), "", "## Charts", "", *charts(results), *ssh_comparison(), "",
+             *machine(results), "", "## Charts", "", *charts(results), *ssh_comparison(), "",
              "## Figures", ""]
     for name in BENCHMARKS:
         output = results / f"{name}.txt"
@@ -225,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     failed = []
     if not args.report_only:
+        note_load(args.results, "start")
         for name in args.only or BENCHMARKS:
             if name in NEEDS_ROOT and os.geteuid() != 0:
                 (args.results / f"{name}.txt").write_text("(needs root: not run)\n")
@@ -232,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             options = BENCHMARKS[name] if args.quick else FULL.get(name, [])
             if run_benchmark(name, options, args.results):
                 failed.append(name)
+        note_load(args.results, "end")
     report = write_report(args.results)
     print(f"report: {report.relative_to(ROOT) if report.is_relative_to(ROOT) else report}")
     if failed:
