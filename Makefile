@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean docs
+.PHONY: install run test lint bench clean docs check-spawn lab lab-down
 
 install: $(STAMP)
 
@@ -18,27 +18,38 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m master.demo $(ARGS)
 
+# A master and three clients (or --hosts N) in network namespaces joined by a bridge, each
+# with its own address and host name, and the console (root; see docs/lab.md).
+lab: $(STAMP)
+	$(PY) -m master.lab $(ARGS)
+
+lab-down: $(STAMP)
+	$(PY) -m master.lab --down $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The spawn tests against client/spawn.py's spawn_student (yours to write), in this process
+# and through a real client started with --spawn student. Each failure says what to fix.
+check-spawn: $(STAMP)
+	CORRAL_SPAWN_METHODS=student $(PY) -m pytest -q --tb=line --show-capture=no -p no:cacheprovider \
+		tests/test_spawn_contract.py tests/test_spawn.py tests/test_clean_children.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check master client common tests bench
 	$(VENV)/bin/mypy
 
+# Every benchmark, then bench/results/REPORT.md with the figures, the machine and charts
+# (matplotlib, the optional `bench` extra). ARGS="--quick" for small sizes.
 bench: $(STAMP)
-	$(PY) bench/heartbeat_scale.py
-	$(PY) bench/spawn_rate.py
-	$(PY) bench/fanout.py
-	$(PY) bench/copy_throughput.py
-	$(PY) bench/small_files.py
-	-$(PY) bench/shaped_copy.py  # needs root (namespaces, tc)
-	$(PY) bench/frame_auth.py
-	$(PY) bench/reliability.py
-	$(PY) bench/log_follow.py
+	$(PY) -m pip install --quiet -e '.[dev,bench]' || echo "no matplotlib: the report will have no charts"
+	$(PY) bench/report.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# The message reference in docs/protocol.md, written from the code's registry.
+# The message reference in docs/protocol.md, written from the code's registry, and the
+# console command reference in README.md, written from the commands' parsers.
 docs: $(STAMP)
 	$(PY) -c "from common.spec import update; update('docs/protocol.md')"
+	$(PY) -c "from master.reference import update; update('README.md')"

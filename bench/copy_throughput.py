@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.rig import TOKEN, start_client, stop_all, write_token  # noqa: E402
+from bench.rig import TOKEN, record, start_client, stop_all, write_token  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
 
@@ -139,6 +139,10 @@ def main() -> None:
             print(f"  corral copy to {args.fanout} nodes:                {many:6.2f} s  "
                   f"master CPU {cpu:.2f} s ({100 * cpu / many:.0f} % of one core)")
             print("goals: 1 node >= 70 % of the baseline; memory flat, under 100 MiB each")
+            record("copy_throughput", {
+                "size_mib": args.size_mib, "raw_socket_s": raw, "one_node_s": one,
+                "nodes": args.fanout, "all_nodes_s": many, "master_cpu_s": cpu,
+                "master_peak_mib": master_peak, "client_peak_mib": client_peak})
         finally:
             stop_all(clients)
             api.shutdown()

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import TOKEN, start_client, stop_all, write_token  # noqa: E402
+from bench.rig import TOKEN, record, start_client, stop_all, write_token  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
 
@@ -53,6 +53,8 @@ def main() -> None:
             assert api.wait_ready(most, 300).reached, "clients did not all come up"
             print(f"fan-out of `run true` ({os.cpu_count()} cores, {args.repeat} runs each; "
                   "real client processes on this machine)")
+            figures: dict[str, list[float]] = {"nodes": [], "median_ms": [], "p90_ms": [],
+                                               "local_floor_ms": []}
             print(f"{'nodes':>6}  {'median ms':>10}  {'p90 ms':>8}  {'max ms':>8}  "
                   f"{'local spawn+reap, median ms':>28}")
             for count in args.nodes:
@@ -69,7 +71,13 @@ def main() -> None:
                 print(f"{count:>6}  {1000 * statistics.median(times):>10.1f}  "
                       f"{1000 * times[int(0.9 * len(times)) - 1]:>8.1f}  {1000 * times[-1]:>8.1f}  "
                       f"{1000 * base:>28.1f}")
+                for key, value in (("nodes", count),
+                                   ("median_ms", 1000 * statistics.median(times)),
+                                   ("p90_ms", 1000 * times[int(0.9 * len(times)) - 1]),
+                                   ("local_floor_ms", 1000 * base)):
+                    figures[key].append(value)
             print("goal: 100 nodes well under 200 ms")
+            record("fanout", figures)
         finally:
             stop_all(clients)
             api.shutdown()

@@ -26,6 +26,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.rig import record  # noqa: E402
+
 TOKEN = "bench-token"
 
 
@@ -197,13 +199,19 @@ def main() -> None:
           f"({os.cpu_count()} cores)")
     print(f"{'clients':>8}  {'corral master CPU %':>20}  {'RSS MiB':>8}  "
           f"{'bare server CPU %':>18}  {'RSS MiB':>8}")
+    figures: dict[str, list[float]] = {"clients": [], "master_cpu_percent": [],
+                                       "master_rss_mib": [], "bare_cpu_percent": [],
+                                       "bare_rss_mib": []}
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.counts:
             cpu, rss = run_corral(count, args.window, Path(tmp))
             bare_cpu, bare_rss = run_bare(count, args.window, Path(tmp))
             print(f"{count:>8}  {cpu:>20.1f}  {rss:>8.0f}  {bare_cpu:>18.1f}  {bare_rss:>8.0f}",
                   flush=True)
+            for key, value in zip(figures, (count, cpu, rss, bare_cpu, bare_rss), strict=True):
+                figures[key].append(value)
     print("goal: 5000 clients under 50 % of one core")
+    record("heartbeat_scale", figures)
 
 
 if __name__ == "__main__":

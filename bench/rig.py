@@ -4,12 +4,23 @@ token they use. Imported as ``bench.rig`` (each benchmark puts the project root 
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
+# bench/report.py points this elsewhere when asked to
+RESULTS = Path(os.environ.get("CORRAL_BENCH_RESULTS", ROOT / "bench" / "results"))
+
+
+def record(bench: str, figures: dict[str, Any]) -> None:
+    """Keep a benchmark's figures for ``bench/report.py`` (bench/results/BENCH.json)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{bench}.json").write_text(json.dumps(figures, indent=1) + "\n")
 
 
 def write_token(folder: Path) -> Path:

@@ -55,6 +55,7 @@ class CorralRig:
     """A master (in this process) and one real client using spawn method ``method``."""
 
     def __init__(self, folder: Path, method: str) -> None:
+        self.method = method
         token = folder / "token"
         token.write_text(TOKEN)
         self.ended = threading.Semaphore(0)
@@ -75,9 +76,14 @@ class CorralRig:
         requests = count // batch // THREADS
         done = requests * THREADS * batch
 
+        failures: list[str] = []
+
         def worker() -> None:
             for _ in range(requests):
-                assert self.api.exec("n1", ["true"], count=batch).ok
+                group = self.api.exec("n1", ["true"], count=batch)
+                if not group.ok:
+                    failures.append(str(group.errors))
+                    return
 
         threads = [threading.Thread(target=worker) for _ in range(THREADS)]
         client_usage = psutil.Process(self.client.pid)
@@ -87,6 +93,8 @@ class CorralRig:
             thread.start()
         for thread in threads:
             thread.join()
+        if failures:  # their processes will never end: waiting for them would hang
+            raise SystemExit(f"--spawn {self.method}: exec failed: {failures[0]}")
         for _ in range(done):
             self.ended.acquire()
         elapsed = time.perf_counter() - started

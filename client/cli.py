@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-file", type=Path, metavar="FILE",
                         help="allowed programs, one a line (# comments)")
     parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
-                        help="how processes are started: posix_spawnp (default), or the "
-                        "explicit fork/dup2/execvp version")
+                        help="how processes are started: posix_spawn (default), fork (the "
+                        "explicit fork/dup2/execve version) or student (client/spawn.py's "
+                        "spawn_student, yours to write)")
     parser.add_argument("--keep-ended", type=positive_count, default=KEEP_ENDED, metavar="N",
                         help="ended processes to remember; beyond N the one that ended "
                         f"first is forgotten (default {KEEP_ENDED:,})")

@@ -12,11 +12,14 @@ Both execute exactly ``SpawnSpec.program``, an absolute path the client found it
   returns the exec error to the parent. The default: fast, and safe beside threads.
 - ``fork``: the same steps written out with ``os.fork``/``os.dup2``/``os.execve`` and a
   close-on-exec error pipe, to be read line by line.
+- ``student``: a stub (``spawn_student``) for a student to write; ``make check-spawn``
+  tests it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import os
 import signal
@@ -132,12 +135,31 @@ def spawn_posix(spec: SpawnSpec) -> int:
         return os.posix_spawn(spec.program, spec.argv, spec.env, file_actions=file_actions,
                               setsid=True, setsigdef=RESETTABLE_SIGNALS, setsigmask=())
     except OSError as exc:
-        raise SpawnFailed(_reason(exc)) from None
+        raise SpawnFailed(_reason(_failed_file_action(spec) or exc)) from None
     except ValueError as exc:  # a NUL byte in an argument, "=" in a variable's name
         raise SpawnFailed(str(exc)) from None
     finally:
         if borrow:
             os.chdir(home)
+
+
+def _failed_file_action(spec: SpawnSpec) -> OSError | None:
+    """Which file posix_spawn could not open, if it was one of ours: it reports only the
+    errno of the step that failed, and Python names the program whatever that step was,
+    so a missing log folder would read "No such file or directory: /bin/sleep"."""
+    if spec.stdin_path is not None:
+        try:
+            os.close(os.open(spec.stdin_path, os.O_RDONLY))
+        except OSError as exc:
+            return exc
+    if spec.stdout_path is not None:
+        folder = spec.stdout_path.parent
+        if not folder.is_dir():
+            return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(folder))
+        target = spec.stdout_path if spec.stdout_path.exists() else folder
+        if not os.access(target, os.W_OK):
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+    return None
 
 
 def spawn_fork(spec: SpawnSpec) -> int:
@@ -163,11 +185,11 @@ def spawn_fork(spec: SpawnSpec) -> int:
     # The child failed before exec and has _exit()ed; collect it here, before any other
     # code runs, so that nothing else ever sees this pid.
     os.waitpid(pid, 0)
-    (errno,) = struct.unpack("i", report[:4])
+    (error_number,) = struct.unpack("i", report[:4])
     where = report[4:].decode(errors="replace")
-    if not errno:
+    if not error_number:
         raise SpawnFailed(where)
-    raise SpawnFailed(_reason(OSError(errno, os.strerror(errno), where or None)))
+    raise SpawnFailed(_reason(OSError(error_number, os.strerror(error_number), where or None)))
 
 
 def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
@@ -196,9 +218,9 @@ def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
         stage = spec.program
         os.execve(spec.program, spec.argv, spec.env)  # execve: no PATH search
     except BaseException as exc:  # anything at all: the parent must hear of it
-        errno = (exc.errno or 0) if isinstance(exc, OSError) else 0
-        where = stage if errno else f"{stage}: {exc}"
-        os.write(error_write, struct.pack("i", errno) + where.encode()[:200])
+        error_number = (exc.errno or 0) if isinstance(exc, OSError) else 0
+        where = stage if error_number else f"{stage}: {exc}"
+        os.write(error_write, struct.pack("i", error_number) + where.encode()[:200])
     finally:
         os._exit(127)  # only reached if exec failed; never return into the parent's code
 
@@ -222,4 +244,45 @@ def _reason(exc: OSError) -> str:
     return f"{text}: {exc.filename}" if exc.filename else text
 
 
-SPAWNERS: dict[str, Callable[[SpawnSpec], int]] = {"posix": spawn_posix, "fork": spawn_fork}
+def spawn_student(spec: SpawnSpec) -> int:
+    """Start ``spec`` and return the child's pid: yours to write (``--spawn student``).
+
+    ``make check-spawn`` runs the spawn tests against this function, and a real client
+    started with ``--spawn student``; each failure says what is missing and why it matters.
+    Use only ``os`` and ``signal`` calls (``os.pipe2``, ``os.fork``, ``os.setsid``,
+    ``os.open``, ``os.dup2``, ``os.close``, ``os.chdir``, ``os.execve``, ``os._exit``,
+    ``os.waitpid``, ``signal.signal``, ``signal.pthread_sigmask``). The steps:
+
+    1. Make a pipe with ``os.O_CLOEXEC``: the child will report a failed exec through it.
+    2. Block every signal (``ALL_SIGNALS``) before forking, and restore the parent's mask
+       after, so none of the client's handlers can run in the child.
+    3. In the child (``os.fork()`` returned 0), in a ``try`` that ends in ``os._exit(127)``:
+       - close the pipe's read end; put every signal of ``RESETTABLE_SIGNALS`` back to
+         ``SIG_DFL`` and unblock them all (exec keeps ignored signals and the mask);
+       - ``os.setsid()``: a session and process group of its own;
+       - stdin: open ``spec.stdin_path`` (or ``os.devnull``) and ``dup2`` it onto 0;
+         stdout: open ``spec.stdout_path`` with ``LOG_FLAGS, LOG_MODE`` (or take
+         ``spec.stdout_fd``) and ``dup2`` onto 1; stderr: ``dup2`` onto 2 the same
+         descriptor (or ``spec.stderr_fd``);
+       - close what you opened above 2, and every descriptor ``inherited_descriptors()``
+         listed *in the parent, before the fork*;
+       - ``os.chdir(spec.cwd)``, then ``os.execve(spec.program, spec.argv, spec.env)``;
+       - if anything raised: write ``struct.pack("i", errno)`` and the file's name to the
+         pipe. Never return into the parent's code, never ``sys.exit``.
+    4. In the parent: close the pipe's write end (or ``read`` never sees EOF), read the
+       read end until EOF. Nothing read: the exec succeeded, return the pid and do not wait
+       for it (the reaper collects it). Bytes read: ``os.waitpid(pid, 0)`` the dead child,
+       then ``raise SpawnFailed("No such file or directory: /the/program")``: the reason
+       and the file, as ``_reason(OSError(errno, os.strerror(errno), filename))`` writes it.
+
+    ``spawn_fork`` above is one answer; try first without reading it.
+    """
+    raise SpawnFailed("spawn_student in client/spawn.py is not written yet: the student "
+                      "spawn method starts nothing until you write it")
+
+
+# "student" starts nothing until written; the client offers it so a course can try theirs.
+SPAWNERS: dict[str, Callable[[SpawnSpec], int]] = {
+    "posix": spawn_posix, "fork": spawn_fork, "student": spawn_student}
+# The methods that work out of the box, which the test suite checks by default.
+WORKING_SPAWNERS = ("posix", "fork")

@@ -113,11 +113,19 @@ def reference() -> str:
 
 def update(path: str) -> bool:
     """Write the reference into ``path`` between the markers; True if it changed."""
+    return write_generated(path, BEGIN, END, reference())
+
+
+def write_generated(path: str, begin: str, end: str, generated: str) -> bool:
+    """Put ``generated`` (which starts with ``begin`` and ends with ``end``) in place of the
+    text from ``begin`` to ``end`` in the file ``path``; True if the file changed."""
     with open(path) as source:
         text = source.read()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END + "\n")
-    new = head + reference() + tail
+    head, found, rest = text.partition(begin)
+    if not found:
+        raise SystemExit(f"{path}: no {begin!r} marker to write the generated text after")
+    _, _, tail = rest.partition(end + "\n")
+    new = head + generated + tail
     if new != text:
         with open(path, "w") as out:
             out.write(new)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from client.spawn import SPAWNERS
 from master import cli
 from master.api import load_master_token
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="corral-demo")
     parser.add_argument("--port", type=int, default=7070)
     parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
+                        help="how the demo clients start processes (see corral-client --spawn)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     args = parser.parse_args(argv)
 
@@ -36,23 +39,29 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, "-m", "client", "--master", f"127.0.0.1:{args.port}",
                  "--name", name, "--token-file", str(token_file),
                  "--state-dir", str(node_dir / "state"), "--workdir", str(node_dir / "work"),
-                 "--log-dir", str(node_dir / "logs")],
+                 "--log-dir", str(node_dir / "logs"), "--spawn", args.spawn],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             ))
-    print(f"started demo clients {', '.join(names)} (their logs: {demo_dir}/NAME.log)")
+    print(f"started demo clients {', '.join(names)} with --spawn {args.spawn} "
+          f"(their logs: {demo_dir}/NAME.log)")
     commands = args.commands or [f"list --wait {len(names)} --timeout 20"]
     try:
         return cli.main(["--port", str(args.port), "--token-file", str(token_file),
                          "--log-dir", "logs", *commands])
     finally:
-        for client in clients:
-            client.terminate()
-        for client in clients:
-            try:
-                client.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                client.kill()
-                client.wait()
+        stop_clients(clients)
+
+
+def stop_clients(clients: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each client (it stops at once), SIGKILL one that has not within 5 s."""
+    for client in clients:
+        client.terminate()
+    for client in clients:
+        try:
+            client.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait()
 
 
 if __name__ == "__main__":

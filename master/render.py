@@ -167,6 +167,10 @@ def _signal_result(outcome: SignalOutcome, signame: str) -> str:
     return text
 
 
+# Linux's execve credits the peak of the address space it replaces to the new program.
+MAXRSS_NOTE = ("note: max rss includes the client's memory that exec replaced (with --spawn "
+               "posix its peak), so even `sh -c true` shows about the client's size; "
+               "RUSAGE_CHILDREN max rss is the largest child's, not a sum (docs/concepts.md)")
 RUSAGE_HEADERS = ["user s", "sys s", "max rss", "minflt", "majflt", "nvcsw", "nivcsw"]
 
 
@@ -194,6 +198,7 @@ def rusage_tables(group: GroupResult[UsageReport]) -> Rendered:
     if per_process:
         parts += ["", "per process (wait4 rusage once ended; psutil while running):",
                   _table(per_process, ["ref", "command", "state", *RUSAGE_HEADERS])]
+    parts += ["", MAXRSS_NOTE]
     return Rendered("\n".join(parts), failure_lines(group))
 
 

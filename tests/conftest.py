@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client.spawn import WORKING_SPAWNERS
 from common.text import EscapingFormatter
 from master.api import MasterAPI
 from master.server import MasterConfig
@@ -81,7 +83,11 @@ def spawn_master(tmp_path: Path, token_file: Path) -> Iterator[object]:
         process.stop()
 
 
-@pytest.fixture(params=["posix", "fork"])
+# `make check-spawn` sets CORRAL_SPAWN_METHODS=student to test a student's spawn method.
+SPAWN_METHODS = os.environ.get("CORRAL_SPAWN_METHODS", ",".join(WORKING_SPAWNERS)).split(",")
+
+
+@pytest.fixture(params=SPAWN_METHODS)
 def spawn_method(request: pytest.FixtureRequest) -> str:
     """Run the test once with each way the client starts processes."""
     return str(request.param)
