@@ -38,3 +38,30 @@ def test_a_pull_that_ends_in_the_middle_of_a_file_is_that_nodes_error(
     group = master.pull("evil", ["x"], str(out))
     assert "in the middle of a file" in group.errors["evil"].message
     assert [p.name for p in (out / "evil").iterdir()] == ["whole"]
+
+
+def test_a_file_that_grows_while_it_is_pulled_is_sent_as_announced(tmp_path: Path) -> None:
+    """A running process's log grows while it is pulled: the node sends the size it
+    announced (the file as it was), never more, which the master would refuse."""
+    from client.files import stream_out
+    from client.sandbox import Sandbox
+    from common.messages import GetChunk, GetFile, GetRequest, Message
+
+    work = tmp_path / "work"
+    work.mkdir()
+    log = work / "job.log"
+    log.write_bytes(b"a" * 3_000_000)
+    announced: list[int] = []
+    sent: list[int] = []
+
+    def send(message: Message) -> None:
+        if isinstance(message, GetFile):
+            announced.append(message.size)
+        elif isinstance(message, GetChunk):
+            sent.append(len(message.data))
+            assert sum(sent) <= 3_000_000, "sent more than announced"
+            with open(log, "ab") as writer:  # the process keeps writing
+                writer.write(b"b" * 1000)
+
+    stream_out(Sandbox(work), GetRequest(req=1, path="job.log"), send)
+    assert announced == [3_000_000] and sum(sent) == 3_000_000
