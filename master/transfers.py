@@ -200,12 +200,16 @@ def _send_entries(tree: Tree, targets: list[_Target], meter: _Meter) -> None:
             continue
         try:
             with open(entry.path, "rb") as source:
-                data = source.read(CHUNK)
+                # The size announced and no more: a file still being written is sent as
+                # it was when the copy was planned, which is what each node expects.
+                left = entry.size
+                data = source.read(min(CHUNK, left))
                 _broadcast(targets, lambda req, e=entry, d=data: PutEntry(  # type: ignore[misc]
                     req=req, relpath=e.relpath, kind="file", mode=e.mode, size=e.size, data=d))
                 while True:
+                    left -= len(data)
                     meter.add(len(data) * sum(1 for t in targets if t.error is None))
-                    data = source.read(CHUNK)
+                    data = source.read(min(CHUNK, left)) if left else b""
                     if not data:
                         break
                     _broadcast(targets, lambda req, d=data: PutChunk(  # type: ignore[misc]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from common.landing import TEMP_PREFIX
 from master.api import MasterAPI
 from tests.test_hardening import file_frames, pulling, scripted
@@ -65,3 +67,29 @@ def test_a_file_that_grows_while_it_is_pulled_is_sent_as_announced(tmp_path: Pat
 
     stream_out(Sandbox(work), GetRequest(req=1, path="job.log"), send)
     assert announced == [3_000_000] and sum(sent) == 3_000_000
+
+
+def test_a_local_file_that_grows_while_it_is_copied_lands_as_planned(
+        master: MasterAPI, spawn_client, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from master import transfers
+
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    source = tmp_path / "growing.log"
+    source.write_bytes(b"a" * (3 * transfers.CHUNK))
+    counting = transfers._Meter.add
+
+    grown = []
+
+    def add_and_grow(meter: transfers._Meter, count: int) -> None:
+        counting(meter, count)
+        if len(grown) < 10:  # the writer keeps going while it is copied, for a while
+            grown.append(1000)
+            with open(source, "ab") as writer:
+                writer.write(b"b" * 1000)
+
+    monkeypatch.setattr(transfers._Meter, "add", add_and_grow)
+    group = master.copy("n1", [str(source)], "growing.log")
+    assert group.ok, group.errors
+    assert (client.workdir / "growing.log").read_bytes() == b"a" * (3 * transfers.CHUNK)
