@@ -24,3 +24,15 @@ def test_a_builtin_that_works_leaves_the_batch_ok(spawn_master, command: str) ->
     master = spawn_master([command, "quit"])
     out, err = master.proc.communicate(timeout=PATIENCE)
     assert master.proc.returncode == 0, (out, err)
+
+
+def test_text_that_reorders_or_hides_itself_is_escaped(spawn_master, spawn_client) -> None:
+    # U+202E (right-to-left override) and U+200B (zero-width space), as printf octal bytes.
+    master = spawn_master(["list --wait 1 --timeout 30",
+                           r"run -w n1 -- printf 'a\342\200\256b\342\200\213c\n'",
+                           "exec -w n1 -- no\u202esuch", "quit"])
+    spawn_client("n1", master.address)
+    out, err = master.proc.communicate(timeout=PATIENCE * 2)
+    assert "a\\u202eb\\u200bc" in out, out
+    assert "no\\u202esuch" in out + err
+    assert "\u202e" not in out + err and "\u200b" not in out + err
