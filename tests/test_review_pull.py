@@ -93,3 +93,40 @@ def test_a_local_file_that_grows_while_it_is_copied_lands_as_planned(
     group = master.copy("n1", [str(source)], "growing.log")
     assert group.ok, group.errors
     assert (client.workdir / "growing.log").read_bytes() == b"a" * (3 * transfers.CHUNK)
+
+
+def test_links_that_climb_through_other_links_are_not_planted(
+        master: MasterAPI, tmp_path: Path) -> None:
+    """Each target, read as text, stays inside the pulled folder; but through the links
+    before it, the last one leads out of it, then out of LOCAL_DIR."""
+    from tests.test_hardening import pulling, scripted
+
+    def link(relpath: str, target: str) -> dict:
+        return {"t": "getf", "relpath": relpath, "kind": "link", "mode": 0o777, "size": 0,
+                "target": target}
+
+    out = tmp_path / "out"
+    frames = [{"t": "getf", "relpath": "top", "kind": "dir", "mode": 0o755, "size": 0},
+              link("top/q", "."), link("top/p", "q/.."), link("top/s", "p/.."),
+              link("top/u", "s/..")]
+    scripted(master, "evil", pulling(frames))
+    group = master.pull("evil", ["top"], str(out))
+    planted = [p for p in out.rglob("*") if p.is_symlink()]
+    outside = [p for p in planted if not p.resolve().is_relative_to(out / "evil" / "top")]
+    assert outside == [], f"links leading out: {outside}"
+    assert "evil" in group.errors
+
+
+def test_a_loop_of_links_is_that_nodes_error(master: MasterAPI, tmp_path: Path) -> None:
+    from tests.test_hardening import pulling, scripted
+
+    frames = [{"t": "getf", "relpath": "top", "kind": "dir", "mode": 0o755, "size": 0},
+              {"t": "getf", "relpath": "top/a", "kind": "link", "mode": 0o777, "size": 0,
+               "target": "b"},
+              {"t": "getf", "relpath": "top/b", "kind": "link", "mode": 0o777, "size": 0,
+               "target": "a"},
+              *file_frames("top/a/x", b"abc")]
+    scripted(master, "evil", pulling(frames))
+    group = master.pull("evil", ["top"], str(tmp_path / "out"))
+    assert "evil" in group.errors
+    assert "RuntimeError" not in group.errors["evil"].message
