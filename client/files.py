@@ -277,9 +277,13 @@ def stream_out(sandbox: Sandbox, request: GetRequest, send: Callable[[Message], 
             continue
         try:
             with open(entry.path, "rb") as source:
-                while data := source.read(CHUNK):
+                # The size announced and no more: a file still being written (a running
+                # process's log) is sent as it was, not chased while it grows.
+                left = entry.size
+                while left and (data := source.read(min(CHUNK, left))):
                     send(GetChunk(req=request.req, data=data))
                     sent += len(data)
+                    left -= len(data)
         except OSError as exc:
             raise io_error(entry.path, exc) from None
         send(GetFileEnd(req=request.req))

@@ -18,6 +18,10 @@ from common.frame_auth import TAG_BYTES, FrameMac
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
 _INITIAL_BUFFER = 4096  # thousands of idle sessions must stay cheap
+# Before the handshake anyone can connect: its frames (hello, register, welcome, a refusal)
+# are a few hundred bytes, and a peer not yet authenticated must not make us read, hold or
+# decode megabytes per connection.
+HANDSHAKE_MAX_FRAME = 64 * 1024
 
 
 class ByteStream(Protocol):
@@ -74,7 +78,9 @@ class FrameReader:
         self._read_exactly(header, at_frame_start=True)
         (length,) = HEADER.unpack(header)
         if length > self.max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
+            during = "" if self._mac is not None else " before authentication"
+            raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame}-byte "
+                                f"limit{during}")
         if length == 0:
             raise ProtocolError("empty frame")
         if self._mac is not None and length <= TAG_BYTES:
@@ -120,13 +126,15 @@ class FrameChannel:
 
     def __init__(self, stream: ByteStream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.stream = stream
-        self.reader = FrameReader(stream, max_frame)
+        self.reader = FrameReader(stream, min(max_frame, HANDSHAKE_MAX_FRAME))
+        self._max_frame = max_frame  # the limit once the peer has proved who it is
         self.writer = FrameWriter()
         self.authenticated = False
 
     def authenticate(self, sending_key: bytes, receiving_key: bytes) -> None:
         self.writer.authenticate(FrameMac(sending_key))
         self.reader.authenticate(FrameMac(receiving_key))
+        self.reader.max_frame = self._max_frame
         self.authenticated = True
 
     def read(self) -> dict[str, Any]:

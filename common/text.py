@@ -12,16 +12,23 @@ from __future__ import annotations
 import logging
 import re
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Besides the C0 and C1 controls: the line and paragraph separators (a new line to some
+# log viewers), and the invisible format characters that reorder or hide text (bidi
+# embeddings, overrides and isolates, zero-width spaces and joiners, the BOM), with which
+# a line could be made to show other text than it holds.
+_INVISIBLE = "\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+_CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{_INVISIBLE}]")
+_CONTROL_KEEP_LINES = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{_INVISIBLE}]")
 
 
 def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def printable(text: str) -> str:
-    """One line: every control character escaped as ``\\xNN``."""
+    """One line: every control or invisible format character escaped (``\\xNN``,
+    ``\\uNNNN``)."""
     return _CONTROL.sub(_escape, text)
 
 

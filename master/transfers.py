@@ -200,12 +200,16 @@ def _send_entries(tree: Tree, targets: list[_Target], meter: _Meter) -> None:
             continue
         try:
             with open(entry.path, "rb") as source:
-                data = source.read(CHUNK)
+                # The size announced and no more: a file still being written is sent as
+                # it was when the copy was planned, which is what each node expects.
+                left = entry.size
+                data = source.read(min(CHUNK, left))
                 _broadcast(targets, lambda req, e=entry, d=data: PutEntry(  # type: ignore[misc]
                     req=req, relpath=e.relpath, kind="file", mode=e.mode, size=e.size, data=d))
                 while True:
+                    left -= len(data)
                     meter.add(len(data) * sum(1 for t in targets if t.error is None))
-                    data = source.read(CHUNK)
+                    data = source.read(min(CHUNK, left)) if left else b""
                     if not data:
                         break
                     _broadcast(targets, lambda req, d=data: PutChunk(  # type: ignore[misc]
@@ -281,6 +285,7 @@ class _Download:
         self.notes: list[str] = []
         self.error: CorralError | None = None
         self._file: IncomingFile | None = None
+        self._links: list[tuple[Path, Path]] = []  # (link landed, the folder it must stay in)
 
     def _place(self, relpath: str) -> Path:
         """Where a node's relative path lands; never outside its folder, whatever the path
@@ -289,7 +294,7 @@ class _Download:
         unsafe = (not parts or PurePosixPath(relpath).is_absolute() or ".." in parts
                   or "\0" in relpath)
         target = self.base.joinpath(*parts)
-        if unsafe or not target.resolve().is_relative_to(self.base):
+        if unsafe or not _real(target).is_relative_to(self.base):
             raise CorralError(f"node sent an unsafe path {relpath!r}", ErrorCode.PROTOCOL)
         return target
 
@@ -308,6 +313,8 @@ class _Download:
                     check_link(message.relpath, message.target)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     IncomingLink(target, message.target, self.ledger).land()
+                    top = self.base / PurePosixPath(message.relpath).parts[0]
+                    self._links.append((target, top))
                 else:
                     self._file = IncomingFile(target, message.mode, message.size, _flush,
                                               self.ledger)
@@ -334,10 +341,30 @@ class _Download:
     def unfinished(self) -> bool:
         return self._file is not None
 
+    def remove_links_leading_out(self) -> None:
+        """Each link's target was judged on its text; through links that came before or
+        after it (``q -> .``, then ``p -> q/..``) the kernel may still lead it out of its
+        folder. Judged again on disk once all have landed: any that leads out is removed
+        and is this node's error."""
+        for link, folder in self._links:
+            if not _real(link).is_relative_to(folder):
+                link.unlink(missing_ok=True)
+                if self.error is None:
+                    self.error = CorralError(
+                        f"{link.relative_to(self.base)}: link leads outside the pulled "
+                        "folder through other links; removed", ErrorCode.LINK_OUTSIDE)
+        self._links.clear()
+
     def discard(self) -> None:
         if self._file is not None:
             self._file.discard()
             self._file = None
+
+
+def _real(path: Path) -> Path:
+    """``path`` with every link followed; a loop of links (which ``Path.resolve`` raises
+    RuntimeError for) is left where it stops."""
+    return Path(os.path.realpath(path))
 
 
 def _flush(fd: int) -> None:
@@ -380,6 +407,9 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
             errors[node.name] = exc
         finally:
             download.discard()
+            download.remove_links_leading_out()
+        if download.error is not None and node.name not in errors:
+            errors[node.name] = download.error
         if node.name not in errors:
             results[node.name] = TransferResult(download.files, download.bytes,
                                                 time.monotonic() - started, download.notes)

@@ -130,7 +130,7 @@ def test_oversize_frame(master: MasterAPI, healthy, master_log: Path) -> None:
     sock.sendall(struct.pack(">I", 2**32 - 1))
     error = read_error(channel)
     assert error.code == ErrorCode.FRAME_TOO_LARGE
-    wait_until(lambda: logged(master_log, "exceeds the 8388608-byte limit"))
+    wait_until(lambda: logged(master_log, "exceeds the 65536-byte limit before authentication"))
     assert_unharmed(master)
 
 

@@ -129,13 +129,27 @@ def test_an_impostor_master_cannot_fill_the_clients_log(spawn_client) -> None:
         for _ in range(2):
             conn, _ = server.accept()
             with conn:
-                conn.sendall(pack_frame({"t": "error", "code": 1, "message": "no " * HUGE}))
+                # under the handshake's frame limit (a bigger frame is refused unread)
+                conn.sendall(pack_frame({"t": "error", "code": 1, "message": "no " * 20_000}))
         answered.set()
 
     threading.Thread(target=impostor, daemon=True).start()
     client = spawn_client("n1", server.getsockname())
     try:
         wait_until(lambda: client.log_text().count("master refused") >= 2, what="refusals")
-        assert len(client.log_text()) < 20_000
+        assert len(client.log_text()) < 10_000
     finally:
         server.close()
+
+
+def test_an_unauthenticated_peer_cannot_send_a_big_frame(master: MasterAPI,
+                                                         master_log: Path) -> None:
+    """Anyone who can connect must not make the master read, hold or decode megabytes."""
+    import socket
+    import struct
+
+    sock = socket.create_connection(master.address, timeout=30)
+    sock.sendall(struct.pack(">I", 4 * 1024 * 1024))  # a length prefix only: no body yet
+    wait_until(lambda: "closed 127.0.0.1" in master_log.read_text(), what="closed")
+    sock.close()
+    assert "exceeds the 65536-byte limit before authentication" in master_log.read_text()
