@@ -40,7 +40,8 @@ def test_ctrl_c_cancels_on_the_nodes(tmp_path, token_file, spawn_client) -> None
     try:
         port = int(child.match.group(1))
         clients = [spawn_client(name, ("127.0.0.1", port)) for name in ("n1", "n2")]
-        child.expect(r"node n2: CONNECTING -> READY")
+        for _ in clients:  # both READY, in whichever order they come
+            child.expect(r"node n[12]: CONNECTING -> READY")
         child.expect_exact("corral>")
         child.sendline("sleep 31.5; echo never")  # the passthrough: any other word
         wait_until(lambda: all(children_running(c, "sleep 31.5") for c in clients),
