@@ -50,6 +50,7 @@ class CorralConsole(cmd2.Cmd):
         self._interactive = interactive
         self.on_hangup: Callable[[], None] | None = None  # what SIGHUP does, if anything
         self._person_at_prompt = False  # a person's quit ends well, whatever failed before
+        self.commands_run = 0
         self.notices = Notices()
         self._flush_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
@@ -135,6 +136,8 @@ class CorralConsole(cmd2.Cmd):
             raise
 
     def onecmd(self, statement: Any, *, add_to_history: bool = True) -> bool:
+        if getattr(statement, "command", statement) != "_eof":  # cmd2's end of input
+            self.commands_run += 1
         try:
             return bool(super().onecmd(statement, add_to_history=add_to_history))
         except Cmd2ArgparseError:
