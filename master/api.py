@@ -7,7 +7,6 @@ the bridge, so callers never touch gevent objects.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from common.states import NodeState
 from master import transfers
 from master.bridge import HubThread
 from master.events import Event
-from master.fanout import GroupResult
+from master.front.results import GroupResult, NodeView, WaitOutcome
 from master.operations import (
     LogChunk,
     Operations,
@@ -29,7 +28,6 @@ from master.operations import (
     UsageReport,
     WaitResult,
 )
-from master.registry import NodeView
 from master.server import MasterConfig, MasterEngine
 from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 
@@ -40,15 +38,6 @@ log = logging.getLogger("corral.master")
 FOLLOW_POLL_FIRST = 0.002  # seconds
 FOLLOW_POLL_MAX = 0.1
 LOG_AHEAD = 4  # chunks of a log asked for ahead of the one being shown
-
-
-@dataclasses.dataclass(frozen=True)
-class WaitOutcome:
-    reached: bool
-    ready: int
-    wanted: int
-    waited: float
-    nodes: list[NodeView]
 
 
 class MasterAPI:

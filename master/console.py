@@ -21,13 +21,13 @@ from cmd2 import Cmd2ArgumentParser, Cmd2Style, with_argparser
 from cmd2.exceptions import Cmd2ArgparseError, Cmd2ShlexError
 
 from common.errors import CorralError
-from master import render
 from master.api import MasterAPI
 from master.console_args import CATEGORY, positive_int, seconds
 from master.console_files import FileCommands
 from master.console_processes import DEFAULT_RUN_TIMEOUT, PIPE_RULE, ProcessCommands
 from master.console_text import typed_line
 from master.events import Event
+from master.front import render
 from master.notices import LEVELS, Notices
 from master.passthrough import on_off, refusal
 

@@ -11,8 +11,8 @@ from typing import Any
 import cmd2
 from cmd2 import Cmd2ArgumentParser, with_argparser
 
-from master import render
 from master.console_args import ConsoleCommands, add_nodeset
+from master.front import render
 from master.transfers import Progress
 
 PROGRESS_AFTER = 0.5  # seconds before a transfer shows a progress line

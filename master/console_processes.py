@@ -13,7 +13,6 @@ from cmd2 import Cmd2ArgumentParser, with_argparser
 from common.errors import CorralError
 from common.procs import signal_name
 from common.text import printable_bytes
-from master import render
 from master.console_args import (
     ConsoleCommands,
     add_nodeset,
@@ -28,6 +27,7 @@ from master.console_args import (
     signal_parser,
 )
 from master.console_text import typed_tail
+from master.front import render
 from master.logview import LogTail
 from master.selection import STATES, select
 

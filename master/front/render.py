@@ -14,10 +14,18 @@ from common.procs import ProcInfo, signal_name
 from common.states import ProcState
 from common.text import printable, printable_bytes
 from master.events import short_command
-from master.fanout import GroupResult
-from master.operations import RunResult, SignalOutcome, UsageReport, WaitResult
-from master.registry import NodeView, natural_key
-from master.transfers import Progress, RemoveOutcome, TransferResult
+from master.front.results import (
+    GroupResult,
+    NodeView,
+    Progress,
+    RemoveOutcome,
+    RunResult,
+    SignalOutcome,
+    TransferResult,
+    UsageReport,
+    WaitResult,
+    natural_key,
+)
 
 
 def human_bytes(count: int | None) -> str:
