@@ -15,7 +15,6 @@ from pathlib import Path
 
 from common import auth
 from common.procs import ProcInfo
-from common.states import NodeState
 from master import transfers
 from master.bridge import HubThread
 from master.events import Event
@@ -28,6 +27,7 @@ from master.operations import (
     UsageReport,
     WaitResult,
 )
+from master.ready import wait_ready
 from master.server import MasterConfig, MasterEngine
 from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 
@@ -86,7 +86,7 @@ class MasterAPI:
 
     def wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
         """Wait until ``count`` nodes are READY or ``timeout`` seconds pass."""
-        return self._hub.call(self._wait_ready, count, timeout)
+        return self._hub.call(wait_ready, self._engine.registry, count, timeout)
 
     # --- processes (NODESET None: every READY node) ---------------------------------------
 
@@ -198,24 +198,6 @@ class MasterAPI:
 
     def process_refs(self, running_only: bool) -> list[str]:
         return self._hub.call(self._ops.process_refs, running_only)
-
-    def _wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
-        registry = self._engine.registry
-        log.info("waiting for %d READY nodes (timeout %s)", count, timeout)
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        while True:
-            ready = registry.count(NodeState.READY)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if ready >= count or (remaining is not None and remaining <= 0):
-                return WaitOutcome(
-                    reached=ready >= count,
-                    ready=ready,
-                    wanted=count,
-                    waited=time.monotonic() - started,
-                    nodes=registry.views(),
-                )
-            registry.wait_for_change(remaining)
 
 
 def load_master_token(token_file: Path | None) -> tuple[bytes, Path, bool]:

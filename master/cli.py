@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "with the corral command")
     parser.add_argument("--state-dir", type=Path, default=default_state_dir(),
                         help="the master's own files (0700): control socket, pull ledger")
+    parser.add_argument("--control", type=Path, metavar="PATH",
+                        help="the control socket the corral command talks to "
+                             "(default: STATE_DIR/control.sock)")
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.log_dir, max_frame=args.max_frame,
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
         tls=tls_files, state_dir=args.state_dir,
+        control=args.control or args.state_dir / "control.sock",
     )
     try:
         api = MasterAPI.start(config, token)

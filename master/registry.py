@@ -88,6 +88,10 @@ class NodeRegistry:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def publish(self, event: Event) -> None:
         log.info("%s", event.describe())
         for listener in list(self._listeners):

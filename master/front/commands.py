@@ -400,7 +400,8 @@ def _run(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
         command = " ".join(program_words(args.command))
     if not command.strip():
         raise UsageError("no command given: run [-w NODESET] -- COMMAND")
-    return run_shell(backend, args.nodeset, command, args.timeout)
+    return run_shell(backend, args.nodeset, command, args.timeout,
+                     color=getattr(args, "color", True))
 
 
 def run_shell(backend: Backend, nodeset: str | None, command: str, timeout: float,
