@@ -95,9 +95,9 @@ class ControlServer:
         uid = peer_uid(sock)
         if uid not in (os.getuid(), 0):
             log.warning("control: refused a process of uid %d", uid)
-            self._send_error(channel, ErrorCode.PERMISSION,
-                             f"refused: this master serves uid {os.getuid()} and root, "
-                             f"not uid {uid}")
+            with contextlib.suppress(OSError):
+                channel.send({"t": "refused", "message": f"the master at {self.path} serves "
+                              f"uid {os.getuid()} and root, not uid {uid}"})
             return
         try:
             call = channel.read()

@@ -80,6 +80,8 @@ class SocketBackend:
                         on_item(codec.decode(spec.item, frame.get("value")))
                 elif kind == "result":
                     return codec.decode(spec.result, frame.get("value"))
+                elif kind == "refused":
+                    raise NoMaster(f"refused: {frame.get('message')}")
                 elif kind == "error":
                     raise CorralError(str(frame.get("message")),
                                       _code(frame.get("code")))
