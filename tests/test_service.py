@@ -220,10 +220,9 @@ def test_a_console_attached_beside_the_cli_sees_notices(service) -> None:
                           env=python_env(), cwd=str(ROOT), encoding="utf-8",
                           timeout=PATIENCE, dimensions=(40, 200))
     try:
-        child.expect("corral> ")
+        child.expect("corral>")
         child.sendline("list")
-        child.expect("n2 ")
-        child.expect("corral> ")
+        child.expect(r"n2\s+\w{8}\s+127")
         done = corral(control, "exec", "-w", "n1", "--", "sh", "-c", "exit 4")
         assert done.returncode == 0, done.stderr
         child.expect(r"process n1:\d+ \(sh -c exit 4\) exited 4")
