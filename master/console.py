@@ -246,7 +246,9 @@ class CorralConsole(cmd2.Cmd):
 
     @cmd2.with_category(CATEGORY)
     def do_exit(self, _: Any) -> bool:
-        """Stop the master (clients keep retrying until one comes back)."""
+        """Leave the console. The master's own console stops the master (clients keep
+        retrying until one comes back); one attached with `corral console` leaves it
+        running."""
         if self._person_at_prompt:
             self.exit_code = 0  # failed commands were reported as they happened
         return True

@@ -233,3 +233,24 @@ def test_a_console_attached_beside_the_cli_sees_notices(service) -> None:
     finally:
         child.close(force=True)
     assert corral(control, "list").returncode == 0  # leaving the console leaves the master
+
+
+def test_ctrl_c_in_the_cli_cancels_run_on_the_nodes(service) -> None:
+    master, _clients = service
+    control = control_of(master)
+    call = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                             str(control), "run", "-w", "n1", "--", "sleep 30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=python_env(), cwd=ROOT)
+    try:
+        wait_until(lambda: "sleep 30" in corral(control, "pid", "--state", "running").stdout,
+                   what="the command to run on n1")
+        call.send_signal(signal.SIGINT)
+        out, err = call.communicate(timeout=PATIENCE)
+    finally:
+        if call.poll() is None:
+            call.kill()
+            call.wait()
+    assert call.returncode == 1, err
+    assert "[n1] cancelled" in out and "0 succeeded, 1 failed" in out
+    assert "sleep 30" not in corral(control, "pid", "--state", "running").stdout
