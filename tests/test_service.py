@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import stat
 import subprocess
@@ -254,3 +255,15 @@ def test_ctrl_c_in_the_cli_cancels_run_on_the_nodes(service) -> None:
     assert call.returncode == 1, err
     assert "[n1] cancelled" in out and "0 succeeded, 1 failed" in out
     assert "sleep 30" not in corral(control, "pid", "--state", "running").stdout
+
+
+def test_cli_doc_has_a_parseable_example_for_every_command() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    commands = set()
+    for block in blocks:
+        for line in block.splitlines():
+            document = json.loads(line)
+            commands.add(document.get("command", "log"))
+    from master.front.commands import COMMANDS
+    assert commands == set(COMMANDS)
