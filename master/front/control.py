@@ -59,7 +59,11 @@ class SocketBackend:
             try:
                 channel.send({"t": "call", "op": op, "args": codec.encode(args)})
             except OSError as exc:
-                raise self._gone(exc) from None
+                # A master that refused this user has already said why and closed: what
+                # it said is still there to read.
+                sent_error: OSError | None = exc
+            else:
+                sent_error = None
             cancelled = False
             while True:
                 try:
@@ -73,7 +77,7 @@ class SocketBackend:
                     channel.send({"t": "cancel"})
                     continue
                 except (ConnectionClosed, OSError) as exc:
-                    raise self._gone(exc) from None
+                    raise self._gone(sent_error or exc) from None
                 kind = frame.get("t")
                 if kind == "item":
                     if on_item is not None:
