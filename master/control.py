@@ -82,7 +82,8 @@ class ControlServer:
             return
         finally:
             probe.close()
-        raise CorralError(f"another master already answers on {self.path}")
+        raise CorralError(f"another master already answers on {self.path}; give this one "
+                          "another --state-dir or --control")
 
     def stop(self) -> None:
         if self._server is not None:
@@ -156,7 +157,7 @@ class ControlServer:
                  ) -> Any:
         try:
             return self._dispatch(op_name, args, emit)
-        except TypeError as exc:  # arguments that do not fit the operation
+        except (TypeError, KeyError) as exc:  # arguments that do not fit the operation
             raise CorralError(f"{op_name}: bad arguments: {exc}", ErrorCode.BAD_REQUEST
                               ) from None
 

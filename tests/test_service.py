@@ -19,7 +19,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from common.errors import CorralError
+from common.errors import CorralError, ErrorCode
 from master.front.control import SocketBackend
 from tests.harness import PATIENCE, ROOT, MasterProcess, python_env, wait_until
 
@@ -267,3 +267,22 @@ def test_cli_doc_has_a_parseable_example_for_every_command() -> None:
             commands.add(document.get("command", "log"))
     from master.front.commands import COMMANDS
     assert commands == set(COMMANDS)
+
+
+def test_a_second_master_on_the_same_socket_refuses_to_start(service, spawn_master) -> None:
+    master, _clients = service
+    second = subprocess.run(MasterProcess(master.base, master.token_file).argv(
+        ["--no-console"]), capture_output=True, text=True, env=python_env(), cwd=ROOT,
+        timeout=PATIENCE)
+    assert second.returncode == 2
+    assert f"another master already answers on {control_of(master)}" in second.stderr
+    assert corral(control_of(master), "list").returncode == 0  # the first one serves on
+
+
+def test_a_call_with_bad_arguments_is_a_usage_error(service) -> None:
+    master, _clients = service
+    with pytest.raises(CorralError) as caught:
+        SocketBackend(control_of(master)).call("exec", {"nodeset": None})
+    assert caught.value.code == ErrorCode.BAD_REQUEST
+    assert "exec: bad arguments" in caught.value.message
+    assert corral(control_of(master), "list").returncode == 0
