@@ -109,6 +109,8 @@ def test_json_for_every_command(service, tmp_path: Path) -> None:
     short = document("exec", "-w", "n2", "--", "sleep", "60")["result"]["results"]["n2"][0]
     assert document("sKill", f"n2:{short['pid']}")["result"][0]["ok"]
     assert document("forget", "--all-ended")["result"]["order"] == ["n1", "n2"]
+    everything = document("kill", "--all")["result"]
+    assert everything["order"] == ["n1", "n2"] and everything["errors"] == {}
     copied = document("copy", str(tmp_path / "data.txt"), "data.txt")["result"]
     assert copied["results"]["n1"]["files"] == 1
     pulled = document("pull", "-w", "n2", "data.txt", str(tmp_path / "back"))["result"]

@@ -238,16 +238,18 @@ def _refs_or_every(args: argparse.Namespace, every: bool, flag: str) -> None:
 def _send_signal(args: argparse.Namespace, backend: Backend, signum: int) -> Report:
     _refs_or_every(args, args.all, "--all")
     errors: list[str] = []
+    result: Any
     if args.all:
-        group = backend.call("signal_all", {"nodeset": args.nodeset, "signum": signum})
-        outcomes = [o for name in group.succeeded for o in group.results[name]]
-        errors = render.failure_lines(group)
-        failed = bool(group.errors)
+        # The group is the result, so a node that could not be reached is in it too.
+        result = backend.call("signal_all", {"nodeset": args.nodeset, "signum": signum})
+        outcomes = [o for name in result.succeeded for o in result.results[name]]
+        errors = render.failure_lines(result)
+        failed = bool(result.errors)
     else:
-        outcomes = backend.call("signal", {"refs": args.refs, "signum": signum})
+        result = outcomes = backend.call("signal", {"refs": args.refs, "signum": signum})
         failed = False
     rendered = render.signal_table(outcomes, signal_name(signum))
-    return Report(outcomes, render.Rendered(rendered.text, errors + rendered.errors),
+    return Report(result, render.Rendered(rendered.text, errors + rendered.errors),
                   failed or not all(o.ok for o in outcomes))
 
 
