@@ -68,11 +68,22 @@ def default_state_dir() -> Path:
     return Path(base) / "corral" / "master"
 
 
-def prepare_state_dir(path: Path) -> None:
+def state_dir_problem(path: Path) -> str | None:
     """Create the state folder for this user alone: it holds the control socket, and
-    whoever can reach that socket commands every node."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    whoever can reach that socket commands every node. A folder that exists already is
+    never chmod-ed behind the operator's back (``--state-dir /tmp`` must not close /tmp):
+    if others can enter it, say so."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = path.stat()
+    except OSError as exc:
+        return f"cannot use state folder {path}: {exc.strerror or exc}"
+    if info.st_uid != os.getuid():
+        return f"state folder {path} belongs to uid {info.st_uid}, not to this user"
+    if info.st_mode & 0o077:
+        return (f"state folder {path} is open to other users (mode "
+                f"{info.st_mode & 0o777:o}): chmod 700 it, or choose another --state-dir")
+    return None
 
 
 def setup_logging(log_dir: Path, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -> Path:
@@ -113,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     except CorralError as exc:
         print(f"corral-master: {exc.message}", file=sys.stderr)
         return 2
-    try:
-        prepare_state_dir(args.state_dir)
-    except OSError as exc:
-        print(f"corral-master: cannot use state folder {args.state_dir}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
+    if not args.console and args.commands:
+        print("corral-master: commands need the console; with --no-console run them with "
+              "the corral command", file=sys.stderr)
+        return 2
+    if (problem := state_dir_problem(args.state_dir)) is not None:
+        print(f"corral-master: {problem}", file=sys.stderr)
         return 2
     config = MasterConfig(
         host=args.host, port=args.port, token_file=token_path, heartbeat=args.heartbeat,

@@ -288,3 +288,24 @@ def test_a_call_with_bad_arguments_is_a_usage_error(service) -> None:
     assert caught.value.code == ErrorCode.BAD_REQUEST
     assert "exec: bad arguments" in caught.value.message
     assert corral(control_of(master), "list").returncode == 0
+
+
+def test_master_start_refusals(tmp_path: Path, token_file: Path) -> None:
+    def start(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "master", "--port", "0", "--token-file",
+                               str(token_file), "--log-dir", str(tmp_path / "logs"), *words],
+                              capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                              stdin=subprocess.DEVNULL, timeout=PATIENCE)
+
+    open_dir = tmp_path / "open"
+    open_dir.mkdir(mode=0o755)
+    open_dir.chmod(0o755)
+    refused = start("--no-console", "--state-dir", str(open_dir))
+    assert refused.returncode == 2
+    assert f"state folder {open_dir} is open to other users (mode 755)" in refused.stderr
+    assert stat.S_IMODE(open_dir.stat().st_mode) == 0o755  # left as it was
+    with_commands = start("--no-console", "--state-dir", str(tmp_path / "s"), "list")
+    assert with_commands.returncode == 2 and "commands need the console" in with_commands.stderr
+    idle = start("--state-dir", str(tmp_path / "s"))  # no terminal, nothing to do
+    assert idle.returncode == 2
+    assert "no terminal and no commands" in idle.stderr and "--no-console" in idle.stderr

@@ -18,6 +18,7 @@ from master.front import codec
 from master.front.ops import OPS, ItemCallback
 
 START_HINT = "start one with: corral-master --no-console"
+MAX_RESULT_FRAME = 1 << 30
 
 
 def default_control_path() -> Path:
@@ -55,7 +56,9 @@ class SocketBackend:
              ) -> Any:
         spec = OPS[op]
         with self.connect() as sock:
-            channel = FrameChannel(sock)
+            # Only this user's master can be at the other end: a result may be as big as
+            # it is (a table of every process on a thousand nodes).
+            channel = FrameChannel(sock, MAX_RESULT_FRAME)
             try:
                 channel.send({"t": "call", "op": op, "args": codec.encode(args)})
             except OSError as exc:
