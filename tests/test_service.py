@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
+import psutil
 import pytest
 
 from common.errors import CorralError, ErrorCode
@@ -176,13 +177,24 @@ def test_a_process_of_another_user_is_refused(service) -> None:
 
 
 def test_master_killed_during_a_call(service) -> None:
-    master, _clients = service
+    master, clients = service
     control = control_of(master)
+
+    def running_it(client: Any) -> bool:
+        for child in psutil.Process(client.pid).children(recursive=True):
+            try:
+                if "sleep 30" in " ".join(child.cmdline()):
+                    return True
+            except psutil.NoSuchProcess:  # ended while we looked
+                continue
+        return False
+
     call = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
                              str(control), "run", "--", "sleep 30"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
     try:
-        wait_until(lambda: "run 'sleep 30'" in master.log_text(), what="the run to start")
+        wait_until(lambda: all(running_it(client) for client in clients),
+                   what="the command to run on both nodes")
         master.proc.send_signal(signal.SIGKILL)
         _out, err = call.communicate(timeout=PATIENCE)
     finally:
@@ -191,6 +203,9 @@ def test_master_killed_during_a_call(service) -> None:
             call.wait()
     assert call.returncode == 3
     assert err.count("\n") == 1 and "went away during the call" in err
+    # Nothing is left half-done: each client stops the run it was serving for the master.
+    wait_until(lambda: not any(running_it(client) for client in clients),
+               what="the clients to stop the command")
 
 
 @pytest.mark.slow
