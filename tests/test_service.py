@@ -208,7 +208,6 @@ def test_master_killed_during_a_call(service) -> None:
                what="the clients to stop the command")
 
 
-@pytest.mark.slow
 def test_sigterm_keeps_processes_and_the_next_master_hears_their_ends(
         spawn_master, spawn_client) -> None:
     first = spawn_master(extra=["--no-console"])
