@@ -175,10 +175,11 @@ class ControlServer:
             return self._events(emit)
         if op_name == "copy":
             return transfers.push(registry, args["nodeset"], args["sources"], args["dest"],
-                                  args["recursive"], emit)
+                                  args["recursive"], emit, args["follow"])
         if op_name == "pull":
             return transfers.pull(registry, args["nodeset"], args["remote_paths"],
-                                  args["local_dir"], emit, self.engine.pull_ledger)
+                                  args["local_dir"], emit, self.engine.pull_ledger,
+                                  args["follow"])
         if op_name == "remove":
             return transfers.remove(registry, args["nodeset"], args["paths"],
                                     args["recursive"], self.engine.config.request_timeout)

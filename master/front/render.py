@@ -272,6 +272,10 @@ def _transfer_notes(group: GroupResult[TransferResult]) -> list[str]:
     for name in group.succeeded:
         for note in group.results[name].notes:
             nodes_by_note.setdefault(note, []).append(name)
+    if not nodes_by_note:
+        return []
+    from common.nodeset import fold  # ClusterShell: slow to import, needed only here
+
     return [f"note ({fold(names)}): {printable(note)}" for note, names in nodes_by_note.items()]
 
 
