@@ -169,6 +169,8 @@ class ControlServer:
             return registry.views()
         if op_name == "wait_ready":
             return wait_ready(registry, **args)
+        if op_name == "forget_node":
+            return registry.forget_node(args["name"])
         if op_name == "log":
             return self._log(emit, **args)
         if op_name == "events":

@@ -99,6 +99,9 @@ def test_json_for_every_command(service, tmp_path: Path) -> None:
     wait_until(lambda: "out" in corral(control, "log", ref).stdout, what="the log")
     logged = document("log", ref)
     assert logged["lines"][0]["data"] == "out\n" and logged["result"]["ref"] == ref
+    saved = document("log", ref, "--save", str(tmp_path / "saved.log"))["result"]
+    assert saved["bytes"] == 4 and (tmp_path / "saved.log").read_text() == "out\n"
+    assert document("forget", "n2", status=1)["result"] == {"forgotten": []}  # not GONE
     assert document("getrusage", "-w", "n1")["result"]["results"]["n1"]["children"]
     assert document("kill", "-s", "STOP", ref)["result"][0]["ok"]
     assert document("kill", ref)["result"][0]["message"]
