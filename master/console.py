@@ -47,15 +47,16 @@ class CorralConsole(cmd2.Cmd):
         """``api``: the engine in this process (a ``MasterAPI``), or any backend of
         ``master.front.ops`` with a ``subscribe`` (the control socket's)."""
         if hasattr(api, "call"):
-            self.backend = api
+            backend = api
         else:
             from master.local import LocalBackend  # the engine: only where it runs
-            self.backend = LocalBackend(api)
+            backend = LocalBackend(api)
         self.passthrough = passthrough
         # No terminators: a ';' belongs to the shell command it is typed in (run, or any
         # other word), never silently ends the line.
         super().__init__(allow_cli_args=False, auto_suggest=False, terminators=[],
                          command_sets=[CorralCommands()], **kwargs)
+        self.backend = backend  # after cmd2 has looked over this object's attributes
         self.prompt = "corral> "
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
 
 from cmd2 import Cmd2ArgumentParser, with_argparser
 
@@ -14,6 +13,7 @@ from master.console_text import typed_tail
 from master.front.commands import COMMANDS
 
 KIT = ConsoleKit()
+PARSERS: dict[str, Cmd2ArgumentParser] = {}  # the console's parser of each shared command
 
 
 def _do(name: str, preserve_quotes: bool = False) -> Callable[..., bool | None]:
@@ -21,6 +21,7 @@ def _do(name: str, preserve_quotes: bool = False) -> Callable[..., bool | None]:
 
     parser = command.build(KIT)
     assert isinstance(parser, Cmd2ArgumentParser)
+    PARSERS[name] = parser
 
     @with_argparser(parser, preserve_quotes=preserve_quotes)
     def do(self: CorralCommands, args: argparse.Namespace) -> None:
@@ -50,6 +51,3 @@ class CorralCommands(ConsoleCommands):
     do_pull = _do("pull")
     do_remove = _do("remove")
 
-
-def command_names() -> list[Any]:
-    return sorted(COMMANDS)
