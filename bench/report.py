@@ -47,6 +47,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "frame_auth": ["--size-mib", "64", "--rounds", "1", "--seconds", "0.5"],
     "reliability": ["--clients", "5", "--simulated", "100"],
     "log_follow": ["--mb", "20", "--rounds", "1"],
+    "cli": ["--nodes", "10", "--repeat", "3", "--concurrent", "5"],
 }
 
 

@@ -7,7 +7,6 @@ the bridge, so callers never touch gevent objects.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -16,11 +15,10 @@ from pathlib import Path
 
 from common import auth
 from common.procs import ProcInfo
-from common.states import NodeState
 from master import transfers
 from master.bridge import HubThread
 from master.events import Event
-from master.fanout import GroupResult
+from master.front.results import GroupResult, NodeView, WaitOutcome
 from master.operations import (
     LogChunk,
     Operations,
@@ -29,7 +27,7 @@ from master.operations import (
     UsageReport,
     WaitResult,
 )
-from master.registry import NodeView
+from master.ready import wait_ready
 from master.server import MasterConfig, MasterEngine
 from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 
@@ -40,15 +38,6 @@ log = logging.getLogger("corral.master")
 FOLLOW_POLL_FIRST = 0.002  # seconds
 FOLLOW_POLL_MAX = 0.1
 LOG_AHEAD = 4  # chunks of a log asked for ahead of the one being shown
-
-
-@dataclasses.dataclass(frozen=True)
-class WaitOutcome:
-    reached: bool
-    ready: int
-    wanted: int
-    waited: float
-    nodes: list[NodeView]
 
 
 class MasterAPI:
@@ -97,7 +86,7 @@ class MasterAPI:
 
     def wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
         """Wait until ``count`` nodes are READY or ``timeout`` seconds pass."""
-        return self._hub.call(self._wait_ready, count, timeout)
+        return self._hub.call(wait_ready, self._engine.registry, count, timeout)
 
     # --- processes (NODESET None: every READY node) ---------------------------------------
 
@@ -209,24 +198,6 @@ class MasterAPI:
 
     def process_refs(self, running_only: bool) -> list[str]:
         return self._hub.call(self._ops.process_refs, running_only)
-
-    def _wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
-        registry = self._engine.registry
-        log.info("waiting for %d READY nodes (timeout %s)", count, timeout)
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        while True:
-            ready = registry.count(NodeState.READY)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if ready >= count or (remaining is not None and remaining <= 0):
-                return WaitOutcome(
-                    reached=ready >= count,
-                    ready=ready,
-                    wanted=count,
-                    waited=time.monotonic() - started,
-                    nodes=registry.views(),
-                )
-            registry.wait_for_change(remaining)
 
 
 def load_master_token(token_file: Path | None) -> tuple[bytes, Path, bool]:

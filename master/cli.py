@@ -1,4 +1,5 @@
-"""``corral-master``: start the engine on its hub thread, then the console in this thread.
+"""``corral-master``: start the engine on its hub thread, then the console in this thread,
+or with ``--no-console`` serve headless until SIGTERM or SIGINT.
 
 Positional arguments are console commands run in order first (cmd2's convention), so a
 script can drive the real console: ``corral-master "list --wait 3 --timeout 20" quit``.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from common import auth, tls
@@ -42,12 +47,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     parser.add_argument("--tls-ca", type=Path, help="the CA that signs client certificates")
     parser.add_argument("--max-frame", type=int, default=8 * 1024 * 1024, metavar="BYTES")
+    parser.add_argument("--no-console", dest="console", action="store_false",
+                        help="run headless as a service until SIGTERM or SIGINT; drive it "
+                             "with the corral command")
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir(),
+                        help="the master's own files (0700): control socket, pull ledger")
+    parser.add_argument("--control", type=Path, metavar="PATH",
+                        help="the control socket the corral command talks to "
+                             "(default: STATE_DIR/control.sock)")
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     add_log_options(parser)
     add_common_options(parser)
     return parser
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "corral" / "master"
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Create the state folder for this user alone: it holds the control socket, and
+    whoever can reach that socket commands every node. A folder that exists already is
+    never chmod-ed behind the operator's back (``--state-dir /tmp`` must not close /tmp):
+    if others can enter it, say so."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = path.stat()
+    except OSError as exc:
+        return f"cannot use state folder {path}: {exc.strerror or exc}"
+    if info.st_uid != os.getuid():
+        return f"state folder {path} belongs to uid {info.st_uid}, not to this user"
+    if info.st_mode & 0o077:
+        return (f"state folder {path} is open to other users (mode "
+                f"{info.st_mode & 0o777:o}): chmod 700 it, or choose another --state-dir")
+    return None
 
 
 def setup_logging(log_dir: Path, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -> Path:
@@ -88,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     except CorralError as exc:
         print(f"corral-master: {exc.message}", file=sys.stderr)
         return 2
+    if not args.console and args.commands:
+        print("corral-master: commands need the console; with --no-console run them with "
+              "the corral command", file=sys.stderr)
+        return 2
+    if (problem := state_dir_problem(args.state_dir)) is not None:
+        print(f"corral-master: {problem}", file=sys.stderr)
+        return 2
     config = MasterConfig(
         host=args.host, port=args.port, token_file=token_path, heartbeat=args.heartbeat,
         log_dir=args.log_dir, max_frame=args.max_frame,
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
-        tls=tls_files,
+        tls=tls_files, state_dir=args.state_dir,
+        control=args.control or args.state_dir / "control.sock",
     )
     try:
         api = MasterAPI.start(config, token)
@@ -111,14 +155,47 @@ def main(argv: list[str] | None = None) -> int:
                 f"TLS on, master certificate SHA-256 {tls.fingerprint(tls_files.cert)}")
     print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path}; "
           f"{tls_note})", file=sys.stderr, flush=True)
-    console = CorralConsole(api, interactive=sys.stdin.isatty(), passthrough=args.passthrough)
-    console.on_hangup = on_hangup
     try:
-        stopped = console.runcmds_plus_hooks(args.commands) if args.commands else False
-        if not stopped:
-            console.cmdloop()
+        if not args.console:
+            serve_until_signalled()
+            return 0
+        return run_console(api, args.commands, args.passthrough, on_hangup)
     finally:
         api.shutdown()
+
+
+def serve_until_signalled() -> None:
+    """Wait in the main thread for SIGTERM or SIGINT; the hub thread does the work."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    while not stop.wait(3600):
+        pass
+    logging.getLogger("corral.master").info(
+        "stopping on %s; the clients keep their processes and report to the next master",
+        signal.Signals(received[0]).name)
+
+
+def run_console(api: MasterAPI, commands: list[str], passthrough: bool,
+                on_hangup: Callable[[], None]) -> int:
+    interactive = sys.stdin.isatty()
+    console = CorralConsole(api, interactive=interactive, passthrough=passthrough)
+    console.on_hangup = on_hangup
+    stopped = console.runcmds_plus_hooks(commands) if commands else False
+    if not stopped:
+        console.cmdloop()
+    if not interactive and not commands and console.commands_run == 0:
+        # Started without a terminal and given nothing to do: exiting 0 would look like a
+        # service that ran and stopped cleanly.
+        print("corral-master: no terminal and no commands (stdin ended at once): nothing "
+              "to do; run it with --no-console to serve headless", file=sys.stderr)
+        return 2
     return console.exit_code
 
 

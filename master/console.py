@@ -1,55 +1,69 @@
-"""The operator's console (cmd2 4.x): parse a command, make one API call, render a table.
+"""The operator's console (cmd2 4.x): parse a command, make one call, render a table.
 
-Commands live in command sets by subject (``console_processes``, ``console_files``); this
-module holds the application: alerts, the one place failures are reported, and ``list``.
-It does no work of its own. Structured results go to ``last_result`` for scripts and
-tests; a failed command sets a non-zero ``exit_code`` that the master exits with.
+Each command is a shared definition (``master.front.commands``), the same the ``corral``
+CLI uses; this module holds the application: where the calls go (the engine in this
+process, or a master at the other end of the control socket), notices, the one place
+failures are reported, and the passthrough. It does no work of its own.
+Structured results go to ``last_result`` for scripts and tests; a failed command sets a
+non-zero ``exit_code`` that the master exits with.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cmd2
-from cmd2 import Cmd2ArgumentParser, Cmd2Style, with_argparser
+from cmd2 import Cmd2Style
 from cmd2.exceptions import Cmd2ArgparseError, Cmd2ShlexError
 
 from common.errors import CorralError
-from master import render
-from master.api import MasterAPI
-from master.console_args import CATEGORY, positive_int, seconds
-from master.console_files import FileCommands
-from master.console_processes import DEFAULT_RUN_TIMEOUT, PIPE_RULE, ProcessCommands
+from common.text import printable_bytes
+from master.console_args import CATEGORY
+from master.console_commands import CorralCommands
 from master.console_text import typed_line
 from master.events import Event
+from master.front import render
+from master.front.commands import DEFAULT_RUN_TIMEOUT, PIPE_RULE, Command, run_shell
+from master.front.results import LogChunk, Progress
 from master.notices import LEVELS, Notices
 from master.passthrough import on_off, refusal
 
+if TYPE_CHECKING:
+    from master.api import MasterAPI
+
 log = logging.getLogger("corral.master.console")
+PROGRESS_AFTER = 0.5  # seconds before a transfer shows a progress line
 
 
 class CorralConsole(cmd2.Cmd):
-    def __init__(self, api: MasterAPI, interactive: bool, passthrough: bool = True,
+    def __init__(self, api: MasterAPI | Any, interactive: bool, passthrough: bool = True,
                  **kwargs: Any) -> None:
-        self.processes = ProcessCommands()
+        """``api``: the engine in this process (a ``MasterAPI``), or any backend of
+        ``master.front.ops`` with a ``subscribe`` (the control socket's)."""
+        if hasattr(api, "call"):
+            backend = api
+        else:
+            from master.local import LocalBackend  # the engine: only where it runs
+            backend = LocalBackend(api)
         self.passthrough = passthrough
         # No terminators: a ';' belongs to the shell command it is typed in (run, or any
         # other word), never silently ends the line.
         super().__init__(allow_cli_args=False, auto_suggest=False, terminators=[],
-                         command_sets=[self.processes, FileCommands()], **kwargs)
-        self.api = api
+                         command_sets=[CorralCommands()], **kwargs)
+        self.backend = backend  # after cmd2 has looked over this object's attributes
         self.prompt = "corral> "
         self.intro = "corral master. Type help for the commands, quit to leave."
         self.default_category = CATEGORY
         self._interactive = interactive
         self.on_hangup: Callable[[], None] | None = None  # what SIGHUP does, if anything
         self._person_at_prompt = False  # a person's quit ends well, whatever failed before
+        self.commands_run = 0
         self.notices = Notices()
         self._flush_lock = threading.Lock()
         self._flush_timer: threading.Timer | None = None
@@ -75,7 +89,7 @@ class CorralConsole(cmd2.Cmd):
         # Alerts are drained only while a prompt is shown: batch runs never subscribe, and
         # commands given on the command line have already reported what they saw.
         if self._interactive:
-            self.api.subscribe(self._alert)
+            self.backend.subscribe(self._alert)
             self._person_at_prompt = True
 
     def _alert(self, event: Event) -> None:
@@ -96,6 +110,45 @@ class CorralConsole(cmd2.Cmd):
             self._flush_timer = None
         for line in self.notices.flush():
             self.add_alert(msg=line)
+
+    # --- performing a shared command ---------------------------------------------------
+
+    def perform(self, command: Command, args: Any) -> None:
+        self._progress_shown = False
+        try:
+            report = command.perform(args, self.backend, self)
+        finally:
+            if self._progress_shown:
+                sys.stderr.write("\n")
+        self.last_result = report.result
+        if report.rendered is not None:
+            self.show(report.rendered)
+        if report.failed:
+            self.exit_code = 1
+
+    def progress(self, progress: Progress) -> None:
+        """A progress line on stderr, redrawn in place, for transfers that take a while
+        (called on the hub thread in this process, or the reading one)."""
+        if sys.stderr.isatty() and progress.elapsed >= PROGRESS_AFTER:
+            sys.stderr.write("\r" + render.progress_line(progress) + "\x1b[K")
+            sys.stderr.flush()
+            self._progress_shown = True
+
+    def log_data(self, chunk: LogChunk) -> None:
+        """On a terminal, the log's text with control characters escaped (a process must
+        not drive the operator's screen); redirected, its bytes as they are, as cat would
+        write them."""
+        if not chunk.data:
+            return
+        stream = self.stdout
+        binary = getattr(stream, "buffer", None)
+        if binary is None or stream.isatty():
+            stream.write(printable_bytes(chunk.data))
+            stream.flush()
+            return
+        stream.flush()  # what was written as text before goes first
+        binary.write(chunk.data)
+        binary.flush()
 
     # --- one place for failures ---------------------------------------------------------
 
@@ -135,6 +188,8 @@ class CorralConsole(cmd2.Cmd):
             raise
 
     def onecmd(self, statement: Any, *, add_to_history: bool = True) -> bool:
+        if getattr(statement, "command", statement) != "_eof":  # cmd2's end of input
+            self.commands_run += 1
         try:
             return bool(super().onecmd(statement, add_to_history=add_to_history))
         except Cmd2ArgparseError:
@@ -167,33 +222,16 @@ class CorralConsole(cmd2.Cmd):
             self.last_result = None
             self.fail(refused)
             return None
-        self.processes.run_shell(None, typed_line(self.statement_parser, statement),
-                                 DEFAULT_RUN_TIMEOUT)
+        report = run_shell(self.backend, None, typed_line(self.statement_parser, statement),
+                           DEFAULT_RUN_TIMEOUT)
+        self.last_result = report.result
+        assert report.rendered is not None
+        self.show(report.rendered)
+        if report.failed:
+            self.exit_code = 1
         return None
 
     # --- commands -------------------------------------------------------------------------
-
-    list_parser = Cmd2ArgumentParser(description="Show the nodes and their latest figures.")
-    list_parser.add_argument("--wait", type=positive_int, metavar="N",
-                             help="first wait until N nodes are READY")
-    list_parser.add_argument("--timeout", type=seconds, metavar="S",
-                             help="give up waiting after S seconds (default: wait forever)")
-
-    @with_argparser(list_parser)
-    @cmd2.with_category(CATEGORY)
-    def do_list(self, args: argparse.Namespace) -> None:
-        """Show the nodes and their latest figures."""
-        if args.wait is not None:
-            outcome = self.api.wait_ready(args.wait, args.timeout)
-            self.last_result = outcome.nodes
-            self.poutput(render.nodes_table(outcome.nodes))
-            if not outcome.reached:
-                self.fail(f"only {outcome.ready} of {outcome.wanted} nodes READY after "
-                          f"{outcome.waited:.1f} s")
-            return
-        nodes = self.api.nodes()
-        self.last_result = nodes
-        self.poutput(render.nodes_table(nodes))
 
     def do_help(self, args: Any) -> None:
         """List the commands, or show help on one."""
@@ -209,7 +247,9 @@ class CorralConsole(cmd2.Cmd):
 
     @cmd2.with_category(CATEGORY)
     def do_exit(self, _: Any) -> bool:
-        """Stop the master (clients keep retrying until one comes back)."""
+        """Leave the console. The master's own console stops the master (clients keep
+        retrying until one comes back); one attached with `corral console` leaves it
+        running."""
         if self._person_at_prompt:
             self.exit_code = 0  # failed commands were reported as they happened
         return True

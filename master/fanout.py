@@ -6,9 +6,8 @@ slow or failing node never stops the others, and the caller decides what a failu
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import gevent
 import gevent.pool
@@ -17,29 +16,11 @@ from common.errors import CorralError, ErrorCode, UsageError
 from common.messages import Message
 from common.nodeset import select
 from common.states import NodeState
+from master.front.results import GroupResult
 from master.registry import Node, NodeRegistry, natural_key
 
 T = TypeVar("T")
 MAX_PID = 2**31  # pid_t is a signed 32-bit number
-
-
-@dataclasses.dataclass(frozen=True)
-class GroupResult(Generic[T]):
-    results: dict[str, T]
-    errors: dict[str, CorralError]
-    order: list[str]  # the target nodes, in node order
-
-    @property
-    def succeeded(self) -> list[str]:
-        return [name for name in self.order if name in self.results]
-
-    @property
-    def failed(self) -> list[str]:
-        return [name for name in self.order if name in self.errors]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 def parse_ref(ref: str) -> tuple[str, int]:

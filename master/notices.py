@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 
 from master.events import Event, ProcessEvent
-from master.registry import natural_key
+from master.front.results import natural_key
 
 LEVELS = ("all", "failures", "off")
 WINDOW = 1.0  # seconds successful ends are gathered before they are shown

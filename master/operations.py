@@ -4,7 +4,6 @@ the requests to all of them at once, and turn the replies into typed results."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -27,9 +26,16 @@ from common.messages import (
     UsageRequest,
 )
 from common.procs import ProcInfo, not_started_here
-from common.replies import LogAnswer, RunAnswer, SignalAnswer, UsageAnswer
-from common.text import peer_message
-from master.fanout import GroupResult, fan_out, gathered, parse_ref, resolve_targets
+from common.replies import LogAnswer, SignalAnswer
+from master.fanout import fan_out, gathered, parse_ref, resolve_targets
+from master.front.results import (
+    GroupResult,
+    LogChunk,
+    RunResult,
+    SignalOutcome,
+    UsageReport,
+    WaitResult,
+)
 from master.registry import Node
 from master.server import MasterEngine
 from master.session import Session
@@ -41,42 +47,6 @@ CANCEL_GRACE = 5.0  # for a node to stop a cancelled command and answer
 FRAME_HEADROOM = 64 * 1024  # room in a frame for the rest of an exec request
 LOG_CHUNK = 1024 * 1024  # bytes of a log asked for at a time
 PER_COPY = 0.02  # seconds of extra patience per copy that exec -n asks for
-
-
-@dataclasses.dataclass(frozen=True)
-class SignalOutcome:
-    ref: str
-    ok: bool
-    message: str = ""  # the error, or what became of the process (``killed SIGINT``)
-    still_running: int = 0  # other members of its process group alive after the signal
-
-    @classmethod
-    def from_answer(cls, node: str, answer: SignalAnswer) -> SignalOutcome:
-        return cls(f"{node}:{answer.pid}", answer.ok, peer_message(answer.message),
-                   answer.still_running)
-
-
-UsageReport = UsageAnswer
-RunResult = RunAnswer
-
-
-@dataclasses.dataclass(frozen=True)
-class LogChunk:
-    data: bytes
-    offset: int  # where the next chunk starts
-    ended: bool  # the process has ended and this chunk reaches the end of its log
-    more: bool  # the chunk was full: more is already there to read
-
-
-@dataclasses.dataclass(frozen=True)
-class WaitResult:
-    ref: str
-    info: ProcInfo | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.info is not None and self.info.describe() == "exited 0"
 
 
 def _procs(_node: Node, value: list[ProcInfo]) -> list[ProcInfo]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from common.messages import Heartbeat, Register
 from common.states import NODE_TRANSITIONS, REACHABLE_STATES, NodeState
 from common.text import printable
 from master.events import Event, NodeEvent
+from master.front.results import NodeView, natural_key
 from master.known_nodes import KnownNode
 
 if TYPE_CHECKING:
@@ -35,26 +35,6 @@ MAX_GONE = 10_000  # departed nodes remembered (oldest forgotten first)
 
 class DuplicateName(CorralError):
     code = ErrorCode.DUPLICATE_NAME
-
-
-@dataclasses.dataclass(frozen=True)
-class NodeView:
-    """A snapshot of one node, safe to hand to another thread."""
-
-    name: str
-    node_id: str
-    host: str
-    address: str
-    state: NodeState
-    since_heartbeat: float | None
-    rtt_ms: float | None
-    load: tuple[float, float, float] | None
-    cpu_percent: float | None
-    mem_available: int | None
-    mem_total: int | None
-    disk_free: int | None
-    processes: int | None
-    seen_at: float | None = None  # wall clock: when a GONE node was last known connected
 
 
 @dataclasses.dataclass
@@ -107,6 +87,10 @@ class NodeRegistry:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def publish(self, event: Event) -> None:
         log.info("%s", event.describe())
@@ -275,11 +259,3 @@ class NodeRegistry:
 
     def count(self, state: NodeState) -> int:
         return sum(1 for node in self._by_id.values() if node.state is state)
-
-
-def natural_key(name: str) -> tuple[str, tuple[tuple[int, int], ...]]:
-    """Node order as ClusterShell's NodeSet lists names: by the name's pattern (its numbers
-    taken out), then by each number, shorter digit strings first (``n1 n2 n10 n001 n002``,
-    never ``n1 n001 n2``)."""
-    pattern = re.sub(r"\d+", "%s", name)
-    return pattern, tuple((len(digits), int(digits)) for digits in re.findall(r"\d+", name))

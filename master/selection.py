@@ -13,7 +13,7 @@ import os
 
 from common.procs import ProcInfo
 from common.states import ProcState
-from master.fanout import GroupResult
+from master.front.results import GroupResult
 
 STATES = ("running", "ended", "failed")
 

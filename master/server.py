@@ -44,6 +44,7 @@ class MasterConfig:
     request_timeout: float = 10.0  # how long a node may take to answer a request
     tls: TlsFiles | None = None
     state_dir: Path | None = None  # the master's own files (default: the log folder)
+    control: Path | None = None  # the control socket (None: no socket)
 
 
 class MasterEngine:
@@ -64,6 +65,7 @@ class MasterEngine:
         self._ticker: gevent.Greenlet | None = None
         self.sessions: set[Session] = set()
         self.tls_context: Any = None
+        self.control: Any = None  # a master.control.ControlServer with --control
         if config.tls is not None:
             self.tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER), config.tls)
@@ -85,8 +87,14 @@ class MasterEngine:
         self.registry.subscribe(self._note_node_change)
         self._ticker = gevent.spawn(self._check_liveness)
         log.info("listening on %s:%d", *self.address)
+        if self.config.control is not None:
+            from master.control import ControlServer  # it calls the operations, built on us
+            self.control = ControlServer(self, self.config.control)
+            self.control.start()
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.stop()
         if self._ticker is not None:
             self._ticker.kill()
         for session in list(self.sessions):

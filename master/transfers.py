@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import gevent
 import gevent.event
@@ -39,8 +38,16 @@ from common.names import name_problem
 from common.replies import PutAnswer, RemoveAnswer
 from common.text import peer_message
 from common.tree import NOTE_LIMIT, Tree, scan
-from master.fanout import GroupResult, fan_out, resolve_targets
-from master.registry import Node, NodeRegistry, natural_key
+from master.fanout import fan_out, resolve_targets
+from master.front.results import (
+    GroupResult,
+    Progress,
+    ProgressCallback,
+    RemoveOutcome,
+    TransferResult,
+    natural_key,
+)
+from master.registry import Node, NodeRegistry
 from master.session import Session
 
 log = logging.getLogger("corral.master.files")
@@ -49,31 +56,6 @@ CHUNK = 1024 * 1024
 STALL_TIMEOUT = 30.0  # a node that accepts nothing for this long is given up on
 SLOWEST_DISK = 20 * 1024 * 1024  # bytes/s: how long a node may take to sync a push, at worst
 PROGRESS_EVERY = 0.25  # seconds between progress reports
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    done: int  # bytes sent to (or received from) all nodes so far
-    total: int  # bytes expected; 0 when not known in advance (a pull)
-    elapsed: float
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferResult:
-    files: int
-    bytes: int
-    seconds: float
-    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. dangling links
-
-
-@dataclasses.dataclass(frozen=True)
-class RemoveOutcome:
-    path: str
-    ok: bool
-    message: str = ""
-
-
-ProgressCallback = Callable[[Progress], Any]
 
 
 class _Meter:

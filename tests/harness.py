@@ -111,7 +111,8 @@ class MasterProcess:
 
     def argv(self, commands: list[str]) -> list[str]:
         return [sys.executable, "-m", "master", "--port", str(self.port), "--token-file",
-                str(self.token_file), "--log-dir", str(self.base / "master-logs"), *self.extra,
+                str(self.token_file), "--log-dir", str(self.base / "master-logs"),
+                "--state-dir", str(self.base / "master-state"), *self.extra,
                 *commands]
 
     def start(self, commands: list[str] | None = None, stdin: Any = subprocess.PIPE

@@ -25,7 +25,7 @@ def test_a_restarted_master_lists_the_nodes_not_back_yet(spawn_master, spawn_cli
                and "n2: CONNECTING -> READY" in first.log_text(), what="both READY")
     n2.stop()
     wait_until(lambda: "n2: READY -> GONE" in first.log_text(), what="n2 gone")
-    known = first.base / "master-logs" / "nodes.json"  # saved within half an interval
+    known = first.base / "master-state" / "nodes.json"  # saved within half an interval
     wait_until(lambda: known.exists() and '"n2"' in known.read_text(), what="n2 saved")
     assert first.proc is not None
     first.proc.send_signal(signal.SIGKILL)  # no orderly save: what it saved as it went

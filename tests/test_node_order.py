@@ -6,7 +6,7 @@ import random
 
 from ClusterShell.NodeSet import NodeSet
 
-from master.registry import natural_key
+from master.front.results import natural_key
 from tests.harness import PATIENCE
 
 NAMES = ["n1", "n001", "n2", "n002", "n10", "web3", "n", "x", "n0", "n00", "n9", "n010",

@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 from master.console import CorralConsole
-from master.console_processes import ProcessCommands
+from master.console_commands import PARSERS
 from master.reference import BEGIN, END, console_parsers, reference, usage
 from tests.harness import ROOT
 
@@ -30,7 +30,7 @@ def test_every_command_of_the_console_is_in_it() -> None:
 
 
 def test_a_new_option_shows_up_in_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    parser = ProcessCommands.wait_parser
+    parser = PARSERS["wait"]
     before = reference()
     monkeypatch.setattr(parser, "_actions", list(parser._actions))
     parser._actions.append(argparse.Action(["--ghost"], "ghost", metavar="G",

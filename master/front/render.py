@@ -7,17 +7,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tabulate import tabulate
-
-from common.nodeset import fold
 from common.procs import ProcInfo, signal_name
 from common.states import ProcState
 from common.text import printable, printable_bytes
 from master.events import short_command
-from master.fanout import GroupResult
-from master.operations import RunResult, SignalOutcome, UsageReport, WaitResult
-from master.registry import NodeView, natural_key
-from master.transfers import Progress, RemoveOutcome, TransferResult
+from master.front.results import (
+    GroupResult,
+    NodeView,
+    Progress,
+    RemoveOutcome,
+    RunResult,
+    SignalOutcome,
+    TransferResult,
+    UsageReport,
+    WaitResult,
+    natural_key,
+)
 
 
 def human_bytes(count: int | None) -> str:
@@ -60,7 +65,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
         ]
         for node in nodes
     ]
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return _table(rows, headers)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -92,7 +97,11 @@ def cpu_seconds(info: ProcInfo) -> float | None:
     return info.cpu_time
 
 
-def _table(rows: list[list[Any]], headers: list[str]) -> str:
+def _table(rows: Sequence[Sequence[Any]], headers: list[str]) -> str:
+    # Imported when a table is drawn: it costs the corral CLI a third of its start-up, and
+    # ``run`` draws none.
+    from tabulate import tabulate
+
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
@@ -234,7 +243,11 @@ def run_report(group: GroupResult[RunResult], color: bool) -> Rendered:
             parts.append(f"({result.dropped} more bytes of output dropped)")
     failed = [n for n in group.order if n in group.errors or not group.results[n].ok]
     summary = summary_line(len(group.order) - len(failed), len(failed))
-    parts.append(summary + (f"; failed: {fold(failed)}" if failed else ""))
+    if failed:
+        from common.nodeset import fold  # ClusterShell: slow to import, needed only here
+
+        summary += f"; failed: {fold(failed)}"
+    parts.append(summary)
     errors = [paint(f"[{name}] error: {group.errors[name].message}", RED)
               for name in group.failed]
     return Rendered("\n".join(parts), errors)
@@ -259,6 +272,10 @@ def _transfer_notes(group: GroupResult[TransferResult]) -> list[str]:
     for name in group.succeeded:
         for note in group.results[name].notes:
             nodes_by_note.setdefault(note, []).append(name)
+    if not nodes_by_note:
+        return []
+    from common.nodeset import fold  # ClusterShell: slow to import, needed only here
+
     return [f"note ({fold(names)}): {printable(note)}" for note, names in nodes_by_note.items()]
 
 

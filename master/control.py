@@ -1,0 +1,237 @@
+"""The control socket: a UNIX socket on the hub through which the ``corral`` CLI and
+attached consoles call the master's operations (``master.front.ops``).
+
+One call per connection: ``call`` in; ``item`` frames for what streams (log chunks,
+progress, events); then ``result`` or ``error``. A ``cancel`` frame, or the connection
+closing, cancels the call as Ctrl-C does at the console. Frames are the node protocol's
+(length + msgpack) without the per-frame MAC: the socket is mode 0600 in a 0700 folder and
+each peer's uid is checked with SO_PEERCRED, so only this user (or root) can write to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.queue
+import gevent.socket
+from gevent.server import StreamServer
+
+from common.errors import CorralError, ErrorCode, ProtocolError
+from common.framing import FrameChannel
+from master import transfers
+from master.events import Event
+from master.front import codec
+from master.front.ops import OPS, Op
+from master.operations import Operations
+from master.ready import wait_ready
+
+if TYPE_CHECKING:
+    from master.server import MasterEngine
+
+log = logging.getLogger("corral.master.control")
+
+EVENT_QUEUE = 10_000  # events a slow subscriber may fall behind by before losing the oldest
+FOLLOW_POLL = 0.05  # seconds between looks at a followed log that did not grow
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return int(_PEERCRED.unpack(creds)[1])
+
+
+class ControlServer:
+    def __init__(self, engine: MasterEngine, path: Path) -> None:
+        self.engine = engine
+        self.path = path
+        self.ops = Operations(engine)
+        self._server: StreamServer | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._remove_stale()
+        listener = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is born 0600: no moment open to others
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(128)
+        self._server = StreamServer(listener, self._handle)
+        self._server.start()
+        log.info("control socket %s", self.path)
+
+    def _remove_stale(self) -> None:
+        """A socket left by a master that was killed is removed; one a live master
+        answers on is not taken over."""
+        if not self.path.exists():
+            return
+        probe = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink()
+            return
+        finally:
+            probe.close()
+        raise CorralError(f"another master already answers on {self.path}; give this one "
+                          "another --state-dir or --control")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(timeout=1)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _handle(self, sock: Any, _address: Any) -> None:
+        channel = FrameChannel(sock, self.engine.config.max_frame)
+        uid = peer_uid(sock)
+        if uid not in (os.getuid(), 0):
+            log.warning("control: refused a process of uid %d", uid)
+            with contextlib.suppress(OSError):
+                channel.send({"t": "refused", "message": f"the master at {self.path} serves "
+                              f"uid {os.getuid()} and root, not uid {uid}"})
+            return
+        try:
+            call = channel.read()
+            op_name, args = call.get("op"), call.get("args")
+            if call.get("t") != "call" or op_name not in OPS or not isinstance(args, dict):
+                raise ProtocolError(f"not a call of a known operation: {op_name!r}")
+        except CorralError as exc:
+            self._send_error(channel, exc.code, exc.message)
+            return
+        self._serve(channel, op_name, OPS[op_name], args)
+
+    def _serve(self, channel: FrameChannel, op_name: str, op: Op, args: dict[str, Any]
+               ) -> None:
+        items: gevent.queue.Queue[Any] = gevent.queue.Queue()
+        worker = gevent.spawn(self._perform, op_name, args, items.put)
+        watcher = gevent.spawn(self._watch, channel, worker, op)
+        worker.link(lambda _g: items.put(_DONE))
+        try:
+            while (item := items.get()) is not _DONE:
+                channel.send({"t": "item", "value": codec.encode(item)})
+            if worker.successful() and not isinstance(worker.value, gevent.GreenletExit):
+                channel.send({"t": "result", "value": codec.encode(worker.value)})
+            else:
+                exc = worker.exception
+                if isinstance(exc, CorralError):
+                    self._send_error(channel, exc.code, exc.message)
+                elif exc is None:
+                    self._send_error(channel, ErrorCode.CANCELLED, "cancelled")
+                else:
+                    log.error("control: %s failed: %r", op_name, exc)
+                    self._send_error(channel, ErrorCode.INTERNAL, f"{op_name}: {exc!r}")
+        except OSError:
+            worker.kill(block=False)  # the front end went away: nobody waits for it
+        finally:
+            watcher.kill(block=False)
+
+    @staticmethod
+    def _watch(channel: FrameChannel, worker: gevent.Greenlet, op: Op) -> None:
+        """A ``cancel`` frame or the connection closing stops the call."""
+        try:
+            while channel.read().get("t") != "cancel":
+                pass
+        except (CorralError, OSError):
+            worker.kill(block=False)
+            return
+        worker.kill(block=False)
+
+    @staticmethod
+    def _send_error(channel: FrameChannel, code: int, message: str) -> None:
+        with contextlib.suppress(OSError):
+            channel.send({"t": "error", "code": int(code), "message": message})
+
+    # --- the operations on the hub ----------------------------------------------------------
+
+    def _perform(self, op_name: str, args: dict[str, Any], emit: Callable[[Any], Any]
+                 ) -> Any:
+        try:
+            return self._dispatch(op_name, args, emit)
+        except (TypeError, KeyError) as exc:  # arguments that do not fit the operation
+            raise CorralError(f"{op_name}: bad arguments: {exc}", ErrorCode.BAD_REQUEST
+                              ) from None
+
+    def _dispatch(self, op_name: str, args: dict[str, Any], emit: Callable[[Any], Any]
+                  ) -> Any:
+        registry = self.engine.registry
+        ops = self.ops
+        if op_name == "nodes":
+            return registry.views()
+        if op_name == "wait_ready":
+            return wait_ready(registry, **args)
+        if op_name == "forget_node":
+            return registry.forget_node(args["name"])
+        if op_name == "log":
+            return self._log(emit, **args)
+        if op_name == "events":
+            return self._events(emit)
+        if op_name == "copy":
+            return transfers.push(registry, args["nodeset"], args["sources"], args["dest"],
+                                  args["recursive"], emit, args["follow"])
+        if op_name == "pull":
+            return transfers.pull(registry, args["nodeset"], args["remote_paths"],
+                                  args["local_dir"], emit, self.engine.pull_ledger,
+                                  args["follow"])
+        if op_name == "remove":
+            return transfers.remove(registry, args["nodeset"], args["paths"],
+                                    args["recursive"], self.engine.config.request_timeout)
+        if op_name == "exec":
+            return ops.exec(args["nodeset"], args["argv"], args["cwd"], args["env"] or {},
+                            args["stdin"], args["count"])
+        if op_name == "run":
+            return ops.run(args["nodeset"], args["command"], args["timeout"], None)
+        methods: dict[str, Callable[..., Any]] = {
+            "processes": ops.processes, "signal": ops.signal, "signal_all": ops.signal_all,
+            "forget": ops.forget, "forget_ended": ops.forget_ended, "rusage": ops.rusage,
+            "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs}
+        return methods[op_name](**args)
+
+    def _log(self, emit: Callable[[Any], Any], ref: str, lines: int | None, follow: bool
+             ) -> bool:
+        chunk = self.ops.log(ref, lines, None)
+        while True:
+            emit(chunk)
+            if not chunk.more:
+                if not follow or chunk.ended:
+                    return chunk.ended
+                gevent.sleep(FOLLOW_POLL)
+            chunk = self.ops.log(ref, None, chunk.offset)
+
+    def _events(self, emit: Callable[[Any], Any]) -> None:
+        """Every event until the caller goes. The queue is bounded: a subscriber that
+        does not keep up loses its oldest events (and is told how many), never slows the
+        hub."""
+        queue: gevent.queue.Queue[Event] = gevent.queue.Queue(EVENT_QUEUE)
+        lost = 0
+
+        def hear(event: Event) -> None:
+            nonlocal lost
+            if queue.full():
+                queue.get_nowait()
+                lost += 1
+            queue.put_nowait(event)
+
+        self.engine.registry.subscribe(hear)
+        try:
+            while True:
+                event = queue.get()
+                if lost:
+                    log.warning("control: a subscriber fell behind and lost %d events", lost)
+                    lost = 0
+                emit(event)
+        finally:
+            self.engine.registry.unsubscribe(hear)
+
+
+_DONE = object()
+
