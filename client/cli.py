@@ -23,6 +23,7 @@ from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
+from common.argtypes import positive_int
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.logfiles import add_log_options, log_file_handler, reopen_log_files
@@ -46,13 +47,6 @@ def node_name(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
-
-
-def positive_count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how processes are started: posix_spawn (default), fork (the "
                         "explicit fork/dup2/execve version) or student (client/spawn.py's "
                         "spawn_student, yours to write)")
-    parser.add_argument("--keep-ended", type=positive_count, default=KEEP_ENDED, metavar="N",
+    parser.add_argument("--keep-ended", type=positive_int, default=KEEP_ENDED, metavar="N",
                         help="ended processes to remember; beyond N the one that ended "
                         f"first is forgotten (default {KEEP_ENDED:,})")
     parser.add_argument("-v", "--verbose", action="store_true",

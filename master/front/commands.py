@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.argtypes import positive_int
 from common.errors import CorralError, ErrorCode, UsageError
 from common.procs import parse_signal, signal_name
 from master.front import render
@@ -99,13 +100,6 @@ def env_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
     return key, value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def count(text: str) -> int:
