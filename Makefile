@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean docs check-spawn lab lab-down
+.PHONY: install run test lint bench clean docs check-spawn lab lab-down quick
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lab-down: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The quick loop while working: everything but the slow tests, four at a time.
+quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -n 4 $(PYTEST_ARGS)
 
 # The spawn tests against client/spawn.py's spawn_student (yours to write), in this process
 # and through a real client started with --spawn student. Each failure says what to fix.
