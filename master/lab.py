@@ -263,6 +263,9 @@ def run_lab(names: Names, hosts: list[str], args: argparse.Namespace) -> int:
     master = in_namespace(names.namespace("master"), None, [
         sys.executable, "-m", "master", "--host", MASTER_ADDRESS, "--port", str(PORT),
         "--token-file", str(token_file), "--log-dir", str(names.folder),
+        # The lab is a cluster of its own: its remembered nodes must not show up as GONE
+        # in the operator's usual master (or the demo's).
+        "--state-dir", str(names.folder / "master-state"),
         "--heartbeat", args.heartbeat, *commands])
     console = subprocess.Popen(master)
     try:
