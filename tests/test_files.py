@@ -215,6 +215,7 @@ def test_client_killed_mid_transfer_leaves_no_partial_file(master: MasterAPI, no
     assert not (victim.workdir / "big.bin").exists()
 
 
+@pytest.mark.slow
 def test_heartbeats_and_requests_flow_during_a_large_copy(master: MasterAPI, nodes,
                                                           tmp_path: Path) -> None:
     source = random_file(tmp_path / "large.bin", 256 * 1024 * 1024)
@@ -239,6 +240,7 @@ def test_heartbeats_and_requests_flow_during_a_large_copy(master: MasterAPI, nod
     wait_until(lambda: sha(nodes[0].workdir / "large.bin") == sha(source))
 
 
+@pytest.mark.slow
 def test_master_killed_mid_transfer_leaves_no_partial_file(spawn_master, spawn_client,
                                                            tmp_path: Path) -> None:
     source = random_file(tmp_path / "big.bin", 512 * 1024 * 1024)
@@ -252,6 +254,7 @@ def test_master_killed_mid_transfer_leaves_no_partial_file(spawn_master, spawn_c
     assert client.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_a_copy_and_leaves_nothing(tmp_path: Path, token_file: Path,
                                                   spawn_client) -> None:
     from tests.harness import MasterProcess

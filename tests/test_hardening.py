@@ -247,6 +247,7 @@ def test_a_killed_client_removes_its_partial_files_when_it_starts(
     assert not (victim.workdir / "big.bin").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_master_removes_its_partial_pulls_when_it_starts(
         spawn_master, spawn_client, tmp_path: Path) -> None:
     out = tmp_path / "pulled"

@@ -150,6 +150,7 @@ def test_full_cycle_across_hosts(lab: NetLab, lab_master: MasterAPI, lab_clients
     assert usage.ok and all(r.children["ru_utime"] >= 0 for r in usage.results.values())
 
 
+@pytest.mark.slow
 def test_link_down_then_up(lab: NetLab, lab_master: MasterAPI, lab_clients) -> None:
     assert lab_master.wait_ready(3, timeout=30).reached
     (sleeper,) = lab_master.exec("h2", ["sleep", "120"]).results["h2"]

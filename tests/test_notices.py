@@ -38,6 +38,7 @@ def test_burst_rules_with_a_given_clock() -> None:
     assert notices.offer(ended("n2", 4, 2), now=3.0) == []
 
 
+@pytest.mark.slow
 def test_notices_in_the_terminal(tmp_path, token_file, spawn_client) -> None:
     child = spawn_console(MasterProcess(tmp_path, token_file, 0).argv([]))
     try:
