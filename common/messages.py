@@ -348,6 +348,15 @@ class ExecRequest(Message):
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     stdin: bytes | None = None  # the contents the process reads on stdin
     count: int = 1
+    # The job the copies belong to (none: an older master): the client sets each copy's
+    # CORRAL_* variables, ranks rank, rank + 1, ... of size, and replaces ?HOST and ?RANK
+    # in argv.
+    job: str = ""
+    rank: int = 0
+    size: int = 0
+
+    def problem(self) -> str | None:
+        return job_place_problem(self.job, self.rank, self.size, self.count)
 
 
 @register
@@ -424,6 +433,13 @@ class RunRequest(Message):
     command: str
     timeout: float
     cwd: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    job: str = ""  # as for ``exec``, one copy
+    rank: int = 0
+    size: int = 0
+
+    def problem(self) -> str | None:
+        return job_place_problem(self.job, self.rank, self.size, 1)
 
 
 @register
@@ -581,6 +597,17 @@ class Cancel(Message):
 
     req: int
 
+
+
+def job_place_problem(job: str, rank: int, size: int, count: int) -> str | None:
+    """A job's copies on one node must fit in it: ranks rank .. rank + count - 1 < size."""
+    if not job:
+        return None
+    if len(job) > 32 or not job.isprintable():
+        return "bad job name"
+    if rank < 0 or size < 1 or rank + max(count, 1) > size:
+        return f"ranks {rank}..{rank + count - 1} do not fit a job of {size}"
+    return None
 
 
 def entry_problem(kind: str, mode: int, size: int, target: str = "") -> str | None:

@@ -46,6 +46,7 @@ class CorralCommands(ConsoleCommands):
     do_getrusage = _do("getrusage")
     do_log = _do("log")
     do_wait = _do("wait")
+    do_jobs = _do("jobs")
     do_run = _do("run", preserve_quotes=True)
     do_copy = _do("copy")
     do_pull = _do("pull")

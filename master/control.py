@@ -193,7 +193,8 @@ class ControlServer:
         methods: dict[str, Callable[..., Any]] = {
             "processes": ops.processes, "signal": ops.signal, "signal_all": ops.signal_all,
             "forget": ops.forget, "forget_ended": ops.forget_ended, "rusage": ops.rusage,
-            "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs}
+            "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs,
+            "jobs": ops.jobs_list, "job_members": ops.job_members}
         return methods[op_name](**args)
 
     def _log(self, emit: Callable[[Any], Any], ref: str, lines: int | None, follow: bool

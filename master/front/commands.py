@@ -19,10 +19,11 @@ from typing import Any, Protocol
 
 from common.argtypes import positive_int
 from common.errors import CorralError, ErrorCode, UsageError
+from common.jobs import KEEP_JOBS, env_entry_problem, looks_like_job, parse_job
 from common.procs import parse_signal, signal_name
 from master.front import render
 from master.front.ops import Backend
-from master.front.results import GroupResult, LogChunk, Progress
+from master.front.results import GroupResult, LogChunk, Progress, overall_status
 from master.logview import LogTail
 from master.selection import STATES, select
 
@@ -38,6 +39,9 @@ RUN_DESCRIPTION = (
     "off`, or --no-passthrough on the master, turns the passthrough off: then only run "
     "sends commands. From the corral CLI the words after -- are joined with spaces, as ssh "
     "does.")
+
+
+REF_OR_JOB = "NODE:PID, or a job (J12: each of its processes) or one of its processes (J12.3)"
 
 
 class Hint(enum.Enum):
@@ -84,6 +88,7 @@ class Report:
     result: Any
     rendered: render.Rendered | None
     failed: bool
+    status: int | None = None  # the exit status to give, when not just 0 or 1 (wait J12)
 
 
 # --- argument types --------------------------------------------------------------------------
@@ -99,7 +104,18 @@ def env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
+    problem = env_entry_problem(key, value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return key, value
+
+
+def job_arg(text: str) -> str:
+    try:
+        parse_job(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def count(text: str) -> int:
@@ -195,19 +211,24 @@ def _pid_parser(kit: Kit) -> argparse.ArgumentParser:
                              "matches GLOB, e.g. 'sleep*'")
     parser.add_argument("--last", type=positive_int, metavar="N",
                         help="only the N started last (on all the nodes together)")
+    parser.add_argument("--job", type=job_arg, metavar="JOB",
+                        help="only the processes of job JOB (J12), or the one of J12.3, "
+                             "from the job's own nodes")
     return parser
 
 
 def _pid(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
-    group = select(backend.call("processes", {"nodeset": args.nodeset}), args.state,
-                   args.program, args.last)
+    asked: dict[str, Any] = {"nodeset": args.nodeset}
+    if args.job is not None:  # (kept out otherwise: an older master takes no job)
+        asked["job"] = args.job
+    group = select(backend.call("processes", asked), args.state, args.program, args.last)
     return Report(group, render.process_table(group, time.time()), bool(group.errors))
 
 
 def _signal_parser(kit: Kit, name: str, description: str) -> argparse.ArgumentParser:
     parser = kit.parser(name, description)
     parser.add_argument("refs", nargs="*", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help="NODE:PID")
+                        help=REF_OR_JOB)
     parser.add_argument("--all", action="store_true",
                         help="every running process on the target nodes")
     add_nodeset(parser, kit)
@@ -366,9 +387,14 @@ def _log(args: argparse.Namespace, backend: Backend, out: Output) -> Report:
 
 
 def _wait_parser(kit: Kit) -> argparse.ArgumentParser:
-    parser = kit.parser("wait", "Wait for processes to end.")
+    parser = kit.parser(
+        "wait", "Wait for processes to end. With a job, the exit status is the job's: 0 "
+        "only if every process exited 0, else the worst (an exit code, 128 + a signal, 127 "
+        "never started, 124 still running at --timeout, 255 lost or not known); with "
+        "NODE:PID only, 1 if any did not exit 0. A process whose node goes GONE meanwhile "
+        "is reported lost.")
     parser.add_argument("refs", nargs="+", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help="NODE:PID")
+                        help=REF_OR_JOB)
     parser.add_argument("--timeout", type=seconds, metavar="S",
                         help="give up after S seconds (default: wait forever)")
     return parser
@@ -376,7 +402,11 @@ def _wait_parser(kit: Kit) -> argparse.ArgumentParser:
 
 def _wait(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
     results = backend.call("wait", {"refs": args.refs, "timeout": args.timeout})
-    return Report(results, render.wait_table(results), not all(r.ok for r in results))
+    failed = not all(r.ok for r in results)
+    if not any(looks_like_job(word) for word in args.refs):
+        return Report(results, render.wait_table(results), failed)
+    status = overall_status([r.status for r in results])
+    return Report(results, render.wait_table(results, status), status != 0, status)
 
 
 def _run_parser(kit: Kit) -> argparse.ArgumentParser:
@@ -478,6 +508,18 @@ def _remove(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
     return Report(group, render.remove_report(group), failed)
 
 
+def _jobs_parser(kit: Kit) -> argparse.ArgumentParser:
+    return kit.parser("jobs", "List the jobs: every exec and run is one (the master "
+                      f"remembers the last {KEEP_JOBS:,}, across restarts). Per job: its "
+                      "command, nodes and processes, how many run and have ended, and the "
+                      "worst exit status so far.")
+
+
+def _jobs(_args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    views = backend.call("jobs", {})
+    return Report(views, render.jobs_table(views), False)
+
+
 COMMANDS: dict[str, Command] = {command.name: command for command in [
     Command("list", "Show the nodes and their latest figures.", _list_parser, _list),
     Command("exec", "Start a program on nodes; its output goes to a log file there.",
@@ -494,8 +536,10 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             "process.", _rusage_parser, _rusage),
     Command("log", "Show the tail of a process's log (stdout and stderr, in order).",
             _log_parser, _log),
-    Command("wait", "Wait until each process has ended; fails unless all exited 0.",
+    Command("wait", "Wait until each process (or job) has ended; fails unless all exited 0.",
             _wait_parser, _wait),
+    Command("jobs", "List the jobs (every exec and run) and how their processes stand.",
+            _jobs_parser, _jobs),
     Command("run", "Run a command through /bin/sh -c on nodes and show each node's output.",
             _run_parser, _run),
     Command("copy", "Copy local files (folders with -r) to DEST on every target node, as cp "

@@ -1,0 +1,158 @@
+"""Jobs: every exec and run is one (J12), with ranks across its nodes; the CORRAL_*
+variables its processes get; jobs, pid --job, wait, kill, sKill and log on a job; a node
+lost while waiting; bad job names. Real master and client processes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from common.errors import CorralError
+from master.api import MasterAPI
+from master.console import CorralConsole
+from tests.harness import wait_until
+
+
+@pytest.fixture
+def nodes(master: MasterAPI, spawn_client) -> list:  # type: ignore[no-untyped-def]
+    clients = [spawn_client(name, master.address) for name in ("n1", "n2")]
+    assert master.wait_ready(2, timeout=30).reached
+    return clients
+
+
+@pytest.fixture
+def console(master: MasterAPI) -> CorralConsole:
+    return CorralConsole(master, interactive=False, stdout=io.StringIO())
+
+
+def run_line(console: CorralConsole, line: str) -> tuple[str, int]:
+    console.stdout.truncate(0)  # type: ignore[attr-defined]
+    console.stdout.seek(0)  # type: ignore[attr-defined]
+    console.exit_code = 0
+    console.onecmd_plus_hooks(line)
+    return console.stdout.getvalue(), console.exit_code  # type: ignore[attr-defined]
+
+
+ENV_DUMP = 'echo "$CORRAL_NODE $CORRAL_JOB $CORRAL_RANK $CORRAL_SIZE $CORRAL_REF"'
+
+
+def test_exec_is_a_job_with_ranks_and_its_variables(master: MasterAPI, nodes) -> None:
+    group = master.exec("n[1-2]", ["sh", "-c", ENV_DUMP], count=2)
+    assert group.ok, group.errors
+    infos = [info for name in ("n1", "n2") for info in group.results[name]]
+    (job,) = {info.job for info in infos}
+    assert job.startswith("J")
+    assert [info.rank for info in infos] == [0, 1, 2, 3]
+    results = master.wait([job], timeout=30)
+    assert [r.rank for r in results] == [0, 1, 2, 3] and all(r.ok for r in results)
+    lines = sorted(master.log(r.ref).data.decode().strip() for r in results)
+    assert lines == [f"n1 {job} 0 4 {job}.0", f"n1 {job} 1 4 {job}.1",
+                     f"n2 {job} 2 4 {job}.2", f"n2 {job} 3 4 {job}.3"]
+
+
+def test_run_is_a_job_too(master: MasterAPI, nodes) -> None:
+    group = master.run(None, ENV_DUMP)
+    jobs = {result.job for result in group.results.values()}
+    (job,) = jobs
+    assert group.results["n2"].stdout.decode().strip() == f"n2 {job} 1 2 {job}.1"
+    (view,) = [v for v in master.jobs() if v.job == job]
+    assert (view.origin, view.size, view.ended, view.worst) == ("run", 2, 2, 0)
+
+
+def test_job_variables_cannot_be_forged(master: MasterAPI, spawn_client,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client started inside a job (its own environment holds them) passes none on.
+    monkeypatch.setenv("CORRAL_JOB", "J999999")
+    monkeypatch.setenv("CORRAL_SOCKET", "/tmp/forged.sock")
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    ran = master.run("n1", 'echo "[$CORRAL_JOB] [${CORRAL_SOCKET-unset}]"').results["n1"]
+    assert ran.stdout.decode().strip() == f"[{ran.job}] [unset]"
+    for name in ("CORRAL_JOB", "CORRAL_RANK", "CORRAL_SOCKET"):
+        with pytest.raises(CorralError, match=f"{name} is set by the client"):
+            master.exec("n1", ["true"], env={name: "forged"})
+
+
+def test_jobs_pid_and_wait_with_status(master: MasterAPI, nodes, console: CorralConsole
+                                       ) -> None:
+    started = master.exec(None, ["sh", "-c", 'read x; exit "$CORRAL_RANK"'], stdin=b"go\n")
+    job = started.results["n1"][0].job
+    text, status = run_line(console, f"wait {job}")
+    assert status == 1, text  # rank 1 exited 1: the worst
+    assert text.splitlines()[-1] == "status 1"
+    assert "exited 1" in text and "exited 0" in text
+    text, status = run_line(console, f"pid --job {job}.1")
+    assert status == 0 and "exited 1" in text and "exited 0" not in text
+    text, status = run_line(console, "jobs")
+    row = next(line for line in text.splitlines() if line.startswith(job + " "))
+    assert row.split()[-5:-1] == ["0", "2", "0", "1"]  # running, ended, lost, worst
+
+
+def test_bad_job_names(master: MasterAPI, nodes, console: CorralConsole) -> None:
+    for line, _message in [("wait J999", "unknown job J999"), ("kill J999", "unknown job"),
+                          ("wait J", "bad job 'J'"), ("wait Jx", "bad job 'Jx'"),
+                          ("wait J1.", "bad job"), ("pid --job 12", "bad job")]:
+        console.stderr = io.StringIO()  # type: ignore[assignment]
+        _text, status = run_line(console, line)
+        assert status != 0, line
+    group = master.exec("n1", ["true"])
+    job = group.results["n1"][0].job
+    with pytest.raises(CorralError, match=f"{job} has no rank 5"):
+        master.wait([f"{job}.5"])
+    with pytest.raises(CorralError, match="unknown job J999"):
+        master.job_members("J999")
+
+
+def test_wait_on_a_job_whose_node_is_lost(master: MasterAPI, nodes) -> None:
+    group = master.exec(None, ["sh", "-c", 'read x; [ "$CORRAL_RANK" = 0 ] || sleep 60'],
+                        stdin=b"go\n")
+    job = group.results["n1"][0].job
+    stray = group.results["n2"][0].pid
+    outcome: list = []
+    waiter = threading.Thread(target=lambda: outcome.append(master.wait([job])))
+    waiter.start()
+    try:
+        wait_until(lambda: master.processes("n1").results["n1"][0].ended_state,
+                   what="rank 0 to end")
+        nodes[1].signal(signal.SIGKILL)  # n2 goes GONE; its sleep runs on, unwatched
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "wait hung on a lost node"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stray, signal.SIGKILL)
+    (results,) = outcome
+    assert results[0].ok and results[0].rank == 0
+    assert results[1].info is None and results[1].rank == 1
+    # (The node may go while its table is being read, or while its process is waited on.)
+    assert results[1].error.startswith("lost: n2")
+    assert results[1].status == 255
+    # Once lost, the node's processes are reported as such straight away.
+    again = master.wait([job], timeout=5)
+    assert again[1].error.startswith("lost: n2 not connected")
+
+
+def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Path) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    spawn_client("n1", master.address)
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+    started = corral(control, "exec", "--", "sh", "-c", "sleep 1; exit 4")
+    assert started.returncode == 0, started.stderr
+    assert "job J1: 1 process" in started.stdout
+    master.stop()
+    master = spawn_master(extra=["--no-console"], port=master.port)
+    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+    waited = corral(control, "wait", "J1")
+    assert waited.returncode == 4, waited.stderr
+    assert "exited 4" in waited.stdout
+    listed = corral(control, "jobs")
+    assert listed.stdout.splitlines()[-1].split()[:2] == ["J1", "exec"]
+    assert corral(control, "exec", "--", "true").stdout.count("job J2") == 1
