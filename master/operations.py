@@ -172,8 +172,8 @@ class Operations:
         member_refs: list[str] = []
         for word in words:
             for member in self.jobs.resolve(word):
-                if member.info is None or not member.pid:
-                    outcomes.append(SignalOutcome(member.ref, False, member.error or ""))
+                if member.unreachable is not None:
+                    outcomes.append(SignalOutcome(member.ref, False, member.unreachable))
                 else:
                     member_refs.append(member.ref)
         sent = self._per_ref(member_refs + plain, lambda pids: lambda req: SignalRequest(
@@ -291,8 +291,8 @@ class Operations:
             for member in self.jobs.resolve(word):
                 wanted.append(member.ref)
                 ranks[member.ref] = member.rank
-                if member.info is None:
-                    results[member.ref] = WaitResult(member.ref, None, member.error,
+                if member.info is None or not member.pid:  # lost, or never started
+                    results[member.ref] = WaitResult(member.ref, member.info, member.error,
                                                      member.rank)
                 else:
                     by_node[member.node].append((member.ref, member.pid))

@@ -94,13 +94,19 @@ def test_jobs_pid_and_wait_with_status(master: MasterAPI, nodes, console: Corral
     assert row.split()[-5:-1] == ["0", "2", "0", "1"]  # running, ended, lost, worst
 
 
-def test_bad_job_names(master: MasterAPI, nodes, console: CorralConsole) -> None:
-    for line, _message in [("wait J999", "unknown job J999"), ("kill J999", "unknown job"),
-                          ("wait J", "bad job 'J'"), ("wait Jx", "bad job 'Jx'"),
-                          ("wait J1.", "bad job"), ("pid --job 12", "bad job")]:
-        console.stderr = io.StringIO()  # type: ignore[assignment]
+def test_bad_job_names(master: MasterAPI, nodes, console: CorralConsole,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    for line, message in [("wait J999", "unknown job J999"), ("kill J999", "unknown job"),
+                          ("log J999.0", "unknown job"), ("wait J", "bad job 'J'"),
+                          ("wait Jx", "bad job 'Jx'"), ("sKill J1.", "bad job"),
+                          ("pid --job 12", "bad job"), ("wait J0", "job numbers start")]:
+        capsys.readouterr()
         _text, status = run_line(console, line)
-        assert status != 0, line
+        assert status == 1, line
+        lines = capsys.readouterr().err.strip().splitlines()
+        if not line.startswith("pid"):  # (argparse's errors come after the usage)
+            assert len(lines) == 1, (line, lines)
+        assert message in " ".join(lines), line
     group = master.exec("n1", ["true"])
     job = group.results["n1"][0].job
     with pytest.raises(CorralError, match=f"{job} has no rank 5"):
@@ -156,3 +162,43 @@ def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Pat
     listed = corral(control, "jobs")
     assert listed.stdout.splitlines()[-1].split()[:2] == ["J1", "exec"]
     assert corral(control, "exec", "--", "true").stdout.count("job J2") == 1
+
+
+def test_kill_skill_and_log_a_job(master: MasterAPI, nodes, console: CorralConsole,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    script = 'echo "first of $CORRAL_REF"; printf "no newline"; [ "$CORRAL_RANK" = 1 ] || sleep 60'
+    group = master.exec(None, ["sh", "-c", script], count=2)
+    job = group.results["n1"][0].job
+    refs = [f"{name}:{info.pid}" for name in ("n1", "n2") for info in group.results[name]]
+    wait_until(lambda: master.processes("n1").results["n1"][1].ended_state, what="rank 1")
+    text, status = run_line(console, f"log {job}")
+    assert status == 0, text
+    assert text.splitlines() == [line for ref, rank in zip(refs, range(4), strict=True)
+                                 for line in (f"{ref}: first of {job}.{rank}",
+                                              f"{ref}: no newline")]
+    text, status = run_line(console, f"log -n 1 {job}.2")
+    assert (text, status) == ("no newline", 0)
+    capsys.readouterr()
+    _text, status = run_line(console, f"log -f {job}")
+    assert status == 1
+    assert f"log -f and --save take one process: give its NODE:PID or {job}.RANK" in (
+        capsys.readouterr().err)
+    outcomes = master.signal([job], signal.SIGINT)
+    assert [o.ref for o in outcomes] == refs and all(o.ok for o in outcomes), outcomes
+    assert "already ended" in outcomes[1].message and outcomes[0].message == "killed SIGINT"
+    results = master.wait([job], timeout=30)
+    assert [r.status for r in results] == [130, 0, 130, 130]
+    later = master.exec("n1", ["sleep", "60"])
+    other = later.results["n1"][0].job
+    text, status = run_line(console, f"sKill {other}")
+    assert status == 0 and "killed SIGKILL" in text
+
+
+def test_line_prefixes_survive_any_chunking() -> None:
+    from master.front.joblog import LinePrefixer
+
+    data = b"one\ntwo\n\nthree"
+    for cut in range(len(data) + 1):
+        prefixer = LinePrefixer(b"n1:7: ")
+        out = prefixer.feed(data[:cut]) + prefixer.feed(data[cut:]) + prefixer.close()
+        assert out == b"n1:7: one\nn1:7: two\nn1:7: \nn1:7: three\n", cut

@@ -22,6 +22,7 @@ from common.errors import CorralError, ErrorCode, UsageError
 from common.jobs import KEEP_JOBS, env_entry_problem, looks_like_job, parse_job
 from common.procs import parse_signal, signal_name
 from master.front import render
+from master.front.joblog import job_log
 from master.front.ops import Backend
 from master.front.results import GroupResult, LogChunk, Progress, overall_status
 from master.logview import LogTail
@@ -328,8 +329,9 @@ def _rusage(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 
 def _log_parser(kit: Kit) -> argparse.ArgumentParser:
-    parser = kit.parser("log", "Show the log of a process.")
-    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF), help="NODE:PID")
+    parser = kit.parser("log", "Show the log of a process, or of every process of a job "
+                        "(J12: in rank order, each line prefixed with its NODE:PID).")
+    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF), help=REF_OR_JOB)
     parser.add_argument("-n", dest="lines", type=count, default=20, metavar="LINES",
                         help="how many lines from the end (default 20; 0: all)")
     parser.add_argument("-f", dest="follow", action="store_true",
@@ -367,6 +369,17 @@ def _save_log(backend: Backend, ref: str, target: Path, follow: bool) -> Report:
 
 
 def _log(args: argparse.Namespace, backend: Backend, out: Output) -> Report:
+    if looks_like_job(args.ref) and "." not in args.ref:
+        if args.follow or args.save is not None:
+            raise UsageError(f"log -f and --save take one process: give its NODE:PID or "
+                             f"{args.ref}.RANK")
+        view, errors = job_log(backend, args.ref, args.lines, out.log_data)
+        return Report(view, render.Rendered("", errors), bool(errors))
+    if looks_like_job(args.ref):  # one process of a job: J12.3
+        (member,) = backend.call("job_members", {"job": args.ref})
+        if member.unreachable is not None:
+            raise CorralError(f"{member.ref}: {member.unreachable}")
+        args.ref = member.ref
     if args.save is not None:
         return _save_log(backend, args.ref, Path(args.save), args.follow)
     shown = LogTail()

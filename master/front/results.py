@@ -144,6 +144,13 @@ class JobMember:
     def ref(self) -> str:
         return f"{self.node}:{self.pid}" if self.pid else f"{self.job}.{self.rank}"
 
+    @property
+    def unreachable(self) -> str | None:
+        """Why there is no process to signal or log to show (None: there is one)."""
+        if self.info is not None and self.pid:
+            return None
+        return self.error or (self.info.describe() if self.info else "not known")
+
 
 @dataclasses.dataclass(frozen=True)
 class JobView:
