@@ -101,6 +101,17 @@ class MasterAPI:
         """The processes of the target nodes; with ``job`` (J12, or J12.3), only its."""
         return self._hub.call(self._ops.processes, nodeset, job)
 
+    def setenv(self, pairs: dict[str, str]) -> dict[str, str]:
+        """Add global environment entries (all or none); the environment after."""
+        return self._hub.call(self._engine.environment.set, pairs)
+
+    def unsetenv(self, names: list[str]) -> dict[str, str]:
+        return self._hub.call(self._engine.environment.unset, names)
+
+    def env(self) -> dict[str, str]:
+        """The global environment every exec and run gets."""
+        return self._hub.call(self._engine.environment.entries)
+
     def jobs(self) -> list[JobView]:
         """Every job the master remembers, oldest first, with how its processes stand."""
         return self._hub.call(self._ops.jobs_list)

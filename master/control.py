@@ -173,6 +173,12 @@ class ControlServer:
             return registry.forget_node(args["name"])
         if op_name == "log":
             return self._log(emit, **args)
+        if op_name == "setenv":
+            return self.engine.environment.set(args["pairs"])
+        if op_name == "unsetenv":
+            return self.engine.environment.unset(args["names"])
+        if op_name == "env":
+            return self.engine.environment.entries()
         if op_name == "events":
             return self._events(emit)
         if op_name == "copy":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import threading
@@ -153,6 +154,7 @@ def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Pat
     started = corral(control, "exec", "--", "sh", "-c", "sleep 1; exit 4")
     assert started.returncode == 0, started.stderr
     assert "job J1: 1 process" in started.stdout
+    assert corral(control, "setenv", "STAGE=two").returncode == 0
     master.stop()
     master = spawn_master(extra=["--no-console"], port=master.port)
     assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
@@ -162,6 +164,9 @@ def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Pat
     listed = corral(control, "jobs")
     assert listed.stdout.splitlines()[-1].split()[:2] == ["J1", "exec"]
     assert corral(control, "exec", "--", "true").stdout.count("job J2") == 1
+    assert corral(control, "env").stdout == "STAGE=two\n"
+    ran = corral(control, "--json", "run", "--", "echo", "$STAGE $CORRAL_JOB")
+    assert json.loads(ran.stdout)["result"]["results"]["n1"]["stdout"] == "two J3\n"
 
 
 def test_kill_skill_and_log_a_job(master: MasterAPI, nodes, console: CorralConsole,
@@ -202,3 +207,49 @@ def test_line_prefixes_survive_any_chunking() -> None:
         prefixer = LinePrefixer(b"n1:7: ")
         out = prefixer.feed(data[:cut]) + prefixer.feed(data[cut:]) + prefixer.close()
         assert out == b"n1:7: one\nn1:7: two\nn1:7: \nn1:7: three\n", cut
+
+
+def test_global_environment(master: MasterAPI, nodes, console: CorralConsole) -> None:
+    assert master.env() == {}
+    text, status = run_line(console, 'setenv COLOR=teal "SHAPE=round one" EMPTY=')
+    assert (text, status) == ("", 0)
+    assert run_line(console, "env") == ("COLOR=teal\nEMPTY=\nSHAPE=round one\n", 0)
+    ran = master.run("n1", 'echo "$COLOR/$SHAPE/${EMPTY-unset}"').results["n1"]
+    assert ran.stdout == b"teal/round one/\n"
+    started = master.exec("n2", ["sh", "-c", 'echo "$COLOR $SHAPE"'], env={"COLOR": "red"})
+    ref = f"n2:{started.results['n2'][0].pid}"
+    assert master.wait([ref], timeout=30)[0].ok
+    assert master.log(ref).data == b"red round one\n"  # the command's own --env wins
+    assert master.unsetenv(["SHAPE", "NEVER_SET"]) == {"COLOR": "teal", "EMPTY": ""}
+    assert master.run("n1", 'echo "${SHAPE-unset}"').results["n1"].stdout == b"unset\n"
+
+
+@pytest.mark.parametrize(("pairs", "message"), [
+    ({"A=B": "x"}, "bad environment name 'A=B'"),
+    ({"1ABC": "x"}, "bad environment name '1ABC'"),
+    ({"": "x"}, "bad environment name ''"),
+    ({"A\0B": "x"}, "holds a NUL byte"),
+    ({"NUL": "x\0y"}, "the value of NUL holds a NUL byte"),
+    ({"CORRAL_RANK": "7"}, "CORRAL_RANK is set by the client"),
+    ({"BIG": "x" * (64 * 1024 + 1)}, "longer than 65536 bytes"),
+    ({f"V{i}": "x" * 60_000 for i in range(20)}, "more than 1,048,576"),
+])
+def test_bad_environment_entries_change_nothing(master: MasterAPI, pairs: dict[str, str],
+                                                message: str) -> None:
+    master.setenv({"KEPT": "1"})
+    with pytest.raises(CorralError, match=message):
+        master.setenv({"FIRST": "fine", **pairs})
+    assert master.env() == {"KEPT": "1"}
+
+
+def test_bad_environment_from_the_command_line(master: MasterAPI, console: CorralConsole,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for line, message in [("setenv NOEQUALS", "expected K=V"),
+                          ("setenv A-B=1", "bad environment name 'A-B'"),
+                          ("exec --env CORRAL_JOB=J1 -- true", "CORRAL_JOB is set by the"),
+                          ("unsetenv CORRAL_REF", "CORRAL_REF is set by the client")]:
+        capsys.readouterr()
+        _text, status = run_line(console, line)
+        assert status == 1, line
+        assert message in " ".join(capsys.readouterr().err.split()), line
+    assert master.env() == {}

@@ -521,6 +521,45 @@ def _remove(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
     return Report(group, render.remove_report(group), failed)
 
 
+ENV_NOTE = ("Entries go into every later exec and run (and script), beneath the command's "
+            "own --env; kept in the master's state folder across restarts. CORRAL_* "
+            "variables of a job cannot be set.")
+
+
+def _setenv_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser("setenv", "Add or replace global environment entries. " + ENV_NOTE)
+    parser.add_argument("pairs", nargs="+", type=env_pair, metavar="K=V",
+                        help="a name (letters, digits, _) and its value")
+    return parser
+
+
+def _setenv(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    entries = backend.call("setenv", {"pairs": dict(args.pairs)})
+    return Report(entries, render.Rendered("", []), False)
+
+
+def _unsetenv_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser("unsetenv", "Remove global environment entries (a name not set is "
+                        "no error). " + ENV_NOTE)
+    parser.add_argument("names", nargs="+", metavar="K")
+    return parser
+
+
+def _unsetenv(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    entries = backend.call("unsetenv", {"names": args.names})
+    return Report(entries, render.Rendered("", []), False)
+
+
+def _env_parser(kit: Kit) -> argparse.ArgumentParser:
+    return kit.parser("env", "Show the global environment, K=V a line. " + ENV_NOTE + " (To "
+                      "see a node's own environment: run -- env.)")
+
+
+def _env(_args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    entries = backend.call("env", {})
+    return Report(entries, render.environment_lines(entries), False)
+
+
 def _jobs_parser(kit: Kit) -> argparse.ArgumentParser:
     return kit.parser("jobs", "List the jobs: every exec and run is one (the master "
                       f"remembers the last {KEEP_JOBS:,}, across restarts). Per job: its "
@@ -553,6 +592,10 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             _wait_parser, _wait),
     Command("jobs", "List the jobs (every exec and run) and how their processes stand.",
             _jobs_parser, _jobs),
+    Command("setenv", "Add global environment entries K=V for every later exec and run.",
+            _setenv_parser, _setenv),
+    Command("unsetenv", "Remove global environment entries.", _unsetenv_parser, _unsetenv),
+    Command("env", "Show the global environment.", _env_parser, _env),
     Command("run", "Run a command through /bin/sh -c on nodes and show each node's output.",
             _run_parser, _run),
     Command("copy", "Copy local files (folders with -r) to DEST on every target node, as cp "

@@ -61,6 +61,9 @@ OPS: dict[str, Op] = {
     "process_refs": Op(list[str]),
     "jobs": Op(list[JobView]),
     "job_members": Op(list[JobMember]),
+    "setenv": Op(dict[str, str]),  # each returns the global environment after
+    "unsetenv": Op(dict[str, str]),
+    "env": Op(dict[str, str]),
     "events": Op(type(None), item=Event),  # streams until the caller goes
 }
 

@@ -229,6 +229,11 @@ def wait_table(results: list[WaitResult], status: int | None = None) -> Rendered
                     errors)
 
 
+def environment_lines(entries: dict[str, str]) -> Rendered:
+    return Rendered("\n".join(f"{name}={printable(value)}"
+                              for name, value in entries.items()), [])
+
+
 def jobs_table(views: list[JobView]) -> Rendered:
     from common.nodeset import fold  # ClusterShell: slow to import, needed only here
 
