@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from common.errors import CorralError
+from common.states import NodeState
 from master.api import MasterAPI
 from master.console import CorralConsole
+from master.front.results import NodeView
 from tests.harness import wait_until
 
 
@@ -253,3 +255,54 @@ def test_bad_environment_from_the_command_line(master: MasterAPI, console: Corra
         assert status == 1, line
         assert message in " ".join(capsys.readouterr().err.split()), line
     assert master.env() == {}
+
+
+def view(name: str, load: float | None, mem: int | None, rtt: float | None,
+         state: str = "READY") -> NodeView:
+    return NodeView(name=name, node_id=name, host="h", address="a", state=NodeState(state),
+                    since_heartbeat=0.1, rtt_ms=rtt,
+                    load=None if load is None else (load, load, load), cpu_percent=1.0,
+                    mem_available=mem, mem_total=mem and 2 * mem, disk_free=mem,
+                    processes=0)
+
+
+def test_select_ranks_best_first_and_puts_unknown_figures_last() -> None:
+    from master.front.nodepick import pick
+
+    nodes = [view("n10", 0.5, 100, 3.0), view("n2", 2.0, 300, 1.0), view("n1", None, None, None),
+             view("n3", 0.5, 200, 2.0), view("n4", 0.1, 999, 0.5, state="GONE")]
+    names = {by: [n.name for n in pick(nodes, by, "READY")]
+             for by in ("load", "mem", "disk", "rtt", None)}
+    assert names == {"load": ["n3", "n10", "n2", "n1"], "mem": ["n2", "n3", "n10", "n1"],
+                     "disk": ["n2", "n3", "n10", "n1"], "rtt": ["n2", "n3", "n10", "n1"],
+                     None: ["n1", "n2", "n3", "n10"]}
+    assert [n.name for n in pick(nodes, "load", "any")] == ["n4", "n3", "n10", "n2", "n1"]
+    assert [n.name for n in pick(nodes, "load", "GONE")] == ["n4"]
+
+
+def test_select_from_the_cli(spawn_master, spawn_client) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    for name in ("n1", "n2"):
+        spawn_client(name, master.address)
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "2", "--timeout", "30").returncode == 0
+    best = corral(control, "select", "--by", "rtt", "-n", "1")
+    assert best.returncode == 0 and best.stdout.strip() in ("n1", "n2")
+    both = corral(control, "select", "--by", "mem")
+    assert sorted(both.stdout.strip().split(",")) == ["n1", "n2"]
+    assert corral(control, "select", "--count").stdout == "2\n"
+    assert corral(control, "select", "--count", "--state", "gone").stdout == "0\n"
+    started = corral(control, "exec", "-w", both.stdout.strip(), "--", "true")
+    assert started.returncode == 0 and "job J1: 2 processes" in started.stdout
+    too_many = corral(control, "select", "--by", "load", "-n", "3")
+    assert too_many.returncode == 1 and len(too_many.stdout.strip().split(",")) == 2
+    assert too_many.stderr == "error: only 2 READY nodes, 3 wanted\n"
+    none = corral(control, "select", "--state", "MISSING")
+    assert (none.returncode, none.stdout, none.stderr) == (1, "", "error: no MISSING nodes\n")
+    for words, message in ((["--by", "bogus"], "invalid choice: 'bogus'"),
+                           (["-n", "0"], "must be at least 1"),
+                           (["--state", "asleep"], "invalid choice: 'ASLEEP'")):
+        bad = corral(control, "select", *words)
+        assert bad.returncode == 2 and message in bad.stderr, words

@@ -23,6 +23,7 @@ from common.jobs import KEEP_JOBS, env_entry_problem, looks_like_job, parse_job
 from common.procs import parse_signal, signal_name
 from master.front import render
 from master.front.joblog import job_log
+from master.front.nodepick import RANKINGS, STATE_CHOICES, pick
 from master.front.ops import Backend
 from master.front.results import GroupResult, LogChunk, Progress, overall_status
 from master.logview import LogTail
@@ -560,6 +561,45 @@ def _env(_args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
     return Report(entries, render.environment_lines(entries), False)
 
 
+def _select_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser(
+        "select", "Print a node set, best first by a figure of the nodes' latest heartbeat, "
+        "for -w: exec -w \"$(corral select --by load -n 4)\" -- ... Fails when fewer "
+        "than -n nodes (or none) are in the state.")
+    parser.add_argument("--by", choices=list(RANKINGS),
+                        help="load: lowest 1-minute load first; mem: most available "
+                             "memory; disk: most free disk; rtt: quickest to answer the "
+                             "master (default: node order)")
+    parser.add_argument("-n", dest="count", type=positive_int, metavar="K",
+                        help="only the best K")
+    parser.add_argument("--state", type=_state_name, choices=STATE_CHOICES, default="READY",
+                        help="nodes in this state (default READY; any: all)")
+    parser.add_argument("--count", dest="how_many", action="store_true",
+                        help="print how many nodes there are instead of their names")
+    return parser
+
+
+def _state_name(text: str) -> str:
+    return "any" if text.lower() == "any" else text.upper()
+
+
+def _select(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    ranked = pick(backend.call("nodes", {}), args.by, args.state)
+    chosen = [node.name for node in ranked[:args.count]]
+    where = "known" if args.state == "any" else args.state
+    if args.how_many:
+        return Report({"count": len(chosen), "nodes": chosen},
+                      render.Rendered(str(len(chosen)), []), False)
+    errors = []
+    if not chosen:
+        errors.append(f"error: no {where} nodes")
+    elif args.count is not None and len(chosen) < args.count:
+        errors.append(f"error: only {len(chosen)} {where} node"
+                      f"{'s' if len(chosen) > 1 else ''}, {args.count} wanted")
+    return Report({"count": len(chosen), "nodes": chosen},
+                  render.Rendered(",".join(chosen), errors), bool(errors))
+
+
 def _jobs_parser(kit: Kit) -> argparse.ArgumentParser:
     return kit.parser("jobs", "List the jobs: every exec and run is one (the master "
                       f"remembers the last {KEEP_JOBS:,}, across restarts). Per job: its "
@@ -596,6 +636,8 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             _setenv_parser, _setenv),
     Command("unsetenv", "Remove global environment entries.", _unsetenv_parser, _unsetenv),
     Command("env", "Show the global environment.", _env_parser, _env),
+    Command("select", "Print the best nodes by load, memory, disk or round-trip time, for "
+            "-w.", _select_parser, _select),
     Command("run", "Run a command through /bin/sh -c on nodes and show each node's output.",
             _run_parser, _run),
     Command("copy", "Copy local files (folders with -r) to DEST on every target node, as cp "
