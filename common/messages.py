@@ -338,7 +338,10 @@ class Ping(Message):
 @dataclasses.dataclass(frozen=True)
 class ExecRequest(Message):
     """Start ``count`` copies of a program; one ``proc`` per copy (a failed spawn is one
-    too, in state ``spawn failed``, with ``error``)."""
+    too, in state ``spawn failed``, with ``error``). With ``job``, copy i is the process of
+    rank ``rank + i`` of a job of ``size``: the client sets its CORRAL_NODE, CORRAL_JOB,
+    CORRAL_RANK, CORRAL_SIZE and CORRAL_REF last (``env`` may not name them) and replaces
+    ``?HOST`` and ``?RANK`` in ``argv`` (``??HOST``: a literal ``?HOST``)."""
 
     TAG: ClassVar[str] = "exec"
 
@@ -425,7 +428,8 @@ class LogRequest(Message):
 @dataclasses.dataclass(frozen=True)
 class RunRequest(Message):
     """Run ``/bin/sh -c command`` (or, with an allow-list, the simple command without a
-    shell) and answer with how it ended and its output."""
+    shell) and answer with how it ended and its output. ``env``, ``job``, ``rank`` and
+    ``size`` as for ``exec`` (one process)."""
 
     TAG: ClassVar[str] = "run"
 

@@ -306,3 +306,42 @@ def test_select_from_the_cli(spawn_master, spawn_client) -> None:
                            (["--state", "asleep"], "invalid choice: 'ASLEEP'")):
         bad = corral(control, "select", *words)
         assert bad.returncode == 2 and message in bad.stderr, words
+
+
+def test_placeholders_rule() -> None:
+    from common.placeholders import expand
+
+    cases = {"?HOST": "n7", "?RANK": "3", "out-?HOST-?RANK.txt": "out-n7-3.txt",
+             "??HOST": "?HOST", "???HOST": "??HOST", "??RANK?": "?RANK?", "file?.txt": "file?.txt",
+             "?host": "?host", "?HOSTS": "n7S", "": ""}
+    for text, expanded in cases.items():
+        assert expand(text, "n7", 3) == expanded, text
+
+
+def test_host_and_rank_in_commands_and_paths(master: MasterAPI, nodes, tmp_path: Path) -> None:
+    group = master.exec(None, ["sh", "-c", 'echo "$0 $1 $2"', "?HOST", "r?RANK", "??HOST"],
+                        count=2)
+    refs = [f"{name}:{info.pid}" for name in ("n1", "n2") for info in group.results[name]]
+    assert all(r.ok for r in master.wait(refs, timeout=30))
+    assert [master.log(ref).data for ref in refs] == [
+        b"n1 r0 ?HOST\n", b"n1 r1 ?HOST\n", b"n2 r2 ?HOST\n", b"n2 r3 ?HOST\n"]
+    ran = master.run(None, "echo ?HOST-?RANK > made-?HOST.txt; cat made-n?RANK.txt")
+    assert ran.results["n2"].stdout == b""  # n2's rank is 1: made-n1.txt is n1's
+    assert (nodes[0].workdir / "made-n1.txt").read_text() == "n1-0\n"
+    assert (nodes[1].workdir / "made-n2.txt").read_text() == "n2-1\n"
+
+    source = tmp_path / "payload"
+    source.write_text("data\n")
+    assert master.copy(None, [str(source)], "in-?HOST-?RANK").ok
+    assert (nodes[1].workdir / "in-n2-1").read_text() == "data\n"
+    pulled = master.pull(None, ["in-?HOST-?RANK"], str(tmp_path / "back"))
+    assert pulled.ok and (tmp_path / "back" / "n2" / "in-n2-1").read_text() == "data\n"
+    assert master.remove(None, ["in-?HOST-?RANK", "made-?HOST.txt"]).ok
+    assert not (nodes[0].workdir / "in-n1-0").exists()
+    assert not (nodes[0].workdir / "made-n1.txt").exists()
+    # A placeholder cannot take a path out of a node's sandbox.
+    escaped = master.copy(None, [str(source)], "../?HOST")
+    assert sorted(escaped.errors) == ["n1", "n2"]
+    assert "outside" in escaped.errors["n1"].message
+    assert not (nodes[0].workdir.parent / "n1").exists()
+    assert not any(o.ok for o in master.remove("n1", ["/etc/?HOST"]).results["n1"])

@@ -40,10 +40,17 @@ RUN_DESCRIPTION = (
     "it is within an edit or two of a command (lsit: did you mean list?). `set passthrough "
     "off`, or --no-passthrough on the master, turns the passthrough off: then only run "
     "sends commands. From the corral CLI the words after -- are joined with spaces, as ssh "
-    "does.")
+    "does. The command is one job; in it ?HOST becomes the node's name, ?RANK the node's "
+    "rank in the job (??HOST: a literal ?HOST).")
 
 
 REF_OR_JOB = "NODE:PID, or a job (J12: each of its processes) or one of its processes (J12.3)"
+
+
+PLACEHOLDERS = ("?HOST becomes the node's name, ?RANK the process's rank in its job (??HOST: "
+                "a literal ?HOST)")
+FILE_PLACEHOLDERS = ("?HOST becomes the node's name, ?RANK its place among the target nodes "
+                     "from 0 (??HOST: a literal ?HOST)")
 
 
 class Hint(enum.Enum):
@@ -175,7 +182,8 @@ def _list(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 
 def _exec_parser(kit: Kit) -> argparse.ArgumentParser:
-    parser = kit.parser("exec", "Start a program on nodes.")
+    parser = kit.parser("exec", "Start a program on nodes, as one job. In its arguments "
+                        + PLACEHOLDERS + ".")
     add_nodeset(parser, kit)
     parser.add_argument("--cwd", metavar="DIR", help="folder, relative to the work folder")
     parser.add_argument("--env", metavar="K=V", type=env_pair, action="append", default=[],
@@ -458,7 +466,8 @@ def _copy_parser(kit: Kit) -> argparse.ArgumentParser:
     add_follow(parser)
     parser.add_argument("sources", nargs="+", metavar="SRC", **kit.hint(Hint.LOCAL_PATH))
     parser.add_argument("dest", metavar="DEST",
-                        help="path on the nodes, relative to their work folder")
+                        help="path on the nodes, relative to their work folder; "
+                             + FILE_PLACEHOLDERS)
     return parser
 
 
@@ -492,7 +501,7 @@ def _pull_parser(kit: Kit) -> argparse.ArgumentParser:
     add_nodeset(parser, kit)
     add_follow(parser)
     parser.add_argument("remote", nargs="+", metavar="REMOTE_PATH",
-                        help="on the nodes; ?HOST becomes the node's name")
+                        help="on the nodes; " + FILE_PLACEHOLDERS)
     parser.add_argument("local_dir", metavar="LOCAL_DIR", **kit.hint(Hint.LOCAL_PATH),
                         help="each node's files land in LOCAL_DIR/NODE/")
     return parser
@@ -511,7 +520,7 @@ def _remove_parser(kit: Kit) -> argparse.ArgumentParser:
     parser.add_argument("-r", dest="recursive", action="store_true",
                         help="folders and everything in them")
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="relative to the work folder; ?HOST becomes the node's name")
+                        help="relative to the work folder; " + FILE_PLACEHOLDERS)
     return parser
 
 
