@@ -26,6 +26,7 @@ from pathlib import Path
 
 from client.spawn import find_program
 from common.errors import CorralError, ErrorCode
+from common.jobs import JOB_VARIABLES
 
 SHELL_SYNTAX = set(";|&$`<>(){}\n\\*?[]~")
 
@@ -80,6 +81,9 @@ def check_environment_names(env: dict[str, str]) -> None:
     for name, value in env.items():
         if not name or "=" in name or "\0" in name or "\0" in value:
             raise CorralError(f"bad environment entry {name!r}", ErrorCode.BAD_REQUEST)
+        if name in JOB_VARIABLES:
+            raise CorralError(f"{name} is set by the client for each process of a job; a "
+                              "request may not set it", ErrorCode.BAD_REQUEST)
 
 
 class AllowList:

@@ -16,7 +16,6 @@ from client.allow import AllowList
 from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
-from client.journal import Journal
 from client.proctable import KEEP_ENDED, ProcTable
 from client.protocol import Identity
 from client.reaper import Reaper
@@ -26,6 +25,7 @@ from common import auth
 from common.argtypes import positive_int
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
+from common.journal import Journal
 from common.logfiles import add_log_options, log_file_handler, reopen_log_files
 from common.malloc import keep_big_buffers
 from common.names import NAME_RULE, name_problem
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"corral-client: {exc}", file=sys.stderr)
         return 2
-    handlers = RequestHandlers(procs, state_dir, sandbox, allow)
+    handlers = RequestHandlers(procs, state_dir, sandbox, allow, node=args.name)
     handlers.sweep_stdin()
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,

@@ -21,7 +21,7 @@ from client.logread import file_size, read_chunk, start_of_last_lines
 from client.proctable import ProcTable
 from client.sandbox import Sandbox
 from client.shell import run_shell
-from client.spawn import find_program
+from client.spawn import JobPlace, find_program
 from common.errors import CorralError, ErrorCode
 from common.messages import (
     ExecRequest,
@@ -35,6 +35,7 @@ from common.messages import (
     SignalRequest,
     UsageRequest,
 )
+from common.placeholders import expand
 from common.procs import rusage_dict
 from common.turns import Turns
 
@@ -44,7 +45,8 @@ MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes of a log in one reply
 
 class RequestHandlers:
     def __init__(self, procs: ProcTable, state_dir: Path, sandbox: Sandbox,
-                 allow: AllowList | None = None) -> None:
+                 allow: AllowList | None = None, node: str = "") -> None:
+        self.node = node  # this client's name: CORRAL_NODE and ?HOST
         self.sandbox = sandbox
         self.allow = allow
         self.procs = procs
@@ -76,18 +78,26 @@ class RequestHandlers:
     def exec(self, request: ExecRequest) -> list[dict[str, Any]]:
         if not 1 <= request.count <= MAX_COPIES:
             raise CorralError(f"count must be 1 to {MAX_COPIES}", ErrorCode.BAD_REQUEST)
-        check_environment_names(request.env)
-        if self.allow is not None:
-            self.allow.check_environment(request.env)
+        self._check_environment(request.env)
         folder = self.sandbox.folder(request.cwd)
-        program = self._program(request.argv, folder)
+        places = [self._place(request.job, request.rank + copy, request.size)
+                  for copy in range(request.count)]
+        argvs = [self._expand(request.argv, place) for place in places]
+        # Every copy is checked before any starts: ?RANK may name another program per copy.
+        # (Looked up once per name: a batch of 10,000 copies need not search PATH 10,000
+        # times.)
+        found: dict[str, str | None] = {}
+        for argv in argvs:
+            if not argv or argv[0] not in found:
+                found[argv[0] if argv else ""] = self._program(argv, folder)
+        programs = [found[argv[0]] for argv in argvs]
         stdin_path = None if request.stdin is None else self._stage_stdin(request.stdin)
         started = []
         turns = Turns(gevent.sleep)  # a big batch must not hold up heartbeats
         try:
-            for _ in range(request.count):
-                started.append(self.procs.spawn(program, request.argv, folder, request.env,
-                                                 stdin_path))
+            for program, argv, place in zip(programs, argvs, places, strict=True):
+                started.append(self.procs.spawn(program, argv, folder, request.env,
+                                                 stdin_path, place=place))
                 turns.take()
         finally:
             # Every copy has opened it by now (a spawn returns after exec), so the bytes
@@ -95,6 +105,20 @@ class RequestHandlers:
             if stdin_path is not None:
                 stdin_path.unlink(missing_ok=True)
         return [record.info().to_wire() for record in started]
+
+    def _check_environment(self, env: dict[str, str]) -> None:
+        check_environment_names(env)
+        if self.allow is not None:
+            self.allow.check_environment(env)
+
+    def _place(self, job: str, rank: int, size: int) -> JobPlace | None:
+        return JobPlace(self.node, job, rank, size) if job else None
+
+    def _expand(self, words: list[str], place: JobPlace | None) -> list[str]:
+        """?HOST and ?RANK replaced, in a job's requests (an older master sends none)."""
+        if place is None:
+            return words
+        return [expand(word, self.node, place.rank) for word in words]
 
     def _stage_stdin(self, data: bytes) -> Path:
         """The request's stdin bytes in a file only this user can read, in a folder only
@@ -160,13 +184,18 @@ class RequestHandlers:
     def run(self, request: RunRequest) -> dict[str, Any]:
         if request.timeout <= 0:
             raise CorralError("timeout must be positive", ErrorCode.BAD_REQUEST)
+        self._check_environment(request.env)
         folder = self.sandbox.folder(request.cwd)
+        place = self._place(request.job, request.rank, request.size)
+        (command,) = self._expand([request.command], place)
         if self.allow is None:
-            argv = ["/bin/sh", "-c", request.command]
+            argv = ["/bin/sh", "-c", command]
         else:
-            argv = self.allow.command_argv(request.command)
+            argv = self.allow.command_argv(command)
         program = self._program(argv, folder)
         assert program is not None  # /bin/sh, or an allowed program, which is there
-        return run_shell(self.procs, program, argv, folder, request.timeout)
+        answer = run_shell(self.procs, program, argv, folder, request.timeout,
+                           request.env, place)
+        return {**answer, "job": request.job}
 
 

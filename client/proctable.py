@@ -18,10 +18,16 @@ from typing import Any
 import psutil
 
 from client.groups import GroupScan, scan_groups
-from client.journal import Journal
 from client.reaper import Reaper
-from client.spawn import SpawnFailed, SpawnSpec
+from client.spawn import (
+    JobPlace,
+    SpawnFailed,
+    SpawnSpec,
+    inheritable_environment,
+    job_environment,
+)
 from common.errors import CorralError, ErrorCode
+from common.journal import Journal
 from common.procs import ProcInfo, not_started_here, rusage_dict, signal_name
 from common.states import ENDED_STATES, LIVE_STATES, PROC_TRANSITIONS, ProcState
 
@@ -48,13 +54,15 @@ class ProcRecord:
     adopted: bool = False  # found running after a client restart: no longer our child
     group_gone: bool = False  # seen empty after the process ended: never signal it again
     origin: str = "exec"  # "run": a command whose output the client captures for the master
+    job: str = ""  # the job it belongs to, and its rank there
+    rank: int | None = None
 
     def to_journal(self) -> dict[str, Any]:
         return {"seq": self.seq, "argv": self.argv, "cwd": str(self.cwd),
                 "log": str(self.log_path), "state": self.state.value, "pid": self.pid,
                 "started": self.started, "ended": self.ended, "exit_code": self.exit_code,
                 "signal": self.signal, "error": self.error, "rusage": self.rusage,
-                "origin": self.origin}
+                "origin": self.origin, "job": self.job, "rank": self.rank}
 
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> ProcRecord:
@@ -63,7 +71,8 @@ class ProcRecord:
                    pid=data["pid"], started=data["started"], ended=data.get("ended"),
                    exit_code=data.get("exit_code"), signal=data.get("signal"),
                    error=data.get("error"), rusage=data.get("rusage"),
-                   origin=data.get("origin", "exec"))
+                   origin=data.get("origin", "exec"), job=str(data.get("job") or ""),
+                   rank=data.get("rank"))
 
     def ended_event(self) -> dict[str, Any]:
         return {"seq": self.seq, "state": self.state.value, "ended": self.ended,
@@ -80,6 +89,7 @@ class ProcRecord:
             state=self.state.value, started=self.started, ended=self.ended,
             exit_code=self.exit_code, signal=self.signal, error=self.error,
             rusage=self.rusage, cpu_time=cpu_time, rss=rss, origin=self.origin,
+            job=self.job, rank=self.rank,
         )
 
 
@@ -121,7 +131,7 @@ class ProcTable:
         self._next_seq = _first_free_seq(log_dir)
         self.change_listeners: list[ChangeListener] = []
         # Copied once: copying os.environ costs more than the rest of a spawn's Python.
-        self._base_env = dict(os.environ)
+        self._base_env = inheritable_environment(dict(os.environ))
         if journal is not None:
             self._restore(journal)
 
@@ -185,11 +195,13 @@ class ProcTable:
 
     def spawn(self, program: str | None, argv: list[str], cwd: Path | None = None,
               env: dict[str, str] | None = None, stdin_path: Path | None = None,
-              pipes: tuple[int, int] | None = None) -> ProcRecord:
+              pipes: tuple[int, int] | None = None, place: JobPlace | None = None
+              ) -> ProcRecord:
         """Start ``program`` (the path ``find_program`` gave for ``argv[0]``; None: nothing
         was found, which is recorded as a failed spawn). Its output goes to its log file,
         or with ``pipes`` onto those two descriptors (stdout, stderr) for a caller that
-        captures it (``run``)."""
+        captures it (``run``). ``place``: its job and rank, given to it as CORRAL_*
+        variables."""
         if not argv or not argv[0]:
             raise CorralError("no program given", ErrorCode.BAD_REQUEST)
         seq = self._next_seq
@@ -197,9 +209,10 @@ class ProcTable:
         log_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
                             log_path=self._log_dir / f"{seq}-{log_name}.log",
-                            origin="exec" if pipes is None else "run")
+                            origin="exec" if pipes is None else "run",
+                            job=place.job if place else "", rank=place.rank if place else None)
         self._records[seq] = record
-        full_env = {**self._base_env, **env} if env else self._base_env
+        full_env = job_environment(self._base_env, env, place)
         try:
             if program is None:
                 raise SpawnFailed(f"No such file or directory: {argv[0]}")

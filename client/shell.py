@@ -21,7 +21,7 @@ import gevent.event
 import gevent.socket
 
 from client.proctable import ProcTable
-from client.spawn import SpawnFailed
+from client.spawn import JobPlace, SpawnFailed
 from common.procs import ProcInfo
 from common.states import ProcState
 
@@ -30,7 +30,8 @@ DRAIN_AFTER_EXIT = 0.5  # a background grandchild may hold the pipe open; don't 
 STOP_GRACE = 1.0  # after SIGINT, seconds before the whole group gets SIGKILL
 
 
-def run_shell(procs: ProcTable, program: str, argv: list[str], cwd: Path, timeout: float
+def run_shell(procs: ProcTable, program: str, argv: list[str], cwd: Path, timeout: float,
+              env: dict[str, str] | None = None, place: JobPlace | None = None
               ) -> dict[str, Any]:
     """Run ``program`` (``/bin/sh -c COMMAND``, or one allowed program) and collect its
     output."""
@@ -38,7 +39,8 @@ def run_shell(procs: ProcTable, program: str, argv: list[str], cwd: Path, timeou
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
     try:
-        record = procs.spawn(program, argv, cwd, pipes=(out_write, err_write))
+        record = procs.spawn(program, argv, cwd, env, pipes=(out_write, err_write),
+                             place=place)
     finally:
         os.close(out_write)
         os.close(err_write)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import CorralError, ErrorCode
+from common.jobs import JOB_VARIABLES
 
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 LOG_MODE = 0o644
@@ -63,6 +64,41 @@ class SpawnSpec:
             raise ValueError("give exactly one of stdout_path and stdout_fd")
         if not os.path.isabs(self.program):
             raise ValueError(f"the program must be an absolute path, not {self.program!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlace:
+    """Where a process stands in a corral job; it learns it from its environment."""
+
+    node: str
+    job: str  # J12
+    rank: int
+    size: int
+
+    def environment(self) -> dict[str, str]:
+        return {"CORRAL_NODE": self.node, "CORRAL_JOB": self.job,
+                "CORRAL_RANK": str(self.rank), "CORRAL_SIZE": str(self.size),
+                "CORRAL_REF": f"{self.job}.{self.rank}"}
+
+
+def inheritable_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The client's own environment as its children start from it: without the job
+    variables (the client may itself run inside a job), which only ``job_environment``
+    sets."""
+    return {name: value for name, value in environ.items() if name not in JOB_VARIABLES}
+
+
+def job_environment(base: dict[str, str], requested: dict[str, str] | None,
+                    place: JobPlace | None) -> dict[str, str]:
+    """A child's environment: the client's own (``inheritable_environment``), then what
+    the request sets (never a job variable: the handlers refuse those), then its place in
+    its job, last, so that nothing else can forge it."""
+    if not requested and place is None:
+        return base
+    env = {**base, **(requested or {})}
+    if place is not None:
+        env.update(place.environment())
+    return env
 
 
 def find_program(name: str, folder: Path) -> str | None:

@@ -338,7 +338,10 @@ class Ping(Message):
 @dataclasses.dataclass(frozen=True)
 class ExecRequest(Message):
     """Start ``count`` copies of a program; one ``proc`` per copy (a failed spawn is one
-    too, in state ``spawn failed``, with ``error``)."""
+    too, in state ``spawn failed``, with ``error``). With ``job``, copy i is the process of
+    rank ``rank + i`` of a job of ``size``: the client sets its CORRAL_NODE, CORRAL_JOB,
+    CORRAL_RANK, CORRAL_SIZE and CORRAL_REF last (``env`` may not name them) and replaces
+    ``?HOST`` and ``?RANK`` in ``argv`` (``??HOST``: a literal ``?HOST``)."""
 
     TAG: ClassVar[str] = "exec"
 
@@ -348,6 +351,15 @@ class ExecRequest(Message):
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     stdin: bytes | None = None  # the contents the process reads on stdin
     count: int = 1
+    # The job the copies belong to (none: an older master): the client sets each copy's
+    # CORRAL_* variables, ranks rank, rank + 1, ... of size, and replaces ?HOST and ?RANK
+    # in argv.
+    job: str = ""
+    rank: int = 0
+    size: int = 0
+
+    def problem(self) -> str | None:
+        return job_place_problem(self.job, self.rank, self.size, self.count)
 
 
 @register
@@ -416,7 +428,8 @@ class LogRequest(Message):
 @dataclasses.dataclass(frozen=True)
 class RunRequest(Message):
     """Run ``/bin/sh -c command`` (or, with an allow-list, the simple command without a
-    shell) and answer with how it ended and its output."""
+    shell) and answer with how it ended and its output. ``env``, ``job``, ``rank`` and
+    ``size`` as for ``exec`` (one process)."""
 
     TAG: ClassVar[str] = "run"
 
@@ -424,6 +437,13 @@ class RunRequest(Message):
     command: str
     timeout: float
     cwd: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    job: str = ""  # as for ``exec``, one copy
+    rank: int = 0
+    size: int = 0
+
+    def problem(self) -> str | None:
+        return job_place_problem(self.job, self.rank, self.size, 1)
 
 
 @register
@@ -581,6 +601,17 @@ class Cancel(Message):
 
     req: int
 
+
+
+def job_place_problem(job: str, rank: int, size: int, count: int) -> str | None:
+    """A job's copies on one node must fit in it: ranks rank .. rank + count - 1 < size."""
+    if not job:
+        return None
+    if len(job) > 32 or not job.isprintable():
+        return "bad job name"
+    if rank < 0 or size < 1 or rank + max(count, 1) > size:
+        return f"ranks {rank}..{rank + count - 1} do not fit a job of {size}"
+    return None
 
 
 def entry_problem(kind: str, mode: int, size: int, target: str = "") -> str | None:

@@ -83,6 +83,8 @@ class ProcInfo(Message):
     cpu_time: float | None = None  # user + system, while running
     rss: int | None = None  # bytes, while running
     origin: str = "exec"  # "run": a command the master waits on (its output is captured)
+    job: str = ""  # the job it belongs to (J12), and its rank there
+    rank: int | None = None
 
     def problem(self) -> str | None:
         if self.state not in _STATE_VALUES:
@@ -91,10 +93,10 @@ class ProcInfo(Message):
             return "negative pid or seq"
         if any(t is not None and not 0 <= t <= LATEST_TIME for t in (self.started, self.ended)):
             return "start or end time is not a date a clock can show"
+        if any(v is not None and v < 0 for v in (self.cpu_time, self.rss, self.rank)):
+            return "negative cpu time, rss or rank"
         if self.rusage is not None:
             return rusage_problem(self.rusage)
-        if any(v is not None and v < 0 for v in (self.cpu_time, self.rss)):
-            return "negative cpu time or rss"
         return None
 
     @property

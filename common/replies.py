@@ -116,6 +116,7 @@ class RunAnswer(Message):
     duration: float
     cancelled: bool = False  # stopped on the node at the master's request
     pid: int = 0  # of the shell (or program) on the node
+    job: str = ""  # the request's job, said back
 
     def problem(self) -> str | None:
         if self.dropped < 0 or self.duration < 0:

@@ -18,7 +18,7 @@ from common.procs import ProcInfo
 from master import transfers
 from master.bridge import HubThread
 from master.events import Event
-from master.front.results import GroupResult, NodeView, WaitOutcome
+from master.front.results import GroupResult, JobMember, JobView, NodeView, WaitOutcome
 from master.operations import (
     LogChunk,
     Operations,
@@ -96,8 +96,29 @@ class MasterAPI:
         """Start ``count`` copies of ``argv`` on each target node."""
         return self._hub.call(self._ops.exec, nodeset, argv, cwd, env or {}, stdin, count)
 
-    def processes(self, nodeset: str | None = None) -> GroupResult[list[ProcInfo]]:
-        return self._hub.call(self._ops.processes, nodeset)
+    def processes(self, nodeset: str | None = None, job: str | None = None
+                  ) -> GroupResult[list[ProcInfo]]:
+        """The processes of the target nodes; with ``job`` (J12, or J12.3), only its."""
+        return self._hub.call(self._ops.processes, nodeset, job)
+
+    def setenv(self, pairs: dict[str, str]) -> dict[str, str]:
+        """Add global environment entries (all or none); the environment after."""
+        return self._hub.call(self._engine.environment.set, pairs)
+
+    def unsetenv(self, names: list[str]) -> dict[str, str]:
+        return self._hub.call(self._engine.environment.unset, names)
+
+    def env(self) -> dict[str, str]:
+        """The global environment every exec and run gets."""
+        return self._hub.call(self._engine.environment.entries)
+
+    def jobs(self) -> list[JobView]:
+        """Every job the master remembers, oldest first, with how its processes stand."""
+        return self._hub.call(self._ops.jobs_list)
+
+    def job_members(self, job: str) -> list[JobMember]:
+        """The processes of a job (J12) or one of them (J12.3), in rank order."""
+        return self._hub.call(self._ops.job_members, job)
 
     def signal(self, refs: list[str], signum: int) -> list[SignalOutcome]:
         return self._hub.call(self._ops.signal, refs, signum)

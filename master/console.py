@@ -124,7 +124,7 @@ class CorralConsole(cmd2.Cmd):
         if report.rendered is not None:
             self.show(report.rendered)
         if report.failed:
-            self.exit_code = 1
+            self.exit_code = report.status or 1
 
     def progress(self, progress: Progress) -> None:
         """A progress line on stderr, redrawn in place, for transfers that take a while
@@ -154,7 +154,8 @@ class CorralConsole(cmd2.Cmd):
 
     def show(self, report: render.Rendered) -> None:
         """A report on stdout, its errors on stderr (one line each)."""
-        self.poutput(report.text)
+        if report.text:
+            self.poutput(report.text)
         for line in report.errors:
             self.perror(line)
 

@@ -173,6 +173,12 @@ class ControlServer:
             return registry.forget_node(args["name"])
         if op_name == "log":
             return self._log(emit, **args)
+        if op_name == "setenv":
+            return self.engine.environment.set(args["pairs"])
+        if op_name == "unsetenv":
+            return self.engine.environment.unset(args["names"])
+        if op_name == "env":
+            return self.engine.environment.entries()
         if op_name == "events":
             return self._events(emit)
         if op_name == "copy":
@@ -193,7 +199,8 @@ class ControlServer:
         methods: dict[str, Callable[..., Any]] = {
             "processes": ops.processes, "signal": ops.signal, "signal_all": ops.signal_all,
             "forget": ops.forget, "forget_ended": ops.forget_ended, "rusage": ops.rusage,
-            "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs}
+            "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs,
+            "jobs": ops.jobs_list, "job_members": ops.job_members}
         return methods[op_name](**args)
 
     def _log(self, emit: Callable[[Any], Any], ref: str, lines: int | None, follow: bool

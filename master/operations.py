@@ -4,7 +4,9 @@ the requests to all of them at once, and turn the replies into typed results."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,6 +16,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
+from common.jobs import looks_like_job
 from common.messages import (
     Cancel,
     ExecRequest,
@@ -25,17 +28,22 @@ from common.messages import (
     SignalRequest,
     UsageRequest,
 )
+from common.nodeset import select as select_nodes
 from common.procs import ProcInfo, not_started_here
 from common.replies import LogAnswer, SignalAnswer
 from master.fanout import fan_out, gathered, parse_ref, resolve_targets
 from master.front.results import (
     GroupResult,
+    JobMember,
+    JobView,
     LogChunk,
     RunResult,
     SignalOutcome,
     UsageReport,
     WaitResult,
 )
+from master.job_ops import JobOps, split_words
+from master.jobs import Job
 from master.registry import Node
 from master.server import MasterEngine
 from master.session import Session
@@ -47,6 +55,7 @@ CANCEL_GRACE = 5.0  # for a node to stop a cancelled command and answer
 FRAME_HEADROOM = 64 * 1024  # room in a frame for the rest of an exec request
 LOG_CHUNK = 1024 * 1024  # bytes of a log asked for at a time
 PER_COPY = 0.02  # seconds of extra patience per copy that exec -n asks for
+MAX_JOB_COMMAND = 500  # characters of a job's command that ``jobs`` keeps
 
 
 def _procs(_node: Node, value: list[ProcInfo]) -> list[ProcInfo]:
@@ -69,6 +78,7 @@ class Operations:
     def __init__(self, engine: MasterEngine) -> None:
         self.engine = engine
         self.registry = engine.registry
+        self.jobs = JobOps(engine.registry, engine.jobs, engine.config.request_timeout)
 
     @property
     def timeout(self) -> float:
@@ -98,25 +108,82 @@ class Operations:
             raise UsageError(f"the stdin file is {len(stdin)} bytes, more than one frame "
                              f"carries ({room}); copy it to the nodes and redirect instead")
         nodes, errors = resolve_targets(self.registry, nodeset)
-        log.info("exec %s x%d on %s", argv, count, ",".join(n.name for n in nodes))
+        job = self._new_job(shlex.join(argv), "exec", nodes, count)
+        log.info("exec %s x%d on %s as %s", argv, count, ",".join(n.name for n in nodes),
+                 job.name)
+        env = self.engine.environment.merged(env)
 
-        def make(_node: Node) -> Any:
+        def make(node: Node) -> Any:
+            first = job.ranks(node.name).start
             return lambda req: ExecRequest(req=req, argv=argv, cwd=cwd, env=env, stdin=stdin,
-                                           count=count)
+                                           count=count, job=job.name, rank=first,
+                                           size=job.size)
 
         # A big batch legitimately takes a while on a loaded node.
-        return fan_out(nodes, make, self.timeout + count * PER_COPY, _procs, errors)
+        group = fan_out(nodes, make, self.timeout + count * PER_COPY, _procs, errors)
+        self.engine.jobs.settle(
+            job, {info.rank: info.pid for infos in group.results.values() for info in infos
+                  if info.rank is not None},
+            {name: group.errors[name].message for name in group.failed if name in job.placement})
+        return group
 
-    def processes(self, nodeset: str | None) -> GroupResult[list[ProcInfo]]:
+    def _new_job(self, command: str, origin: str, nodes: list[Node], copies: int) -> Job:
+        if not nodes:
+            raise UsageError("none of the target nodes is connected")
+        return self.engine.jobs.create(command[:MAX_JOB_COMMAND], origin,
+                                       [node.name for node in nodes], copies)
+
+    def processes(self, nodeset: str | None, job: str | None = None
+                  ) -> GroupResult[list[ProcInfo]]:
+        """The processes of the target nodes; with ``job``, only that job's (or member's),
+        from its own nodes unless ``nodeset`` narrows them."""
+        if job is not None:
+            return self._job_processes(nodeset, job)
         nodes, errors = resolve_targets(self.registry, nodeset)
         return fan_out(nodes, lambda _n: lambda req: ListRequest(req=req), self.timeout,
                        _procs, errors)
 
+    def _job_processes(self, nodeset: str | None, word: str) -> GroupResult[list[ProcInfo]]:
+        found, rank = self.engine.jobs.get(word)
+        names = found.nodes if rank is None else [found.node_of(rank)]
+        if nodeset is not None:
+            wanted = set(select_nodes(nodeset, [n.name for n in self.registry.nodes()]))
+            names = [name for name in names if name in wanted]
+        tables = self.jobs.tables(names)
+        chosen = {name: [info for info in tables.results[name]
+                         if info.job == found.name and rank in (None, info.rank)]
+                  for name in tables.succeeded}
+        return dataclasses.replace(tables, results=chosen)
+
+    def jobs_list(self) -> list[JobView]:
+        return self.jobs.views()
+
+    def job_members(self, job: str) -> list[JobMember]:
+        return self.jobs.resolve(job)
+
     # --- signals -----------------------------------------------------------------------
 
     def signal(self, refs: list[str], signum: int) -> list[SignalOutcome]:
-        return self._per_ref(refs, lambda pids: lambda req: SignalRequest(
+        """Signal processes; a job (``J12``) or a member (``J12.3``) stands for its
+        processes. A member that has ended, with its whole group, is reported so, not
+        as a failure: the job as a whole was signalled."""
+        words, plain = split_words(refs)
+        outcomes: list[SignalOutcome] = []
+        member_refs: list[str] = []
+        for word in words:
+            for member in self.jobs.resolve(word):
+                if member.unreachable is not None:
+                    outcomes.append(SignalOutcome(member.ref, False, member.unreachable))
+                else:
+                    member_refs.append(member.ref)
+        sent = self._per_ref(member_refs + plain, lambda pids: lambda req: SignalRequest(
             req=req, signum=signum, pids=pids))
+        members = set(member_refs)
+        for outcome in sent:
+            if outcome.ref in members and outcome.code == ErrorCode.ALREADY_ENDED:
+                outcome = dataclasses.replace(outcome, ok=True, code=0)
+            outcomes.append(outcome)
+        return outcomes
 
     def signal_all(self, nodeset: str | None, signum: int) -> GroupResult[list[SignalOutcome]]:
         return self._per_node(nodeset, lambda req: SignalRequest(req=req, signum=signum,
@@ -202,18 +269,34 @@ class Operations:
     # --- wait --------------------------------------------------------------------------
 
     def wait(self, refs: list[str], timeout: float | None) -> list[WaitResult]:
+        """Wait until each process has ended; a job (``J12``) or a member (``J12.3``)
+        stands for its processes, in rank order. A process whose node goes GONE meanwhile
+        is reported lost, never waited on for ever."""
         deadline = None if timeout is None else time.monotonic() + timeout
         results: dict[str, WaitResult] = {}
-        wanted = list(dict.fromkeys(refs))
-        log.info("waiting for %s to end (timeout %s)", " ".join(wanted), timeout)
+        ranks: dict[str, int] = {}
+        wanted: list[str] = []
+        log.info("waiting for %s to end (timeout %s)", " ".join(refs), timeout)
         by_node: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for ref in wanted:
-            try:
-                name, pid = parse_ref(ref)
-            except UsageError as exc:
-                results[ref] = WaitResult(ref, None, exc.message)
+        for word in dict.fromkeys(refs):
+            if not looks_like_job(word):
+                wanted.append(word)
+                try:
+                    name, pid = parse_ref(word)
+                except UsageError as exc:
+                    results[word] = WaitResult(word, None, exc.message)
+                    continue
+                by_node[name].append((word, pid))
                 continue
-            by_node[name].append((ref, pid))
+            for member in self.jobs.resolve(word):
+                wanted.append(member.ref)
+                ranks[member.ref] = member.rank
+                if member.info is None or not member.pid:  # lost, or never started
+                    results[member.ref] = WaitResult(member.ref, member.info, member.error,
+                                                     member.rank)
+                else:
+                    by_node[member.node].append((member.ref, member.pid))
+        wanted = list(dict.fromkeys(wanted))
 
         def node_part(name: str, members: list[tuple[str, int]]) -> None:
             # Listen first, then look: an exit between the two is not missed.
@@ -233,8 +316,11 @@ class Operations:
                         except gevent.Timeout:
                             results[ref] = WaitResult(ref, current, "still running at timeout")
             except CorralError as exc:
+                message = exc.message
+                if exc.code is ErrorCode.DISCONNECTED and not message.startswith("lost: "):
+                    message = f"lost: {message}"
                 for ref, _pid in members:
-                    results.setdefault(ref, WaitResult(ref, None, exc.message))
+                    results.setdefault(ref, WaitResult(ref, None, message))
             finally:
                 for ref, pid in members:
                     self.engine.exits.forget(name, pid, waiters[ref])
@@ -244,19 +330,27 @@ class Operations:
             gevent.joinall(greenlets)
         finally:
             gevent.killall(greenlets)
-        return [results[ref] for ref in wanted]
+        return [dataclasses.replace(results[ref], rank=ranks.get(ref)) for ref in wanted]
 
     # --- run ---------------------------------------------------------------------------
 
     def run(self, nodeset: str | None, command: str, timeout: float,
-            cwd: str | None = None) -> GroupResult[RunResult]:
+            cwd: str | None = None, origin: str = "run") -> GroupResult[RunResult]:
         """Run ``command`` on the nodes. Cancelled (Ctrl-C: the greenlet is killed) or past
         the master's own patience, the command is cancelled on the nodes still running it,
         and what each then answers (``cancelled``, or its status if it had just ended) is
         the result."""
         nodes, errors = resolve_targets(self.registry, nodeset)
-        log.info("run %r on %s", command, ",".join(n.name for n in nodes))
+        env = self.engine.environment.merged({})
+        job = self._new_job(command, origin, nodes, 1)
+        log.info("run %r on %s as %s", command, ",".join(n.name for n in nodes), job.name)
         asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]] = {}
+
+        def request_for(node: Node) -> Callable[[int], Message]:
+            rank = job.ranks(node.name).start
+            return lambda req: RunRequest(req=req, command=command, timeout=timeout, cwd=cwd,
+                                          env=env, job=job.name, rank=rank, size=job.size)
+
         cancelled: list[str] = []
         why = "cancelled"
         try:
@@ -264,8 +358,7 @@ class Operations:
                 for node in nodes:
                     assert node.session is not None
                     try:
-                        req, reply = node.session.begin(lambda req: RunRequest(
-                            req=req, command=command, timeout=timeout, cwd=cwd))
+                        req, reply = node.session.begin(request_for(node))
                     except (CorralError, OSError) as exc:
                         errors[node.name] = _as_error(exc)
                         continue
@@ -293,6 +386,9 @@ class Operations:
                 errors[name] = CorralError(f"{why}: cancelled on the node", ErrorCode.NO_REPLY)
             else:
                 results[name] = reply.value
+        self.engine.jobs.settle(
+            job, {job.ranks(name).start: result.pid for name, result in results.items()},
+            {name: error.message for name, error in errors.items() if name in job.placement})
         return gathered(results, errors, nodes)
 
     def _cancel_unanswered(self, asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]]

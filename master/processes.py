@@ -12,14 +12,20 @@ from collections import defaultdict
 
 import gevent.event
 
+from common.errors import CorralError, ErrorCode
 from common.procs import ProcExited
-from master.events import ProcessEvent
+from common.states import NodeState
+from master.events import Event, NodeEvent, ProcessEvent
 from master.registry import Node, NodeRegistry
 
 log = logging.getLogger("corral.master.procs")
 
 
 BOOTS_KEPT = 4  # client runs per node whose last event is remembered
+
+
+class NodeLost(CorralError):
+    code = ErrorCode.DISCONNECTED
 
 
 class ExitTracker:
@@ -31,6 +37,7 @@ class ExitTracker:
         self._waiters: dict[tuple[str, int], list[gevent.event.AsyncResult]] = (
             defaultdict(list)
         )
+        registry.subscribe(self._on_node_event)
 
     def on_exit(self, node: Node, event: ProcExited) -> None:
         """Publish an exit event, unless it is a repeat (delivered before a reconnect and
@@ -50,6 +57,17 @@ class ExitTracker:
                 for waiter in self._waiters.pop((node.name, info.pid), []):
                     waiter.set(info)
             self._registry.publish(ProcessEvent(node.name, info))
+
+    def _on_node_event(self, event: Event) -> None:
+        """Those waiting on a node that goes GONE are told at once: its processes' ends may
+        never be reported (the machine may be down), so nobody waits on them for ever."""
+        if not isinstance(event, NodeEvent) or event.new is not NodeState.GONE:
+            return
+        lost = NodeLost(f"lost: {event.name} went GONE while waiting; its processes may "
+                        "still run: wait again once it is back")
+        for key in [key for key in self._waiters if key[0] == event.name]:
+            for waiter in self._waiters.pop(key):
+                waiter.set_exception(lost)
 
     def _forget_departed(self) -> None:
         """Drop the memory of nodes the registry no longer holds, now and then."""

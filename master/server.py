@@ -20,7 +20,9 @@ from common.framing import DEFAULT_MAX_FRAME
 from common.landing import PartialLedger
 from common.states import NodeState
 from common.tls import TlsFiles
+from master.environment import GlobalEnvironment
 from master.events import Event, NodeEvent
+from master.jobs import JobStore
 from master.known_nodes import KnownNodes
 from master.processes import ExitTracker
 from master.refusals import Refusals
@@ -59,6 +61,9 @@ class MasterEngine:
         self._known_dirty = False
         self._known_saved = 0.0
         self.exits = ExitTracker(self.registry)
+        # Every exec and run is a job; global environment entries go into each.
+        self.jobs = JobStore(config.state_dir or config.log_dir)
+        self.environment = GlobalEnvironment(config.state_dir or config.log_dir)
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
         self._server: StreamServer | None = None
@@ -102,6 +107,7 @@ class MasterEngine:
         if self._server is not None:
             self._server.stop(timeout=1)
             self.known_nodes.save(self.registry.known())
+        self.jobs.close()
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
         session = Session(sock, address, self)

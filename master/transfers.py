@@ -35,6 +35,7 @@ from common.messages import (
     RemoveRequest,
 )
 from common.names import name_problem
+from common.placeholders import expand
 from common.replies import PutAnswer, RemoveAnswer
 from common.text import peer_message
 from common.tree import NOTE_LIMIT, Tree, scan
@@ -142,10 +143,10 @@ def push(registry: NodeRegistry, nodeset: str | None, sources: list[str], dest: 
     targets = [_Target(node, node.session) for node in nodes if node.session is not None]
     meter = _Meter(progress, plan.tree.size * len(targets))
     started = time.monotonic()
-    for target in targets:
+    for index, target in enumerate(targets):
         try:
             target.req, target.result = target.session.begin(
-                lambda req: PutBegin(req=req, dest=plan.dest, into=plan.into))
+                _put_begin(expand(plan.dest, target.node.name, index), plan.into))
         except (CorralError, OSError) as exc:
             _fail(target, exc)
     try:
@@ -354,6 +355,10 @@ def _flush(fd: int) -> None:
     gevent.get_hub().threadpool.apply(os.fsync, (fd,))
 
 
+def _put_begin(dest: str, into: bool) -> Callable[[int], Message]:
+    return lambda req: PutBegin(req=req, dest=dest, into=into)
+
+
 def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], local_dir: str,
          progress: ProgressCallback | None, ledger: PartialLedger | None = None,
          follow: bool = False) -> GroupResult[TransferResult]:
@@ -363,6 +368,8 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
     meter = _Meter(progress, 0)
     base = Path(local_dir).resolve()
     results: dict[str, TransferResult] = {}
+
+    places = {node.name: index for index, node in enumerate(nodes)}
 
     def from_node(node: Node) -> None:
         started = time.monotonic()
@@ -376,7 +383,8 @@ def pull(registry: NodeRegistry, nodeset: str | None, remote_paths: list[str], l
         try:
             for remote in remote_paths:
                 try:
-                    _pull_one(node, remote.replace("?HOST", node.name), follow, download)
+                    _pull_one(node, expand(remote, node.name, places[node.name]), follow,
+                              download)
                 except CorralError as exc:
                     if download.error is not None or exc.code in _LINK_FAILURES:
                         raise
@@ -450,9 +458,10 @@ def _pull_one(node: Node, remote: str, follow: bool, download: _Download) -> Non
 def remove(registry: NodeRegistry, nodeset: str | None, paths: list[str], recursive: bool,
            timeout: float) -> GroupResult[list[RemoveOutcome]]:
     nodes, errors = resolve_targets(registry, nodeset)
+    places = {node.name: index for index, node in enumerate(nodes)}
 
     def make(node: Node) -> Callable[[int], Message]:
-        node_paths = [path.replace("?HOST", node.name) for path in paths]
+        node_paths = [expand(path, node.name, places[node.name]) for path in paths]
         return lambda req: RemoveRequest(req=req, paths=node_paths, recursive=recursive)
 
     def convert(_node: Node, answers: list[RemoveAnswer]) -> list[RemoveOutcome]:

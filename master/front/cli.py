@@ -103,9 +103,12 @@ def _one_command(backend: SocketBackend, name: str, words: list[str], as_json: b
         print(codec.to_json({"command": name, "ok": not report.failed,
                              "result": report.result}))
     elif report.rendered is not None:
-        print(report.rendered.text)
+        if report.rendered.text:
+            print(report.rendered.text)
         for line in report.rendered.errors:
             print(line, file=sys.stderr)
+    if report.status is not None:
+        return report.status
     return FAILED if report.failed else OK
 
 

@@ -19,10 +19,13 @@ from typing import Any, Protocol
 
 from common.argtypes import positive_int
 from common.errors import CorralError, ErrorCode, UsageError
+from common.jobs import KEEP_JOBS, env_entry_problem, looks_like_job, parse_job
 from common.procs import parse_signal, signal_name
 from master.front import render
+from master.front.joblog import job_log
+from master.front.nodepick import RANKINGS, STATE_CHOICES, pick
 from master.front.ops import Backend
-from master.front.results import GroupResult, LogChunk, Progress
+from master.front.results import GroupResult, LogChunk, Progress, overall_status
 from master.logview import LogTail
 from master.selection import STATES, select
 
@@ -37,7 +40,17 @@ RUN_DESCRIPTION = (
     "it is within an edit or two of a command (lsit: did you mean list?). `set passthrough "
     "off`, or --no-passthrough on the master, turns the passthrough off: then only run "
     "sends commands. From the corral CLI the words after -- are joined with spaces, as ssh "
-    "does.")
+    "does. The command is one job; in it ?HOST becomes the node's name, ?RANK the node's "
+    "rank in the job (??HOST: a literal ?HOST).")
+
+
+REF_OR_JOB = "NODE:PID, or a job (J12: each of its processes) or one of its processes (J12.3)"
+
+
+PLACEHOLDERS = ("?HOST becomes the node's name, ?RANK the process's rank in its job (??HOST: "
+                "a literal ?HOST)")
+FILE_PLACEHOLDERS = ("?HOST becomes the node's name, ?RANK its place among the target nodes "
+                     "from 0 (??HOST: a literal ?HOST)")
 
 
 class Hint(enum.Enum):
@@ -84,6 +97,7 @@ class Report:
     result: Any
     rendered: render.Rendered | None
     failed: bool
+    status: int | None = None  # the exit status to give, when not just 0 or 1 (wait J12)
 
 
 # --- argument types --------------------------------------------------------------------------
@@ -99,7 +113,18 @@ def env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
+    problem = env_entry_problem(key, value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return key, value
+
+
+def job_arg(text: str) -> str:
+    try:
+        parse_job(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def count(text: str) -> int:
@@ -157,7 +182,8 @@ def _list(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 
 def _exec_parser(kit: Kit) -> argparse.ArgumentParser:
-    parser = kit.parser("exec", "Start a program on nodes.")
+    parser = kit.parser("exec", "Start a program on nodes, as one job. In its arguments "
+                        + PLACEHOLDERS + ".")
     add_nodeset(parser, kit)
     parser.add_argument("--cwd", metavar="DIR", help="folder, relative to the work folder")
     parser.add_argument("--env", metavar="K=V", type=env_pair, action="append", default=[],
@@ -195,19 +221,24 @@ def _pid_parser(kit: Kit) -> argparse.ArgumentParser:
                              "matches GLOB, e.g. 'sleep*'")
     parser.add_argument("--last", type=positive_int, metavar="N",
                         help="only the N started last (on all the nodes together)")
+    parser.add_argument("--job", type=job_arg, metavar="JOB",
+                        help="only the processes of job JOB (J12), or the one of J12.3, "
+                             "from the job's own nodes")
     return parser
 
 
 def _pid(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
-    group = select(backend.call("processes", {"nodeset": args.nodeset}), args.state,
-                   args.program, args.last)
+    asked: dict[str, Any] = {"nodeset": args.nodeset}
+    if args.job is not None:  # (kept out otherwise: an older master takes no job)
+        asked["job"] = args.job
+    group = select(backend.call("processes", asked), args.state, args.program, args.last)
     return Report(group, render.process_table(group, time.time()), bool(group.errors))
 
 
 def _signal_parser(kit: Kit, name: str, description: str) -> argparse.ArgumentParser:
     parser = kit.parser(name, description)
     parser.add_argument("refs", nargs="*", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help="NODE:PID")
+                        help=REF_OR_JOB)
     parser.add_argument("--all", action="store_true",
                         help="every running process on the target nodes")
     add_nodeset(parser, kit)
@@ -307,8 +338,9 @@ def _rusage(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 
 def _log_parser(kit: Kit) -> argparse.ArgumentParser:
-    parser = kit.parser("log", "Show the log of a process.")
-    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF), help="NODE:PID")
+    parser = kit.parser("log", "Show the log of a process, or of every process of a job "
+                        "(J12: in rank order, each line prefixed with its NODE:PID).")
+    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF), help=REF_OR_JOB)
     parser.add_argument("-n", dest="lines", type=count, default=20, metavar="LINES",
                         help="how many lines from the end (default 20; 0: all)")
     parser.add_argument("-f", dest="follow", action="store_true",
@@ -346,6 +378,17 @@ def _save_log(backend: Backend, ref: str, target: Path, follow: bool) -> Report:
 
 
 def _log(args: argparse.Namespace, backend: Backend, out: Output) -> Report:
+    if looks_like_job(args.ref) and "." not in args.ref:
+        if args.follow or args.save is not None:
+            raise UsageError(f"log -f and --save take one process: give its NODE:PID or "
+                             f"{args.ref}.RANK")
+        view, errors = job_log(backend, args.ref, args.lines, out.log_data)
+        return Report(view, render.Rendered("", errors), bool(errors))
+    if looks_like_job(args.ref):  # one process of a job: J12.3
+        (member,) = backend.call("job_members", {"job": args.ref})
+        if member.unreachable is not None:
+            raise CorralError(f"{member.ref}: {member.unreachable}")
+        args.ref = member.ref
     if args.save is not None:
         return _save_log(backend, args.ref, Path(args.save), args.follow)
     shown = LogTail()
@@ -366,9 +409,14 @@ def _log(args: argparse.Namespace, backend: Backend, out: Output) -> Report:
 
 
 def _wait_parser(kit: Kit) -> argparse.ArgumentParser:
-    parser = kit.parser("wait", "Wait for processes to end.")
+    parser = kit.parser(
+        "wait", "Wait for processes to end. With a job, the exit status is the job's: 0 "
+        "only if every process exited 0, else the worst (an exit code, 128 + a signal, 127 "
+        "never started, 124 still running at --timeout, 255 lost or not known); with "
+        "NODE:PID only, 1 if any did not exit 0. A process whose node goes GONE meanwhile "
+        "is reported lost.")
     parser.add_argument("refs", nargs="+", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help="NODE:PID")
+                        help=REF_OR_JOB)
     parser.add_argument("--timeout", type=seconds, metavar="S",
                         help="give up after S seconds (default: wait forever)")
     return parser
@@ -376,7 +424,11 @@ def _wait_parser(kit: Kit) -> argparse.ArgumentParser:
 
 def _wait(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
     results = backend.call("wait", {"refs": args.refs, "timeout": args.timeout})
-    return Report(results, render.wait_table(results), not all(r.ok for r in results))
+    failed = not all(r.ok for r in results)
+    if not any(looks_like_job(word) for word in args.refs):
+        return Report(results, render.wait_table(results), failed)
+    status = overall_status([r.status for r in results])
+    return Report(results, render.wait_table(results, status), status != 0, status)
 
 
 def _run_parser(kit: Kit) -> argparse.ArgumentParser:
@@ -414,7 +466,8 @@ def _copy_parser(kit: Kit) -> argparse.ArgumentParser:
     add_follow(parser)
     parser.add_argument("sources", nargs="+", metavar="SRC", **kit.hint(Hint.LOCAL_PATH))
     parser.add_argument("dest", metavar="DEST",
-                        help="path on the nodes, relative to their work folder")
+                        help="path on the nodes, relative to their work folder; "
+                             + FILE_PLACEHOLDERS)
     return parser
 
 
@@ -448,7 +501,7 @@ def _pull_parser(kit: Kit) -> argparse.ArgumentParser:
     add_nodeset(parser, kit)
     add_follow(parser)
     parser.add_argument("remote", nargs="+", metavar="REMOTE_PATH",
-                        help="on the nodes; ?HOST becomes the node's name")
+                        help="on the nodes; " + FILE_PLACEHOLDERS)
     parser.add_argument("local_dir", metavar="LOCAL_DIR", **kit.hint(Hint.LOCAL_PATH),
                         help="each node's files land in LOCAL_DIR/NODE/")
     return parser
@@ -467,7 +520,7 @@ def _remove_parser(kit: Kit) -> argparse.ArgumentParser:
     parser.add_argument("-r", dest="recursive", action="store_true",
                         help="folders and everything in them")
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="relative to the work folder; ?HOST becomes the node's name")
+                        help="relative to the work folder; " + FILE_PLACEHOLDERS)
     return parser
 
 
@@ -476,6 +529,96 @@ def _remove(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
                                     "recursive": args.recursive})
     failed = bool(group.errors) or not all(o.ok for r in group.results.values() for o in r)
     return Report(group, render.remove_report(group), failed)
+
+
+ENV_NOTE = ("Entries go into every later exec and run (and script), beneath the command's "
+            "own --env; kept in the master's state folder across restarts. CORRAL_* "
+            "variables of a job cannot be set.")
+
+
+def _setenv_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser("setenv", "Add or replace global environment entries. " + ENV_NOTE)
+    parser.add_argument("pairs", nargs="+", type=env_pair, metavar="K=V",
+                        help="a name (letters, digits, _) and its value")
+    return parser
+
+
+def _setenv(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    entries = backend.call("setenv", {"pairs": dict(args.pairs)})
+    return Report(entries, render.Rendered("", []), False)
+
+
+def _unsetenv_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser("unsetenv", "Remove global environment entries (a name not set is "
+                        "no error). " + ENV_NOTE)
+    parser.add_argument("names", nargs="+", metavar="K")
+    return parser
+
+
+def _unsetenv(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    entries = backend.call("unsetenv", {"names": args.names})
+    return Report(entries, render.Rendered("", []), False)
+
+
+def _env_parser(kit: Kit) -> argparse.ArgumentParser:
+    return kit.parser("env", "Show the global environment, K=V a line. " + ENV_NOTE + " (To "
+                      "see a node's own environment: run -- env.)")
+
+
+def _env(_args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    entries = backend.call("env", {})
+    return Report(entries, render.environment_lines(entries), False)
+
+
+def _select_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser(
+        "select", "Print a node set, best first by a figure of the nodes' latest heartbeat, "
+        "for -w: exec -w \"$(corral select --by load -n 4)\" -- ... Fails when fewer "
+        "than -n nodes (or none) are in the state.")
+    parser.add_argument("--by", choices=list(RANKINGS),
+                        help="load: lowest 1-minute load first; mem: most available "
+                             "memory; disk: most free disk; rtt: quickest to answer the "
+                             "master (default: node order)")
+    parser.add_argument("-n", dest="count", type=positive_int, metavar="K",
+                        help="only the best K")
+    parser.add_argument("--state", type=_state_name, choices=STATE_CHOICES, default="READY",
+                        help="nodes in this state (default READY; any: all)")
+    parser.add_argument("--count", dest="how_many", action="store_true",
+                        help="print how many nodes there are instead of their names")
+    return parser
+
+
+def _state_name(text: str) -> str:
+    return "any" if text.lower() == "any" else text.upper()
+
+
+def _select(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    ranked = pick(backend.call("nodes", {}), args.by, args.state)
+    chosen = [node.name for node in ranked[:args.count]]
+    where = "known" if args.state == "any" else args.state
+    if args.how_many:
+        return Report({"count": len(chosen), "nodes": chosen},
+                      render.Rendered(str(len(chosen)), []), False)
+    errors = []
+    if not chosen:
+        errors.append(f"error: no {where} nodes")
+    elif args.count is not None and len(chosen) < args.count:
+        errors.append(f"error: only {len(chosen)} {where} node"
+                      f"{'s' if len(chosen) > 1 else ''}, {args.count} wanted")
+    return Report({"count": len(chosen), "nodes": chosen},
+                  render.Rendered(",".join(chosen), errors), bool(errors))
+
+
+def _jobs_parser(kit: Kit) -> argparse.ArgumentParser:
+    return kit.parser("jobs", "List the jobs: every exec and run is one (the master "
+                      f"remembers the last {KEEP_JOBS:,}, across restarts). Per job: its "
+                      "command, nodes and processes, how many run and have ended, and the "
+                      "worst exit status so far.")
+
+
+def _jobs(_args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    views = backend.call("jobs", {})
+    return Report(views, render.jobs_table(views), False)
 
 
 COMMANDS: dict[str, Command] = {command.name: command for command in [
@@ -494,8 +637,16 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             "process.", _rusage_parser, _rusage),
     Command("log", "Show the tail of a process's log (stdout and stderr, in order).",
             _log_parser, _log),
-    Command("wait", "Wait until each process has ended; fails unless all exited 0.",
+    Command("wait", "Wait until each process (or job) has ended; fails unless all exited 0.",
             _wait_parser, _wait),
+    Command("jobs", "List the jobs (every exec and run) and how their processes stand.",
+            _jobs_parser, _jobs),
+    Command("setenv", "Add global environment entries K=V for every later exec and run.",
+            _setenv_parser, _setenv),
+    Command("unsetenv", "Remove global environment entries.", _unsetenv_parser, _unsetenv),
+    Command("env", "Show the global environment.", _env_parser, _env),
+    Command("select", "Print the best nodes by load, memory, disk or round-trip time, for "
+            "-w.", _select_parser, _select),
     Command("run", "Run a command through /bin/sh -c on nodes and show each node's output.",
             _run_parser, _run),
     Command("copy", "Copy local files (folders with -r) to DEST on every target node, as cp "

@@ -16,6 +16,8 @@ from common.procs import ProcInfo
 from master.events import Event
 from master.front.results import (
     GroupResult,
+    JobMember,
+    JobView,
     LogChunk,
     NodeView,
     Progress,
@@ -57,6 +59,11 @@ OPS: dict[str, Op] = {
     "remove": Op(GroupResult[list[RemoveOutcome]]),
     "node_names": Op(list[str]),
     "process_refs": Op(list[str]),
+    "jobs": Op(list[JobView]),
+    "job_members": Op(list[JobMember]),
+    "setenv": Op(dict[str, str]),  # each returns the global environment after
+    "unsetenv": Op(dict[str, str]),
+    "env": Op(dict[str, str]),
     "events": Op(type(None), item=Event),  # streams until the caller goes
 }
 

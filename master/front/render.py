@@ -13,6 +13,7 @@ from common.text import printable, printable_bytes
 from master.events import short_command
 from master.front.results import (
     GroupResult,
+    JobView,
     NodeView,
     Progress,
     RemoveOutcome,
@@ -130,8 +131,12 @@ def exec_table(group: GroupResult[list[ProcInfo]]) -> Rendered:
                 rows.append([name, ref(name, info), short_command(info.argv),
                              printable(info.log)])
     rows.sort(key=lambda row: natural_key(row[0]))
-    return Rendered(_table(rows, ["node", "ref", "program", "log file"]),
-                    errors + failure_lines(group))
+    table = _table(rows, ["node", "ref", "program", "log file"])
+    jobs = sorted({info.job for infos in group.results.values() for info in infos if info.job})
+    for job in jobs:
+        count = sum(info.job == job for infos in group.results.values() for info in infos)
+        table += f"\njob {job}: {count} process{'es' if count != 1 else ''}"
+    return Rendered(table, errors + failure_lines(group))
 
 
 def process_table(group: GroupResult[list[ProcInfo]], now: float) -> Rendered:
@@ -211,10 +216,33 @@ def rusage_tables(group: GroupResult[UsageReport]) -> Rendered:
     return Rendered("\n".join(parts), failure_lines(group))
 
 
-def wait_table(results: list[WaitResult]) -> Rendered:
-    rows = [[r.ref, r.info.describe()] for r in results if r.info is not None]
+def wait_table(results: list[WaitResult], status: int | None = None) -> Rendered:
+    """A row per process; with a job's ``status``, its rank and the job's status line."""
     errors = [f"{r.ref}: error: {r.error}" for r in results if r.error]
-    return Rendered(_table(rows, ["ref", "state"]), errors)
+    if status is None:
+        rows = [[r.ref, r.info.describe()] for r in results if r.info is not None]
+        return Rendered(_table(rows, ["ref", "state"]), errors)
+    rows = [["-" if r.rank is None else str(r.rank), r.ref,
+             r.info.describe() if r.info is not None else "lost" if r.error and
+             r.error.startswith("lost") else "unknown", str(r.status)] for r in results]
+    return Rendered(_table(rows, ["rank", "ref", "state", "status"]) + f"\nstatus {status}",
+                    errors)
+
+
+def environment_lines(entries: dict[str, str]) -> Rendered:
+    return Rendered("\n".join(f"{name}={printable(value)}"
+                              for name, value in entries.items()), [])
+
+
+def jobs_table(views: list[JobView]) -> Rendered:
+    from common.nodeset import fold  # ClusterShell: slow to import, needed only here
+
+    rows = [[view.job, view.origin, short_command([view.command]), fold(view.nodes),
+             str(view.size), str(view.running), str(view.ended), str(view.lost),
+             "-" if view.worst is None else str(view.worst), clock(view.created)]
+            for view in views]
+    return Rendered(_table(rows, ["job", "by", "command", "nodes", "procs", "running",
+                                  "ended", "lost", "worst", "started"]), [])
 
 
 def run_report(group: GroupResult[RunResult], color: bool) -> Rendered:

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from common.errors import CorralError
 from common.procs import ProcInfo
 from common.replies import RunAnswer, SignalAnswer, UsageAnswer
-from common.states import NodeState
+from common.states import NodeState, ProcState
 from common.text import peer_message
 
 T = TypeVar("T")
@@ -69,11 +69,12 @@ class SignalOutcome:
     ok: bool
     message: str = ""  # the error, or what became of the process (``killed SIGINT``)
     still_running: int = 0  # other members of its process group alive after the signal
+    code: int = 0  # why not, when not ok (an ErrorCode)
 
     @classmethod
     def from_answer(cls, node: str, answer: SignalAnswer) -> SignalOutcome:
         return cls(f"{node}:{answer.pid}", answer.ok, peer_message(answer.message),
-                   answer.still_running)
+                   answer.still_running, answer.code)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +90,82 @@ class WaitResult:
     ref: str
     info: ProcInfo | None
     error: str | None = None
+    rank: int | None = None  # in its job, when a job was waited on
 
     @property
     def ok(self) -> bool:
         return self.info is not None and self.info.describe() == "exited 0"
+
+    @property
+    def status(self) -> int:
+        return process_status(self.info)
+
+
+# Exit statuses a job reports for what did not exit by itself, as shells do.
+STATUS_NOT_STARTED = 127  # the spawn failed (a shell's "command not found")
+STATUS_STILL_RUNNING = 124  # at wait's timeout (timeout(1)'s status)
+STATUS_UNKNOWN = 255  # lost with its node, forgotten, or ended while its client was down
+
+
+def process_status(info: ProcInfo | None) -> int:
+    """One number for how a process ended: its exit code; 128 + the signal that killed
+    it; 127 if it never started; 124 still running; 255 not known."""
+    if info is None:
+        return STATUS_UNKNOWN
+    state = info.proc_state
+    if state is ProcState.EXITED:
+        return info.exit_code or 0
+    if state is ProcState.KILLED:
+        return 128 + (info.signal or 0)
+    if state is ProcState.SPAWN_FAILED:
+        return STATUS_NOT_STARTED
+    if state is ProcState.ENDED_UNKNOWN:
+        return STATUS_UNKNOWN
+    return STATUS_STILL_RUNNING
+
+
+def overall_status(statuses: list[int]) -> int:
+    """A job's status (WISH's pjoin): 0 only if every process exited 0, else the worst."""
+    return max(statuses, default=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobMember:
+    """One process of a job as its node sees it now."""
+
+    job: str
+    rank: int
+    node: str
+    pid: int  # 0: not known (never started, or its node has not said)
+    info: ProcInfo | None  # None: its node could not say (see ``error``)
+    error: str | None = None  # why it cannot be reached or shown
+
+    @property
+    def ref(self) -> str:
+        return f"{self.node}:{self.pid}" if self.pid else f"{self.job}.{self.rank}"
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why there is no process to signal or log to show (None: there is one)."""
+        if self.info is not None and self.pid:
+            return None
+        return self.error or (self.info.describe() if self.info else "not known")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobView:
+    """A line of ``jobs``."""
+
+    job: str
+    command: str
+    origin: str  # exec, run or script
+    created: float
+    nodes: list[str]
+    size: int
+    running: int
+    ended: int
+    lost: int  # its node is not connected, or no longer knows it
+    worst: int | None  # the worst status of those ended (None: none has)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""The client's process table on disk, so a restarted client finds its processes again.
+"""A table of records on disk that survives a restart: the client's processes
+(``processes.jsonl``), the master's jobs (``jobs.jsonl``).
 
-An append-only journal of JSON lines, one per event (a process started, a process ended):
-appending costs one small write, whatever the table's size. A client killed in the middle
+An append-only journal of JSON lines, one per event (a process started, a process ended),
+each holding its record's ``seq`` and the fields that changed: appending costs one small
+write, whatever the table's size. A program killed in the middle
 of a write leaves at most a truncated last line, which is dropped with a warning. At start
 the journal is replayed and then rewritten compactly through a temporary file and a rename,
 so the file on disk is always whole. Anything else unreadable is set aside with a warning
-and the client starts with an empty table.
+and the program starts with an empty table.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("corral.client.journal")
+log = logging.getLogger("corral.journal")
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, holds: str = "process", owner: str = "the client"
+                 ) -> None:
         self.path = path
+        self.holds = holds  # what a record is, and whose table it is, for warnings
+        self.owner = owner
         self._out: Any = None
         self.appended = 0  # lines appended since the last rewrite
 
     def load(self) -> list[dict[str, Any]]:
-        """Replay the journal: the last known state of each process, by start order."""
+        """Replay the journal: the last known state of each record, in ``seq`` order."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
@@ -37,13 +42,13 @@ class Journal:
         lines = text.split("\n")
         complete, last = lines[:-1], lines[-1]
         if last:
-            log.warning("state file %s ends in a truncated line (the client was stopped "
+            log.warning("state file %s ends in a truncated line (the program was stopped "
                         "while writing it); that last event is lost", self.path)
         for number, line in enumerate(complete, 1):
             try:
                 event = json.loads(line)
                 if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
-                    raise ValueError("not a process event")
+                    raise ValueError(f"not a {self.holds} event")
                 records.setdefault(event["seq"], {}).update(event)
             except ValueError as exc:
                 return self._set_aside(f"line {number} is corrupt ({exc})")
@@ -51,13 +56,13 @@ class Journal:
 
     def _set_aside(self, why: str) -> list[dict[str, Any]]:
         aside = self.path.with_name(self.path.name + ".corrupt")
-        log.warning("state file %s is %s; it is kept as %s and the client starts with an "
-                    "empty process table", self.path, why, aside)
+        log.warning("state file %s is %s; it is kept as %s and %s starts with an empty %s "
+                    "table", self.path, why, aside, self.owner, self.holds)
         os.replace(self.path, aside)
         return []
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
-        """Replace the journal with one line per process, atomically."""
+        """Replace the journal with one line per record, atomically."""
         temp = self.path.with_name(f".{self.path.name}.tmp")
         with open(temp, "w") as out:
             for record in records:

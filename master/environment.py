@@ -1,0 +1,97 @@
+"""The master's global environment (WISH's global shell environment): entries that
+``setenv`` adds and ``unsetenv`` removes, merged into every later ``exec`` and ``run``
+beneath what the command sets itself. Kept in the state folder (``environment.json``,
+rewritten whole through a temporary file and a rename), so it survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from common.errors import CorralError, ErrorCode, UsageError
+from common.jobs import MAX_ENV_TOTAL, env_entry_problem, env_name_problem
+
+log = logging.getLogger("corral.master.environment")
+
+FILE_NAME = "environment.json"
+
+
+def _size(entries: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode("utf-8", "surrogateescape")) + 2
+               for k, v in entries.items())
+
+
+class GlobalEnvironment:
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / FILE_NAME
+        self._entries: dict[str, str] = {}
+        try:
+            data = json.loads(self.path.read_text())
+            entries = {str(k): str(v) for k, v in data["environment"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            log.warning("%s is unreadable (%s); kept as %s, and the global environment "
+                        "starts empty", self.path, exc, aside)
+            os.replace(self.path, aside)
+            return
+        for name, value in entries.items():
+            problem = env_entry_problem(name, value)
+            if problem is None:
+                self._entries[name] = value
+            else:
+                log.warning("%s: entry dropped: %s", self.path, problem)
+
+    def entries(self) -> dict[str, str]:
+        return dict(sorted(self._entries.items()))
+
+    def set(self, pairs: dict[str, str]) -> dict[str, str]:
+        """Add or replace entries, all or none; the environment after."""
+        for name, value in pairs.items():
+            problem = env_entry_problem(name, value)
+            if problem is not None:
+                raise UsageError(problem)
+        after = {**self._entries, **pairs}
+        if _size(after) > MAX_ENV_TOTAL:
+            raise UsageError(f"the global environment would hold {_size(after):,} bytes, more "
+                             f"than {MAX_ENV_TOTAL:,}")
+        self._save(after)
+        return self.entries()
+
+    def unset(self, names: list[str]) -> dict[str, str]:
+        """Remove entries (a name not set is not an error, as with the shell's unset)."""
+        for name in names:
+            problem = env_name_problem(name)
+            if problem is not None:
+                raise UsageError(problem)
+        self._save({k: v for k, v in self._entries.items() if k not in names})
+        return self.entries()
+
+    def merged(self, requested: dict[str, str]) -> dict[str, str]:
+        """What a command's own entries add to (and override in) the global ones."""
+        for name, value in requested.items():
+            problem = env_entry_problem(name, value)
+            if problem is not None:
+                raise UsageError(problem)
+        return {**self._entries, **requested} if self._entries else requested
+
+    def _save(self, entries: dict[str, str]) -> None:
+        """Write ``entries`` to disk, then use them: a failed write changes nothing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps({"environment": entries}, indent=0) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise CorralError(f"cannot save the global environment to {self.path}: "
+                              f"{exc.strerror or exc}", ErrorCode.IO) from None
+        self._entries = entries

@@ -1,0 +1,150 @@
+"""The master's jobs: which processes each ``exec`` and ``run`` started, on which nodes and
+with which ranks, kept in the state folder (``jobs.jsonl``) so that a restarted master
+still knows them.
+
+A job holds its placement (node -> first rank and copies), and the pids once the nodes
+have answered. How its processes stand is never copied here: the clients' tables say it,
+each process carrying its job and rank, so a job's members are the processes of its nodes
+that carry its name (a pid reused by another process is never taken for a member).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from common.errors import CorralError, ErrorCode, UsageError
+from common.jobs import KEEP_JOBS, job_name, parse_job
+from common.journal import Journal
+
+log = logging.getLogger("corral.master.jobs")
+
+FILE_NAME = "jobs.jsonl"
+COMPACT_SLACK = 2_000  # journal lines beyond the table's own before it is rewritten
+
+
+class UnknownJob(CorralError):
+    code = ErrorCode.NOT_FOUND
+
+
+@dataclasses.dataclass
+class Job:
+    number: int
+    command: str
+    origin: str  # exec, run or script
+    created: float  # wall clock
+    placement: dict[str, tuple[int, int]]  # node -> (first rank, copies), in node order
+    pids: dict[int, int] = dataclasses.field(default_factory=dict)  # rank -> pid (0: none)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> why none ran
+
+    @property
+    def name(self) -> str:
+        return job_name(self.number)
+
+    @property
+    def size(self) -> int:
+        return sum(copies for _first, copies in self.placement.values())
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.placement)
+
+    def ranks(self, node: str) -> range:
+        first, copies = self.placement[node]
+        return range(first, first + copies)
+
+    def node_of(self, rank: int) -> str:
+        for node in self.placement:
+            if rank in self.ranks(node):
+                return node
+        raise UsageError(f"{self.name} has no rank {rank} (its ranks are 0 to "
+                         f"{self.size - 1})")
+
+    def to_journal(self) -> dict[str, Any]:
+        return {"seq": self.number, "command": self.command, "origin": self.origin,
+                "created": self.created,
+                "placement": [[node, first, copies]
+                              for node, (first, copies) in self.placement.items()],
+                "pids": {str(rank): pid for rank, pid in self.pids.items()},
+                "errors": self.errors}
+
+    @classmethod
+    def from_journal(cls, data: dict[str, Any]) -> Job:
+        return cls(number=int(data["seq"]), command=str(data["command"]),
+                   origin=str(data["origin"]), created=float(data["created"]),
+                   placement={str(node): (int(first), int(copies))
+                              for node, first, copies in data["placement"]},
+                   pids={int(rank): int(pid) for rank, pid in data.get("pids", {}).items()},
+                   errors={str(node): str(why)
+                           for node, why in data.get("errors", {}).items()})
+
+
+class JobStore:
+    def __init__(self, folder: Path, keep: int = KEEP_JOBS) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._journal = Journal(folder / FILE_NAME, holds="job", owner="the master")
+        self._keep = keep
+        self._jobs: dict[int, Job] = {}
+        for data in self._journal.load():
+            try:
+                job = Job.from_journal(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("skipping an unreadable job record %r: %s", data, exc)
+                continue
+            self._jobs[job.number] = job
+        # Numbers go on from the highest ever used, so a job name is never given twice.
+        self._next = max(self._jobs, default=0) + 1
+        self._forget_oldest()
+        self._journal.rewrite([job.to_journal() for job in self._jobs.values()])
+
+    def create(self, command: str, origin: str, nodes: list[str], copies: int) -> Job:
+        """A new job of ``copies`` processes on each of ``nodes`` (in that order)."""
+        placement = {node: (index * copies, copies) for index, node in enumerate(nodes)}
+        job = Job(self._next, command, origin, time.time(), placement)
+        self._next += 1
+        self._jobs[job.number] = job
+        self._forget_oldest()
+        self._save(job)
+        return job
+
+    def settle(self, job: Job, pids: dict[int, int], errors: dict[str, str]) -> None:
+        """What the nodes answered: the pid of each rank, why nothing ran on a node."""
+        job.pids.update(pids)
+        job.errors.update(errors)
+        if job.number in self._jobs:
+            self._save(job)
+
+    def get(self, word: str) -> tuple[Job, int | None]:
+        """The job ``J12`` (and None) or ``J12.3`` (and its rank 3); UsageError for a word
+        that is not one, UnknownJob for a job this master does not know."""
+        try:
+            number, rank = parse_job(word)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        job = self._jobs.get(number)
+        if job is None:
+            known = (f"J{min(self._jobs)} to J{max(self._jobs)}" if self._jobs
+                     else "none yet")
+            raise UnknownJob(f"unknown job J{number} (jobs known: {known})")
+        if rank is not None:
+            job.node_of(rank)  # refuses a rank the job does not have
+        return job, rank
+
+    def jobs(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def _save(self, job: Job) -> None:
+        # The whole record each time: a replay merges lines field by field.
+        self._journal.append(job.to_journal())
+        if self._journal.appended > COMPACT_SLACK + len(self._jobs):
+            self._journal.rewrite([j.to_journal() for j in self._jobs.values()])
+
+    def _forget_oldest(self) -> None:
+        while len(self._jobs) > self._keep:
+            del self._jobs[next(iter(self._jobs))]
+
+    def close(self) -> None:
+        self._journal.close()

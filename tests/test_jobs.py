@@ -1,0 +1,347 @@
+"""Jobs: every exec and run is one (J12), with ranks across its nodes; the CORRAL_*
+variables its processes get; jobs, pid --job, wait, kill, sKill and log on a job; a node
+lost while waiting; bad job names. Real master and client processes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from common.errors import CorralError
+from common.states import NodeState
+from master.api import MasterAPI
+from master.console import CorralConsole
+from master.front.results import NodeView
+from tests.harness import wait_until
+
+
+@pytest.fixture
+def nodes(master: MasterAPI, spawn_client) -> list:  # type: ignore[no-untyped-def]
+    clients = [spawn_client(name, master.address) for name in ("n1", "n2")]
+    assert master.wait_ready(2, timeout=30).reached
+    return clients
+
+
+@pytest.fixture
+def console(master: MasterAPI) -> CorralConsole:
+    return CorralConsole(master, interactive=False, stdout=io.StringIO())
+
+
+def run_line(console: CorralConsole, line: str) -> tuple[str, int]:
+    console.stdout.truncate(0)  # type: ignore[attr-defined]
+    console.stdout.seek(0)  # type: ignore[attr-defined]
+    console.exit_code = 0
+    console.onecmd_plus_hooks(line)
+    return console.stdout.getvalue(), console.exit_code  # type: ignore[attr-defined]
+
+
+ENV_DUMP = 'echo "$CORRAL_NODE $CORRAL_JOB $CORRAL_RANK $CORRAL_SIZE $CORRAL_REF"'
+
+
+def test_exec_is_a_job_with_ranks_and_its_variables(master: MasterAPI, nodes) -> None:
+    group = master.exec("n[1-2]", ["sh", "-c", ENV_DUMP], count=2)
+    assert group.ok, group.errors
+    infos = [info for name in ("n1", "n2") for info in group.results[name]]
+    (job,) = {info.job for info in infos}
+    assert job.startswith("J")
+    assert [info.rank for info in infos] == [0, 1, 2, 3]
+    results = master.wait([job], timeout=30)
+    assert [r.rank for r in results] == [0, 1, 2, 3] and all(r.ok for r in results)
+    lines = sorted(master.log(r.ref).data.decode().strip() for r in results)
+    assert lines == [f"n1 {job} 0 4 {job}.0", f"n1 {job} 1 4 {job}.1",
+                     f"n2 {job} 2 4 {job}.2", f"n2 {job} 3 4 {job}.3"]
+
+
+def test_run_is_a_job_too(master: MasterAPI, nodes) -> None:
+    group = master.run(None, ENV_DUMP)
+    jobs = {result.job for result in group.results.values()}
+    (job,) = jobs
+    assert group.results["n2"].stdout.decode().strip() == f"n2 {job} 1 2 {job}.1"
+    (view,) = [v for v in master.jobs() if v.job == job]
+    assert (view.origin, view.size, view.ended, view.worst) == ("run", 2, 2, 0)
+
+
+def test_job_variables_cannot_be_forged(master: MasterAPI, spawn_client,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client started inside a job (its own environment holds them) passes none on.
+    monkeypatch.setenv("CORRAL_JOB", "J999999")
+    monkeypatch.setenv("CORRAL_SOCKET", "/tmp/forged.sock")
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    ran = master.run("n1", 'echo "[$CORRAL_JOB] [${CORRAL_SOCKET-unset}]"').results["n1"]
+    assert ran.stdout.decode().strip() == f"[{ran.job}] [unset]"
+    for name in ("CORRAL_JOB", "CORRAL_RANK", "CORRAL_SOCKET"):
+        with pytest.raises(CorralError, match=f"{name} is set by the client"):
+            master.exec("n1", ["true"], env={name: "forged"})
+
+
+def test_jobs_pid_and_wait_with_status(master: MasterAPI, nodes, console: CorralConsole
+                                       ) -> None:
+    started = master.exec(None, ["sh", "-c", 'read x; exit "$CORRAL_RANK"'], stdin=b"go\n")
+    job = started.results["n1"][0].job
+    text, status = run_line(console, f"wait {job}")
+    assert status == 1, text  # rank 1 exited 1: the worst
+    assert text.splitlines()[-1] == "status 1"
+    assert "exited 1" in text and "exited 0" in text
+    text, status = run_line(console, f"pid --job {job}.1")
+    assert status == 0 and "exited 1" in text and "exited 0" not in text
+    text, status = run_line(console, "jobs")
+    row = next(line for line in text.splitlines() if line.startswith(job + " "))
+    assert row.split()[-5:-1] == ["0", "2", "0", "1"]  # running, ended, lost, worst
+
+
+def test_bad_job_names(master: MasterAPI, nodes, console: CorralConsole,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    for line, message in [("wait J999", "unknown job J999"), ("kill J999", "unknown job"),
+                          ("log J999.0", "unknown job"), ("wait J", "bad job 'J'"),
+                          ("wait Jx", "bad job 'Jx'"), ("sKill J1.", "bad job"),
+                          ("pid --job 12", "bad job"), ("wait J0", "job numbers start")]:
+        capsys.readouterr()
+        _text, status = run_line(console, line)
+        assert status == 1, line
+        lines = capsys.readouterr().err.strip().splitlines()
+        if not line.startswith("pid"):  # (argparse's errors come after the usage)
+            assert len(lines) == 1, (line, lines)
+        assert message in " ".join(lines), line
+    group = master.exec("n1", ["true"])
+    job = group.results["n1"][0].job
+    with pytest.raises(CorralError, match=f"{job} has no rank 5"):
+        master.wait([f"{job}.5"])
+    with pytest.raises(CorralError, match="unknown job J999"):
+        master.job_members("J999")
+
+
+def test_wait_on_a_job_whose_node_is_lost(master: MasterAPI, nodes) -> None:
+    group = master.exec(None, ["sh", "-c", 'read x; [ "$CORRAL_RANK" = 0 ] || sleep 60'],
+                        stdin=b"go\n")
+    job = group.results["n1"][0].job
+    stray = group.results["n2"][0].pid
+    outcome: list = []
+    waiter = threading.Thread(target=lambda: outcome.append(master.wait([job])))
+    waiter.start()
+    try:
+        wait_until(lambda: master.processes("n1").results["n1"][0].ended_state,
+                   what="rank 0 to end")
+        nodes[1].signal(signal.SIGKILL)  # n2 goes GONE; its sleep runs on, unwatched
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "wait hung on a lost node"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stray, signal.SIGKILL)
+    (results,) = outcome
+    assert results[0].ok and results[0].rank == 0
+    assert results[1].info is None and results[1].rank == 1
+    # (The node may go while its table is being read, or while its process is waited on.)
+    assert results[1].error.startswith("lost: n2")
+    assert results[1].status == 255
+    # Once lost, the node's processes are reported as such straight away.
+    again = master.wait([job], timeout=5)
+    assert again[1].error.startswith("lost: n2 not connected")
+
+
+def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Path) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    spawn_client("n1", master.address)
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+    started = corral(control, "exec", "--", "sh", "-c", "sleep 1; exit 4")
+    assert started.returncode == 0, started.stderr
+    assert "job J1: 1 process" in started.stdout
+    assert corral(control, "setenv", "STAGE=two").returncode == 0
+    master.stop()
+    master = spawn_master(extra=["--no-console"], port=master.port)
+    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+    waited = corral(control, "wait", "J1")
+    assert waited.returncode == 4, waited.stderr
+    assert "exited 4" in waited.stdout
+    listed = corral(control, "jobs")
+    assert listed.stdout.splitlines()[-1].split()[:2] == ["J1", "exec"]
+    assert corral(control, "exec", "--", "true").stdout.count("job J2") == 1
+    assert corral(control, "env").stdout == "STAGE=two\n"
+    ran = corral(control, "--json", "run", "--", "echo", "$STAGE $CORRAL_JOB")
+    assert json.loads(ran.stdout)["result"]["results"]["n1"]["stdout"] == "two J3\n"
+
+
+def test_kill_skill_and_log_a_job(master: MasterAPI, nodes, console: CorralConsole,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    script = 'echo "first of $CORRAL_REF"; printf "no newline"; [ "$CORRAL_RANK" = 1 ] || sleep 60'
+    group = master.exec(None, ["sh", "-c", script], count=2)
+    job = group.results["n1"][0].job
+    refs = [f"{name}:{info.pid}" for name in ("n1", "n2") for info in group.results[name]]
+    wait_until(lambda: master.processes("n1").results["n1"][1].ended_state, what="rank 1")
+    text, status = run_line(console, f"log {job}")
+    assert status == 0, text
+    assert text.splitlines() == [line for ref, rank in zip(refs, range(4), strict=True)
+                                 for line in (f"{ref}: first of {job}.{rank}",
+                                              f"{ref}: no newline")]
+    text, status = run_line(console, f"log -n 1 {job}.2")
+    assert (text, status) == ("no newline", 0)
+    capsys.readouterr()
+    _text, status = run_line(console, f"log -f {job}")
+    assert status == 1
+    assert f"log -f and --save take one process: give its NODE:PID or {job}.RANK" in (
+        capsys.readouterr().err)
+    outcomes = master.signal([job], signal.SIGINT)
+    assert [o.ref for o in outcomes] == refs and all(o.ok for o in outcomes), outcomes
+    assert "already ended" in outcomes[1].message and outcomes[0].message == "killed SIGINT"
+    results = master.wait([job], timeout=30)
+    assert [r.status for r in results] == [130, 0, 130, 130]
+    later = master.exec("n1", ["sleep", "60"])
+    other = later.results["n1"][0].job
+    text, status = run_line(console, f"sKill {other}")
+    assert status == 0 and "killed SIGKILL" in text
+
+
+def test_line_prefixes_survive_any_chunking() -> None:
+    from master.front.joblog import LinePrefixer
+
+    data = b"one\ntwo\n\nthree"
+    for cut in range(len(data) + 1):
+        prefixer = LinePrefixer(b"n1:7: ")
+        out = prefixer.feed(data[:cut]) + prefixer.feed(data[cut:]) + prefixer.close()
+        assert out == b"n1:7: one\nn1:7: two\nn1:7: \nn1:7: three\n", cut
+
+
+def test_global_environment(master: MasterAPI, nodes, console: CorralConsole) -> None:
+    assert master.env() == {}
+    text, status = run_line(console, 'setenv COLOR=teal "SHAPE=round one" EMPTY=')
+    assert (text, status) == ("", 0)
+    assert run_line(console, "env") == ("COLOR=teal\nEMPTY=\nSHAPE=round one\n", 0)
+    ran = master.run("n1", 'echo "$COLOR/$SHAPE/${EMPTY-unset}"').results["n1"]
+    assert ran.stdout == b"teal/round one/\n"
+    started = master.exec("n2", ["sh", "-c", 'echo "$COLOR $SHAPE"'], env={"COLOR": "red"})
+    ref = f"n2:{started.results['n2'][0].pid}"
+    assert master.wait([ref], timeout=30)[0].ok
+    assert master.log(ref).data == b"red round one\n"  # the command's own --env wins
+    assert master.unsetenv(["SHAPE", "NEVER_SET"]) == {"COLOR": "teal", "EMPTY": ""}
+    assert master.run("n1", 'echo "${SHAPE-unset}"').results["n1"].stdout == b"unset\n"
+
+
+@pytest.mark.parametrize(("pairs", "message"), [
+    ({"A=B": "x"}, "bad environment name 'A=B'"),
+    ({"1ABC": "x"}, "bad environment name '1ABC'"),
+    ({"": "x"}, "bad environment name ''"),
+    ({"A\0B": "x"}, "holds a NUL byte"),
+    ({"NUL": "x\0y"}, "the value of NUL holds a NUL byte"),
+    ({"CORRAL_RANK": "7"}, "CORRAL_RANK is set by the client"),
+    ({"BIG": "x" * (64 * 1024 + 1)}, "longer than 65536 bytes"),
+    ({f"V{i}": "x" * 60_000 for i in range(20)}, "more than 1,048,576"),
+])
+def test_bad_environment_entries_change_nothing(master: MasterAPI, pairs: dict[str, str],
+                                                message: str) -> None:
+    master.setenv({"KEPT": "1"})
+    with pytest.raises(CorralError, match=message):
+        master.setenv({"FIRST": "fine", **pairs})
+    assert master.env() == {"KEPT": "1"}
+
+
+def test_bad_environment_from_the_command_line(master: MasterAPI, console: CorralConsole,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for line, message in [("setenv NOEQUALS", "expected K=V"),
+                          ("setenv A-B=1", "bad environment name 'A-B'"),
+                          ("exec --env CORRAL_JOB=J1 -- true", "CORRAL_JOB is set by the"),
+                          ("unsetenv CORRAL_REF", "CORRAL_REF is set by the client")]:
+        capsys.readouterr()
+        _text, status = run_line(console, line)
+        assert status == 1, line
+        assert message in " ".join(capsys.readouterr().err.split()), line
+    assert master.env() == {}
+
+
+def view(name: str, load: float | None, mem: int | None, rtt: float | None,
+         state: str = "READY") -> NodeView:
+    return NodeView(name=name, node_id=name, host="h", address="a", state=NodeState(state),
+                    since_heartbeat=0.1, rtt_ms=rtt,
+                    load=None if load is None else (load, load, load), cpu_percent=1.0,
+                    mem_available=mem, mem_total=mem and 2 * mem, disk_free=mem,
+                    processes=0)
+
+
+def test_select_ranks_best_first_and_puts_unknown_figures_last() -> None:
+    from master.front.nodepick import pick
+
+    nodes = [view("n10", 0.5, 100, 3.0), view("n2", 2.0, 300, 1.0), view("n1", None, None, None),
+             view("n3", 0.5, 200, 2.0), view("n4", 0.1, 999, 0.5, state="GONE")]
+    names = {by: [n.name for n in pick(nodes, by, "READY")]
+             for by in ("load", "mem", "disk", "rtt", None)}
+    assert names == {"load": ["n3", "n10", "n2", "n1"], "mem": ["n2", "n3", "n10", "n1"],
+                     "disk": ["n2", "n3", "n10", "n1"], "rtt": ["n2", "n3", "n10", "n1"],
+                     None: ["n1", "n2", "n3", "n10"]}
+    assert [n.name for n in pick(nodes, "load", "any")] == ["n4", "n3", "n10", "n2", "n1"]
+    assert [n.name for n in pick(nodes, "load", "GONE")] == ["n4"]
+
+
+def test_select_from_the_cli(spawn_master, spawn_client) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    for name in ("n1", "n2"):
+        spawn_client(name, master.address)
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "2", "--timeout", "30").returncode == 0
+    best = corral(control, "select", "--by", "rtt", "-n", "1")
+    assert best.returncode == 0 and best.stdout.strip() in ("n1", "n2")
+    both = corral(control, "select", "--by", "mem")
+    assert sorted(both.stdout.strip().split(",")) == ["n1", "n2"]
+    assert corral(control, "select", "--count").stdout == "2\n"
+    assert corral(control, "select", "--count", "--state", "gone").stdout == "0\n"
+    started = corral(control, "exec", "-w", both.stdout.strip(), "--", "true")
+    assert started.returncode == 0 and "job J1: 2 processes" in started.stdout
+    too_many = corral(control, "select", "--by", "load", "-n", "3")
+    assert too_many.returncode == 1 and len(too_many.stdout.strip().split(",")) == 2
+    assert too_many.stderr == "error: only 2 READY nodes, 3 wanted\n"
+    none = corral(control, "select", "--state", "MISSING")
+    assert (none.returncode, none.stdout, none.stderr) == (1, "", "error: no MISSING nodes\n")
+    for words, message in ((["--by", "bogus"], "invalid choice: 'bogus'"),
+                           (["-n", "0"], "must be at least 1"),
+                           (["--state", "asleep"], "invalid choice: 'ASLEEP'")):
+        bad = corral(control, "select", *words)
+        assert bad.returncode == 2 and message in bad.stderr, words
+
+
+def test_placeholders_rule() -> None:
+    from common.placeholders import expand
+
+    cases = {"?HOST": "n7", "?RANK": "3", "out-?HOST-?RANK.txt": "out-n7-3.txt",
+             "??HOST": "?HOST", "???HOST": "??HOST", "??RANK?": "?RANK?", "file?.txt": "file?.txt",
+             "?host": "?host", "?HOSTS": "n7S", "": ""}
+    for text, expanded in cases.items():
+        assert expand(text, "n7", 3) == expanded, text
+
+
+def test_host_and_rank_in_commands_and_paths(master: MasterAPI, nodes, tmp_path: Path) -> None:
+    group = master.exec(None, ["sh", "-c", 'echo "$0 $1 $2"', "?HOST", "r?RANK", "??HOST"],
+                        count=2)
+    refs = [f"{name}:{info.pid}" for name in ("n1", "n2") for info in group.results[name]]
+    assert all(r.ok for r in master.wait(refs, timeout=30))
+    assert [master.log(ref).data for ref in refs] == [
+        b"n1 r0 ?HOST\n", b"n1 r1 ?HOST\n", b"n2 r2 ?HOST\n", b"n2 r3 ?HOST\n"]
+    ran = master.run(None, "echo ?HOST-?RANK > made-?HOST.txt; cat made-n?RANK.txt")
+    assert ran.results["n2"].stdout == b""  # n2's rank is 1: made-n1.txt is n1's
+    assert (nodes[0].workdir / "made-n1.txt").read_text() == "n1-0\n"
+    assert (nodes[1].workdir / "made-n2.txt").read_text() == "n2-1\n"
+
+    source = tmp_path / "payload"
+    source.write_text("data\n")
+    assert master.copy(None, [str(source)], "in-?HOST-?RANK").ok
+    assert (nodes[1].workdir / "in-n2-1").read_text() == "data\n"
+    pulled = master.pull(None, ["in-?HOST-?RANK"], str(tmp_path / "back"))
+    assert pulled.ok and (tmp_path / "back" / "n2" / "in-n2-1").read_text() == "data\n"
+    assert master.remove(None, ["in-?HOST-?RANK", "made-?HOST.txt"]).ok
+    assert not (nodes[0].workdir / "in-n1-0").exists()
+    assert not (nodes[0].workdir / "made-n1.txt").exists()
+    # A placeholder cannot take a path out of a node's sandbox.
+    escaped = master.copy(None, [str(source)], "../?HOST")
+    assert sorted(escaped.errors) == ["n1", "n2"]
+    assert "outside" in escaped.errors["n1"].message
+    assert not (nodes[0].workdir.parent / "n1").exists()
+    assert not any(o.ok for o in master.remove("n1", ["/etc/?HOST"]).results["n1"])
