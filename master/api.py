@@ -190,6 +190,13 @@ class MasterAPI:
         """Ctrl-C cancels the command on the nodes; the result says what each did then."""
         return self._hub.call_to_the_end(self._ops.run, nodeset, command, timeout, cwd)
 
+    def script(self, nodeset: str | None, local_file: str, args: list[str] | None = None,
+               timeout: float = 30.0) -> GroupResult[RunResult]:
+        """Push a local script to the nodes and run it there as one job; Ctrl-C cancels
+        it as it does ``run``."""
+        return self._hub.call_to_the_end(self._ops.script, nodeset, local_file, args or [],
+                                         timeout)
+
     # --- files -------------------------------------------------------------------------
 
     def copy(self, nodeset: str | None, sources: list[str], dest: str, recursive: bool = False,

@@ -196,6 +196,9 @@ class ControlServer:
                             args["stdin"], args["count"])
         if op_name == "run":
             return ops.run(args["nodeset"], args["command"], args["timeout"], None)
+        if op_name == "script":
+            return ops.script(args["nodeset"], args["local_file"], args["args"],
+                              args["timeout"])
         methods: dict[str, Callable[..., Any]] = {
             "processes": ops.processes, "signal": ops.signal, "signal_all": ops.signal_all,
             "forget": ops.forget, "forget_ended": ops.forget_ended, "rusage": ops.rusage,

@@ -45,6 +45,7 @@ from master.front.results import (
 from master.job_ops import JobOps, split_words
 from master.jobs import Job
 from master.registry import Node
+from master.scripts import run_script
 from master.server import MasterEngine
 from master.session import Session
 
@@ -404,6 +405,11 @@ class Operations:
                 session.send(Cancel(req=req))
         gevent.wait([asked[name][2] for name in names], timeout=CANCEL_GRACE)
         return names
+
+    def script(self, nodeset: str | None, local_file: str, args: list[str], timeout: float
+               ) -> GroupResult[RunResult]:
+        """Push ``local_file`` and run it with ``args`` on the nodes, as one job."""
+        return run_script(self, nodeset, local_file, args, timeout)
 
     # --- completion --------------------------------------------------------------------
 

@@ -345,3 +345,42 @@ def test_host_and_rank_in_commands_and_paths(master: MasterAPI, nodes, tmp_path:
     assert "outside" in escaped.errors["n1"].message
     assert not (nodes[0].workdir.parent / "n1").exists()
     assert not any(o.ok for o in master.remove("n1", ["/etc/?HOST"]).results["n1"])
+
+
+def test_script_runs_as_one_job_and_leaves_nothing(master: MasterAPI, nodes,
+                                                   console: CorralConsole,
+                                                   tmp_path: Path) -> None:
+    script = tmp_path / "probe.sh"
+    script.write_text('#!/bin/sh\necho "$CORRAL_REF $1 $2 in $(pwd)"\n'
+                      '[ "$CORRAL_RANK" = 0 ] || exit 5\n')
+    script.chmod(0o644)  # not executable here: it lands mode 0700 all the same
+    group = master.script(None, str(script), ["?HOST", "two words"])
+    job = group.results["n1"].job
+    assert group.results["n1"].stdout.decode() == (
+        f"{job}.0 n1 two words in {nodes[0].workdir.resolve()}\n")
+    assert group.results["n2"].exit_code == 5
+    (view,) = [v for v in master.jobs() if v.job == job]
+    assert (view.origin, view.size, view.worst) == ("script", 2, 5)
+    for client in nodes:
+        assert list((client.workdir / ".corral" / "scripts").iterdir()) == []
+    text, status = run_line(console, f"script -w n1 {script} x")
+    assert status == 0 and "[n1] exit 0" in text and "1 succeeded, 0 failed, 1 total" in text
+
+
+def test_script_bad_input(master: MasterAPI, nodes, console: CorralConsole, tmp_path: Path,
+                          spawn_client, capsys: pytest.CaptureFixture[str]) -> None:
+    for line, message in [(f"script {tmp_path / 'missing.sh'}", "missing.sh: not a file"),
+                          (f"script {tmp_path}", "not a file"),
+                          ("script -w n9 /bin/true", "unknown node: n9"),
+                          ("script", "the following arguments are required: LOCAL_FILE")]:
+        capsys.readouterr()
+        _text, status = run_line(console, line)
+        assert status == 1, line
+        assert message in " ".join(capsys.readouterr().err.split()), line
+    listed = spawn_client("lab", master.address, extra=["--allow", "true"])
+    assert master.wait_ready(3, timeout=30).reached
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    group = master.script("lab", str(script), [])
+    assert "not allowed" in group.errors["lab"].message
+    assert list((listed.workdir / ".corral" / "scripts").iterdir()) == []

@@ -455,8 +455,37 @@ def _run(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 def run_shell(backend: Backend, nodeset: str | None, command: str, timeout: float,
               color: bool = True) -> Report:
     group = backend.call("run", {"nodeset": nodeset, "command": command, "timeout": timeout})
+    return run_outcome(group, color)
+
+
+def run_outcome(group: GroupResult[Any], color: bool) -> Report:
+    """A run's (or a script's) report: failed unless every node ran it and exited 0."""
     failed = bool(group.errors) or not all(r.ok for r in group.results.values())
     return Report(group, render.run_report(group, color=color), failed)
+
+
+def _script_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser(
+        "script", "Push a local script to the nodes and run it there as one job, output and "
+        "summary as run. It lands in each node's work folder under .corral/scripts/ (mode "
+        "0700, a name of its own), runs from the work folder under the node's rules (a node "
+        "with an allow-list refuses it), and is removed once it has ended. " + PLACEHOLDERS
+        + " in ARGS.")
+    add_nodeset(parser, kit)
+    parser.add_argument("--timeout", type=seconds, default=DEFAULT_RUN_TIMEOUT, metavar="S",
+                        help=f"default {DEFAULT_RUN_TIMEOUT:g}")
+    parser.add_argument("file", metavar="LOCAL_FILE", **kit.hint(Hint.LOCAL_PATH),
+                        help="the script (with its #! line) on this machine")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="its arguments")
+    return parser
+
+
+def _script(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    group = backend.call("script", {"nodeset": args.nodeset, "local_file": _local(args.file),
+                                    "args": program_words(args.args),
+                                    "timeout": args.timeout})
+    return run_outcome(group, getattr(args, "color", True))
 
 
 def _copy_parser(kit: Kit) -> argparse.ArgumentParser:
@@ -649,6 +678,8 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             "-w.", _select_parser, _select),
     Command("run", "Run a command through /bin/sh -c on nodes and show each node's output.",
             _run_parser, _run),
+    Command("script", "Push a local script and run it on nodes as one job; output as run.",
+            _script_parser, _script),
     Command("copy", "Copy local files (folders with -r) to DEST on every target node, as cp "
             "does.", _copy_parser, _copy),
     Command("pull", "Fetch files or folders from nodes into LOCAL_DIR/<node>/.", _pull_parser,

@@ -54,6 +54,7 @@ OPS: dict[str, Op] = {
     "log": Op(bool, item=LogChunk),  # the result: the process has ended
     "wait": Op(list[WaitResult]),
     "run": Op(GroupResult[RunResult], to_the_end=True),
+    "script": Op(GroupResult[RunResult], to_the_end=True),
     "copy": Op(GroupResult[TransferResult], item=Progress),
     "pull": Op(GroupResult[TransferResult], item=Progress),
     "remove": Op(GroupResult[list[RemoveOutcome]]),
