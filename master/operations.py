@@ -109,10 +109,12 @@ class Operations:
             raise UsageError(f"the stdin file is {len(stdin)} bytes, more than one frame "
                              f"carries ({room}); copy it to the nodes and redirect instead")
         nodes, errors = resolve_targets(self.registry, nodeset)
+        env = self.engine.environment.merged(env)  # (bad --env: refused before anything)
+        if not nodes:  # every named node is disconnected: their errors are the result
+            return gathered({}, errors, nodes)
         job = self._new_job(shlex.join(argv), "exec", nodes, count)
         log.info("exec %s x%d on %s as %s", argv, count, ",".join(n.name for n in nodes),
                  job.name)
-        env = self.engine.environment.merged(env)
 
         def make(node: Node) -> Any:
             first = job.ranks(node.name).start
@@ -129,8 +131,6 @@ class Operations:
         return group
 
     def _new_job(self, command: str, origin: str, nodes: list[Node], copies: int) -> Job:
-        if not nodes:
-            raise UsageError("none of the target nodes is connected")
         return self.engine.jobs.create(command[:MAX_JOB_COMMAND], origin,
                                        [node.name for node in nodes], copies)
 
@@ -343,6 +343,8 @@ class Operations:
         the result."""
         nodes, errors = resolve_targets(self.registry, nodeset)
         env = self.engine.environment.merged({})
+        if not nodes:
+            return gathered({}, errors, nodes)
         job = self._new_job(command, origin, nodes, 1)
         log.info("run %r on %s as %s", command, ",".join(n.name for n in nodes), job.name)
         asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]] = {}

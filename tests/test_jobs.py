@@ -146,6 +146,7 @@ def test_wait_on_a_job_whose_node_is_lost(master: MasterAPI, nodes) -> None:
     assert again[1].error.startswith("lost: n2 not connected")
 
 
+@pytest.mark.slow
 def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Path) -> None:
     from tests.test_service import control_of, corral
 
@@ -280,6 +281,7 @@ def test_select_ranks_best_first_and_puts_unknown_figures_last() -> None:
     assert [n.name for n in pick(nodes, "load", "GONE")] == ["n4"]
 
 
+@pytest.mark.slow
 def test_select_from_the_cli(spawn_master, spawn_client) -> None:
     from tests.test_service import control_of, corral
 
@@ -384,3 +386,25 @@ def test_script_bad_input(master: MasterAPI, nodes, console: CorralConsole, tmp_
     group = master.script("lab", str(script), [])
     assert "not allowed" in group.errors["lab"].message
     assert list((listed.workdir / ".corral" / "scripts").iterdir()) == []
+
+
+def test_job_store_keeps_numbers_and_the_newest(tmp_path: Path) -> None:
+    from master.jobs import FILE_NAME, JobStore, UnknownJob
+
+    store = JobStore(tmp_path, keep=3)
+    jobs = [store.create(f"cmd {i}", "exec", ["n1", "n2"], 2) for i in range(5)]
+    store.settle(jobs[-1], {0: 11, 1: 12}, {"n2": "no reply within 10 s"})
+    assert [j.name for j in store.jobs()] == ["J3", "J4", "J5"]
+    assert jobs[-1].ranks("n2") == range(2, 4) and jobs[-1].size == 4
+    store.close()
+    again = JobStore(tmp_path, keep=3)
+    assert [j.name for j in again.jobs()] == ["J3", "J4", "J5"]
+    job, rank = again.get("J5.3")
+    assert (job.pids, job.errors, rank) == ({0: 11, 1: 12}, {"n2": "no reply within 10 s"}, 3)
+    assert again.create("next", "run", ["n1"], 1).name == "J6"  # never J1 again
+    with pytest.raises(UnknownJob, match=r"unknown job J1 \(jobs known: J4 to J6\)"):
+        again.get("J1")
+    again.close()
+    (tmp_path / FILE_NAME).write_text('{"seq": 1, "command": "x"\nnot json\n')
+    assert JobStore(tmp_path).jobs() == []
+    assert (tmp_path / (FILE_NAME + ".corrupt")).exists()
