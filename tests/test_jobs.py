@@ -408,3 +408,24 @@ def test_job_store_keeps_numbers_and_the_newest(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_text('{"seq": 1, "command": "x"\nnot json\n')
     assert JobStore(tmp_path).jobs() == []
     assert (tmp_path / (FILE_NAME + ".corrupt")).exists()
+
+
+@pytest.mark.slow
+def test_a_restarted_client_still_knows_its_job_processes(master: MasterAPI, spawn_client
+                                                          ) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    group = master.exec("n1", ["sleep", "60"], count=2)
+    job = group.results["n1"][0].job
+    client.stop()  # SIGTERM: its processes run on
+    wait_until(lambda: master.nodes()[0].state is NodeState.GONE, what="n1 GONE")
+    assert master.jobs()[-1].lost == 2
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    found = master.processes(None, job=f"{job}.1").results["n1"]
+    assert [(p.rank, p.describe()) for p in found] == [(1, "running")]
+    assert all(o.ok for o in master.signal([job], signal.SIGKILL))
+    results = master.wait([job], timeout=30)
+    # Adopted after the restart, they are no longer the client's children: how they ended
+    # is not known.
+    assert [(r.rank, r.status) for r in results] == [(0, 255), (1, 255)]
