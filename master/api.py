@@ -116,6 +116,10 @@ class MasterAPI:
         """Every job the master remembers, oldest first, with how its processes stand."""
         return self._hub.call(self._ops.jobs_list)
 
+    def job_names(self) -> list[str]:
+        """The jobs the master remembers, newest first (for completion)."""
+        return self._hub.call(self._ops.job_names)
+
     def job_members(self, job: str) -> list[JobMember]:
         """The processes of a job (J12) or one of them (J12.3), in rank order."""
         return self._hub.call(self._ops.job_members, job)

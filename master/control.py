@@ -203,7 +203,7 @@ class ControlServer:
             "processes": ops.processes, "signal": ops.signal, "signal_all": ops.signal_all,
             "forget": ops.forget, "forget_ended": ops.forget_ended, "rusage": ops.rusage,
             "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs,
-            "jobs": ops.jobs_list, "job_members": ops.job_members}
+            "jobs": ops.jobs_list, "job_members": ops.job_members, "job_names": ops.job_names}
         return methods[op_name](**args)
 
     def _log(self, emit: Callable[[Any], Any], ref: str, lines: int | None, follow: bool

@@ -162,6 +162,9 @@ class Operations:
     def job_members(self, job: str) -> list[JobMember]:
         return self.jobs.resolve(job)
 
+    def job_names(self) -> list[str]:
+        return [job.name for job in reversed(self.engine.jobs.jobs())]
+
     # --- signals -----------------------------------------------------------------------
 
     def signal(self, refs: list[str], signum: int) -> list[SignalOutcome]:

@@ -296,8 +296,15 @@ def test_select_from_the_cli(spawn_master, spawn_client) -> None:
     assert sorted(both.stdout.strip().split(",")) == ["n1", "n2"]
     assert corral(control, "select", "--count").stdout == "2\n"
     assert corral(control, "select", "--count", "--state", "gone").stdout == "0\n"
-    started = corral(control, "exec", "-w", both.stdout.strip(), "--", "true")
+    started = corral(control, "exec", "-w", both.stdout.strip(), "--", "sh", "-c",
+                     "echo $CORRAL_REF")
     assert started.returncode == 0 and "job J1: 2 processes" in started.stdout
+    assert corral(control, "wait", "J1").returncode == 0
+    logged = corral(control, "log", "J1")
+    assert [line.split(": ")[1] for line in logged.stdout.splitlines()] == ["J1.0", "J1.1"]
+    as_json = [json.loads(line) for line in corral(control, "--json", "log", "J1").stdout
+               .splitlines()]
+    assert as_json[-1]["result"]["ref"] == "J1" and as_json[-1]["result"]["ended"] is True
     too_many = corral(control, "select", "--by", "load", "-n", "3")
     assert too_many.returncode == 1 and len(too_many.stdout.strip().split(",")) == 2
     assert too_many.stderr == "error: only 2 READY nodes, 3 wanted\n"
@@ -429,3 +436,13 @@ def test_a_restarted_client_still_knows_its_job_processes(master: MasterAPI, spa
     # Adopted after the restart, they are no longer the client's children: how they ended
     # is not known.
     assert [(r.rank, r.status) for r in results] == [(0, 255), (1, 255)]
+
+
+def test_tab_completes_jobs(master: MasterAPI, nodes, console: CorralConsole) -> None:
+    from tests.test_processes import complete
+
+    first = master.exec("n1", ["true"]).results["n1"][0].job
+    second = master.exec("n2", ["true"]).results["n2"][0].job
+    for line in ("wait J", "kill J", "sKill J", "log J", "pid --job J"):
+        assert complete(console, line) == sorted([first, second]), line
+    assert complete(console, "forget J") == []  # forget takes no job

@@ -59,6 +59,9 @@ class Hint(enum.Enum):
     NODES = "nodes"
     RUNNING_REF = "running-ref"
     ANY_REF = "any-ref"
+    JOB = "job"
+    RUNNING_REF_OR_JOB = "running-ref-or-job"
+    ANY_REF_OR_JOB = "any-ref-or-job"
     LOCAL_PATH = "local-path"
 
 
@@ -221,7 +224,7 @@ def _pid_parser(kit: Kit) -> argparse.ArgumentParser:
                              "matches GLOB, e.g. 'sleep*'")
     parser.add_argument("--last", type=positive_int, metavar="N",
                         help="only the N started last (on all the nodes together)")
-    parser.add_argument("--job", type=job_arg, metavar="JOB",
+    parser.add_argument("--job", type=job_arg, metavar="JOB", **kit.hint(Hint.JOB),
                         help="only the processes of job JOB (J12), or the one of J12.3, "
                              "from the job's own nodes")
     return parser
@@ -237,8 +240,8 @@ def _pid(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 def _signal_parser(kit: Kit, name: str, description: str) -> argparse.ArgumentParser:
     parser = kit.parser(name, description)
-    parser.add_argument("refs", nargs="*", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help=REF_OR_JOB)
+    parser.add_argument("refs", nargs="*", metavar="REF",
+                        **kit.hint(Hint.RUNNING_REF_OR_JOB), help=REF_OR_JOB)
     parser.add_argument("--all", action="store_true",
                         help="every running process on the target nodes")
     add_nodeset(parser, kit)
@@ -340,7 +343,8 @@ def _rusage(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 def _log_parser(kit: Kit) -> argparse.ArgumentParser:
     parser = kit.parser("log", "Show the log of a process, or of every process of a job "
                         "(J12: in rank order, each line prefixed with its NODE:PID).")
-    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF), help=REF_OR_JOB)
+    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF_OR_JOB),
+                        help=REF_OR_JOB)
     parser.add_argument("-n", dest="lines", type=count, default=20, metavar="LINES",
                         help="how many lines from the end (default 20; 0: all)")
     parser.add_argument("-f", dest="follow", action="store_true",
@@ -415,8 +419,8 @@ def _wait_parser(kit: Kit) -> argparse.ArgumentParser:
         "never started, 124 still running at --timeout, 255 lost or not known); with "
         "NODE:PID only, 1 if any did not exit 0. A process whose node goes GONE meanwhile "
         "is reported lost.")
-    parser.add_argument("refs", nargs="+", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help=REF_OR_JOB)
+    parser.add_argument("refs", nargs="+", metavar="REF",
+                        **kit.hint(Hint.RUNNING_REF_OR_JOB), help=REF_OR_JOB)
     parser.add_argument("--timeout", type=seconds, metavar="S",
                         help="give up after S seconds (default: wait forever)")
     return parser

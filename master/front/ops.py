@@ -62,6 +62,7 @@ OPS: dict[str, Op] = {
     "process_refs": Op(list[str]),
     "jobs": Op(list[JobView]),
     "job_members": Op(list[JobMember]),
+    "job_names": Op(list[str]),  # the jobs the master remembers, newest first (completion)
     "setenv": Op(dict[str, str]),  # each returns the global environment after
     "unsetenv": Op(dict[str, str]),
     "env": Op(dict[str, str]),
