@@ -16,7 +16,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import looks_like_job
+from common.jobs import env_size, looks_like_job
 from common.messages import (
     Cancel,
     ExecRequest,
@@ -104,12 +104,13 @@ class Operations:
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
              env: dict[str, str], stdin: bytes | None, count: int
              ) -> GroupResult[list[ProcInfo]]:
-        room = self.engine.config.max_frame - FRAME_HEADROOM
+        env = self.engine.environment.merged(env)  # (bad --env: refused before anything)
+        # The environment rides in the same frame as the stdin bytes.
+        room = self.engine.config.max_frame - FRAME_HEADROOM - env_size(env)
         if stdin is not None and len(stdin) > room:
             raise UsageError(f"the stdin file is {len(stdin)} bytes, more than one frame "
                              f"carries ({room}); copy it to the nodes and redirect instead")
         nodes, errors = resolve_targets(self.registry, nodeset)
-        env = self.engine.environment.merged(env)  # (bad --env: refused before anything)
         if not nodes:  # every named node is disconnected: their errors are the result
             return gathered({}, errors, nodes)
         job = self._new_job(shlex.join(argv), "exec", nodes, count)
