@@ -643,7 +643,7 @@ def _select(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 
 def _jobs_parser(kit: Kit) -> argparse.ArgumentParser:
-    return kit.parser("jobs", "List the jobs: every exec and run is one (the master "
+    return kit.parser("jobs", "List the jobs: every exec, run and script is one (the master "
                       f"remembers the last {KEEP_JOBS:,}, across restarts). Per job: its "
                       "command, nodes and processes, how many run and have ended, and the "
                       "worst exit status so far.")
