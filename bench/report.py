@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "reliability": ["--clients", "5", "--simulated", "100"],
     "log_follow": ["--mb", "20", "--rounds", "1"],
     "cli": ["--nodes", "10", "--repeat", "3", "--concurrent", "5"],
+    "job_wait": ["--repeat", "5"],
 }
 
 

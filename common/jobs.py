@@ -76,3 +76,11 @@ def env_value_problem(name: str, value: str) -> str | None:
 
 def env_entry_problem(name: str, value: str) -> str | None:
     return env_name_problem(name) or env_value_problem(name, value)
+
+
+def env_size(entries: dict[str, str]) -> int:
+    """Bytes an environment takes in a request frame (names, values, a few bytes of
+    framing each)."""
+    return sum(len(name.encode("utf-8", "surrogateescape"))
+               + len(value.encode("utf-8", "surrogateescape")) + 8
+               for name, value in entries.items())

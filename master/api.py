@@ -116,6 +116,10 @@ class MasterAPI:
         """Every job the master remembers, oldest first, with how its processes stand."""
         return self._hub.call(self._ops.jobs_list)
 
+    def job_names(self) -> list[str]:
+        """The jobs the master remembers, newest first (for completion)."""
+        return self._hub.call(self._ops.job_names)
+
     def job_members(self, job: str) -> list[JobMember]:
         """The processes of a job (J12) or one of them (J12.3), in rank order."""
         return self._hub.call(self._ops.job_members, job)
@@ -189,6 +193,13 @@ class MasterAPI:
             cwd: str | None = None) -> GroupResult[RunResult]:
         """Ctrl-C cancels the command on the nodes; the result says what each did then."""
         return self._hub.call_to_the_end(self._ops.run, nodeset, command, timeout, cwd)
+
+    def script(self, nodeset: str | None, local_file: str, args: list[str] | None = None,
+               timeout: float = 30.0) -> GroupResult[RunResult]:
+        """Push a local script to the nodes and run it there as one job; Ctrl-C cancels
+        it as it does ``run``."""
+        return self._hub.call_to_the_end(self._ops.script, nodeset, local_file, args or [],
+                                         timeout)
 
     # --- files -------------------------------------------------------------------------
 

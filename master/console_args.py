@@ -49,6 +49,20 @@ def all_ref_choices(app: Any) -> Choices:
     return Choices.from_values(app.backend.call("process_refs", {"running_only": False}))
 
 
+def job_choices(app: Any) -> Choices:
+    return Choices.from_values(app.backend.call("job_names", {}))
+
+
+def ref_or_job_choices(app: Any) -> Choices:
+    return Choices.from_values(app.backend.call("process_refs", {"running_only": True})
+                               + app.backend.call("job_names", {}))
+
+
+def any_ref_or_job_choices(app: Any) -> Choices:
+    return Choices.from_values(app.backend.call("process_refs", {"running_only": False})
+                               + app.backend.call("job_names", {}))
+
+
 class ConsoleKit:
     """cmd2 parsers; arguments marked with a hint complete with Tab."""
 
@@ -56,6 +70,9 @@ class ConsoleKit:
         Hint.NODES: {"completer": nodeset_complete},
         Hint.RUNNING_REF: {"choices_provider": ref_choices},
         Hint.ANY_REF: {"choices_provider": all_ref_choices},
+        Hint.JOB: {"choices_provider": job_choices},
+        Hint.RUNNING_REF_OR_JOB: {"choices_provider": ref_or_job_choices},
+        Hint.ANY_REF_OR_JOB: {"choices_provider": any_ref_or_job_choices},
         Hint.LOCAL_PATH: {"completer": cmd2.Cmd.path_complete},
     }
 

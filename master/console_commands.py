@@ -51,6 +51,7 @@ class CorralCommands(ConsoleCommands):
     do_unsetenv = _do("unsetenv")
     do_env = _do("env")
     do_select = _do("select")
+    do_script = _do("script")
     do_run = _do("run", preserve_quotes=True)
     do_copy = _do("copy")
     do_pull = _do("pull")

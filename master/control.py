@@ -196,11 +196,14 @@ class ControlServer:
                             args["stdin"], args["count"])
         if op_name == "run":
             return ops.run(args["nodeset"], args["command"], args["timeout"], None)
+        if op_name == "script":
+            return ops.script(args["nodeset"], args["local_file"], args["args"],
+                              args["timeout"])
         methods: dict[str, Callable[..., Any]] = {
             "processes": ops.processes, "signal": ops.signal, "signal_all": ops.signal_all,
             "forget": ops.forget, "forget_ended": ops.forget_ended, "rusage": ops.rusage,
             "wait": ops.wait, "node_names": ops.node_names, "process_refs": ops.process_refs,
-            "jobs": ops.jobs_list, "job_members": ops.job_members}
+            "jobs": ops.jobs_list, "job_members": ops.job_members, "job_names": ops.job_names}
         return methods[op_name](**args)
 
     def _log(self, emit: Callable[[Any], Any], ref: str, lines: int | None, follow: bool

@@ -12,16 +12,11 @@ import os
 from pathlib import Path
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import MAX_ENV_TOTAL, env_entry_problem, env_name_problem
+from common.jobs import MAX_ENV_TOTAL, env_entry_problem, env_name_problem, env_size
 
 log = logging.getLogger("corral.master.environment")
 
 FILE_NAME = "environment.json"
-
-
-def _size(entries: dict[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode("utf-8", "surrogateescape")) + 2
-               for k, v in entries.items())
 
 
 class GlobalEnvironment:
@@ -56,9 +51,9 @@ class GlobalEnvironment:
             if problem is not None:
                 raise UsageError(problem)
         after = {**self._entries, **pairs}
-        if _size(after) > MAX_ENV_TOTAL:
-            raise UsageError(f"the global environment would hold {_size(after):,} bytes, more "
-                             f"than {MAX_ENV_TOTAL:,}")
+        if env_size(after) > MAX_ENV_TOTAL:
+            raise UsageError(f"the global environment would hold {env_size(after):,} bytes, "
+                             f"more than {MAX_ENV_TOTAL:,}")
         self._save(after)
         return self.entries()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,16 @@ class JobStore:
         # Numbers go on from the highest ever used, so a job name is never given twice.
         self._next = max(self._jobs, default=0) + 1
         self._forget_oldest()
-        self._journal.rewrite([job.to_journal() for job in self._jobs.values()])
+        self._write(lambda: self._journal.rewrite([j.to_journal() for j in self._jobs.values()]))
+
+    def _write(self, write: Callable[[], None]) -> None:
+        """A state folder that cannot be written to (full, read-only) costs the jobs their
+        survival of a restart, never a command."""
+        try:
+            write()
+        except OSError as exc:
+            log.warning("cannot save the jobs to %s: %s; a restarted master will not know "
+                        "the newest", self._journal.path, exc.strerror or exc)
 
     def create(self, command: str, origin: str, nodes: list[str], copies: int) -> Job:
         """A new job of ``copies`` processes on each of ``nodes`` (in that order)."""
@@ -138,9 +148,10 @@ class JobStore:
 
     def _save(self, job: Job) -> None:
         # The whole record each time: a replay merges lines field by field.
-        self._journal.append(job.to_journal())
+        self._write(lambda: self._journal.append(job.to_journal()))
         if self._journal.appended > COMPACT_SLACK + len(self._jobs):
-            self._journal.rewrite([j.to_journal() for j in self._jobs.values()])
+            self._write(lambda: self._journal.rewrite(
+                [j.to_journal() for j in self._jobs.values()]))
 
     def _forget_oldest(self) -> None:
         while len(self._jobs) > self._keep:

@@ -16,7 +16,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import looks_like_job
+from common.jobs import env_size, looks_like_job
 from common.messages import (
     Cancel,
     ExecRequest,
@@ -45,6 +45,7 @@ from master.front.results import (
 from master.job_ops import JobOps, split_words
 from master.jobs import Job
 from master.registry import Node
+from master.scripts import run_script
 from master.server import MasterEngine
 from master.session import Session
 
@@ -103,15 +104,18 @@ class Operations:
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
              env: dict[str, str], stdin: bytes | None, count: int
              ) -> GroupResult[list[ProcInfo]]:
-        room = self.engine.config.max_frame - FRAME_HEADROOM
+        env = self.engine.environment.merged(env)  # (bad --env: refused before anything)
+        # The environment rides in the same frame as the stdin bytes.
+        room = self.engine.config.max_frame - FRAME_HEADROOM - env_size(env)
         if stdin is not None and len(stdin) > room:
             raise UsageError(f"the stdin file is {len(stdin)} bytes, more than one frame "
                              f"carries ({room}); copy it to the nodes and redirect instead")
         nodes, errors = resolve_targets(self.registry, nodeset)
+        if not nodes:  # every named node is disconnected: their errors are the result
+            return gathered({}, errors, nodes)
         job = self._new_job(shlex.join(argv), "exec", nodes, count)
         log.info("exec %s x%d on %s as %s", argv, count, ",".join(n.name for n in nodes),
                  job.name)
-        env = self.engine.environment.merged(env)
 
         def make(node: Node) -> Any:
             first = job.ranks(node.name).start
@@ -128,8 +132,6 @@ class Operations:
         return group
 
     def _new_job(self, command: str, origin: str, nodes: list[Node], copies: int) -> Job:
-        if not nodes:
-            raise UsageError("none of the target nodes is connected")
         return self.engine.jobs.create(command[:MAX_JOB_COMMAND], origin,
                                        [node.name for node in nodes], copies)
 
@@ -160,6 +162,9 @@ class Operations:
 
     def job_members(self, job: str) -> list[JobMember]:
         return self.jobs.resolve(job)
+
+    def job_names(self) -> list[str]:
+        return [job.name for job in reversed(self.engine.jobs.jobs())]
 
     # --- signals -----------------------------------------------------------------------
 
@@ -342,6 +347,8 @@ class Operations:
         the result."""
         nodes, errors = resolve_targets(self.registry, nodeset)
         env = self.engine.environment.merged({})
+        if not nodes:
+            return gathered({}, errors, nodes)
         job = self._new_job(command, origin, nodes, 1)
         log.info("run %r on %s as %s", command, ",".join(n.name for n in nodes), job.name)
         asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]] = {}
@@ -404,6 +411,11 @@ class Operations:
                 session.send(Cancel(req=req))
         gevent.wait([asked[name][2] for name in names], timeout=CANCEL_GRACE)
         return names
+
+    def script(self, nodeset: str | None, local_file: str, args: list[str], timeout: float
+               ) -> GroupResult[RunResult]:
+        """Push ``local_file`` and run it with ``args`` on the nodes, as one job."""
+        return run_script(self, nodeset, local_file, args, timeout)
 
     # --- completion --------------------------------------------------------------------
 

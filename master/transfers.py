@@ -136,9 +136,14 @@ class _Target:
 
 
 def push(registry: NodeRegistry, nodeset: str | None, sources: list[str], dest: str,
-         recursive: bool, progress: ProgressCallback | None, follow: bool = False
-         ) -> GroupResult[TransferResult]:
+         recursive: bool, progress: ProgressCallback | None, follow: bool = False,
+         file_mode: int | None = None) -> GroupResult[TransferResult]:
+    """``file_mode``: every file lands with these permission bits instead of its own (a
+    script pushed to be run)."""
     plan = plan_push(sources, dest, recursive, follow)
+    if file_mode is not None:
+        plan.tree.entries[:] = [dataclasses.replace(e, mode=file_mode) if e.kind == "file"
+                                else e for e in plan.tree.entries]
     nodes, errors = resolve_targets(registry, nodeset)
     targets = [_Target(node, node.session) for node in nodes if node.session is not None]
     meter = _Meter(progress, plan.tree.size * len(targets))

@@ -146,6 +146,7 @@ def test_wait_on_a_job_whose_node_is_lost(master: MasterAPI, nodes) -> None:
     assert again[1].error.startswith("lost: n2 not connected")
 
 
+@pytest.mark.slow
 def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Path) -> None:
     from tests.test_service import control_of, corral
 
@@ -280,6 +281,7 @@ def test_select_ranks_best_first_and_puts_unknown_figures_last() -> None:
     assert [n.name for n in pick(nodes, "load", "GONE")] == ["n4"]
 
 
+@pytest.mark.slow
 def test_select_from_the_cli(spawn_master, spawn_client) -> None:
     from tests.test_service import control_of, corral
 
@@ -294,8 +296,15 @@ def test_select_from_the_cli(spawn_master, spawn_client) -> None:
     assert sorted(both.stdout.strip().split(",")) == ["n1", "n2"]
     assert corral(control, "select", "--count").stdout == "2\n"
     assert corral(control, "select", "--count", "--state", "gone").stdout == "0\n"
-    started = corral(control, "exec", "-w", both.stdout.strip(), "--", "true")
+    started = corral(control, "exec", "-w", both.stdout.strip(), "--", "sh", "-c",
+                     "echo $CORRAL_REF")
     assert started.returncode == 0 and "job J1: 2 processes" in started.stdout
+    assert corral(control, "wait", "J1").returncode == 0
+    logged = corral(control, "log", "J1")
+    assert [line.split(": ")[1] for line in logged.stdout.splitlines()] == ["J1.0", "J1.1"]
+    as_json = [json.loads(line) for line in corral(control, "--json", "log", "J1").stdout
+               .splitlines()]
+    assert as_json[-1]["result"]["ref"] == "J1" and as_json[-1]["result"]["ended"] is True
     too_many = corral(control, "select", "--by", "load", "-n", "3")
     assert too_many.returncode == 1 and len(too_many.stdout.strip().split(",")) == 2
     assert too_many.stderr == "error: only 2 READY nodes, 3 wanted\n"
@@ -345,3 +354,95 @@ def test_host_and_rank_in_commands_and_paths(master: MasterAPI, nodes, tmp_path:
     assert "outside" in escaped.errors["n1"].message
     assert not (nodes[0].workdir.parent / "n1").exists()
     assert not any(o.ok for o in master.remove("n1", ["/etc/?HOST"]).results["n1"])
+
+
+def test_script_runs_as_one_job_and_leaves_nothing(master: MasterAPI, nodes,
+                                                   console: CorralConsole,
+                                                   tmp_path: Path) -> None:
+    script = tmp_path / "probe.sh"
+    script.write_text('#!/bin/sh\necho "$CORRAL_REF $1 $2 in $(pwd)"\n'
+                      '[ "$CORRAL_RANK" = 0 ] || exit 5\n')
+    script.chmod(0o644)  # not executable here: it lands mode 0700 all the same
+    group = master.script(None, str(script), ["?HOST", "two words"])
+    job = group.results["n1"].job
+    assert group.results["n1"].stdout.decode() == (
+        f"{job}.0 n1 two words in {nodes[0].workdir.resolve()}\n")
+    assert group.results["n2"].exit_code == 5
+    (view,) = [v for v in master.jobs() if v.job == job]
+    assert (view.origin, view.size, view.worst) == ("script", 2, 5)
+    for client in nodes:
+        assert list((client.workdir / ".corral" / "scripts").iterdir()) == []
+    text, status = run_line(console, f"script -w n1 {script} x")
+    assert status == 0 and "[n1] exit 0" in text and "1 succeeded, 0 failed, 1 total" in text
+
+
+def test_script_bad_input(master: MasterAPI, nodes, console: CorralConsole, tmp_path: Path,
+                          spawn_client, capsys: pytest.CaptureFixture[str]) -> None:
+    for line, message in [(f"script {tmp_path / 'missing.sh'}", "missing.sh: not a file"),
+                          (f"script {tmp_path}", "not a file"),
+                          ("script -w n9 /bin/true", "unknown node: n9"),
+                          ("script", "the following arguments are required: LOCAL_FILE")]:
+        capsys.readouterr()
+        _text, status = run_line(console, line)
+        assert status == 1, line
+        assert message in " ".join(capsys.readouterr().err.split()), line
+    listed = spawn_client("lab", master.address, extra=["--allow", "true"])
+    assert master.wait_ready(3, timeout=30).reached
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    group = master.script("lab", str(script), [])
+    assert "not allowed" in group.errors["lab"].message
+    assert list((listed.workdir / ".corral" / "scripts").iterdir()) == []
+
+
+def test_job_store_keeps_numbers_and_the_newest(tmp_path: Path) -> None:
+    from master.jobs import FILE_NAME, JobStore, UnknownJob
+
+    store = JobStore(tmp_path, keep=3)
+    jobs = [store.create(f"cmd {i}", "exec", ["n1", "n2"], 2) for i in range(5)]
+    store.settle(jobs[-1], {0: 11, 1: 12}, {"n2": "no reply within 10 s"})
+    assert [j.name for j in store.jobs()] == ["J3", "J4", "J5"]
+    assert jobs[-1].ranks("n2") == range(2, 4) and jobs[-1].size == 4
+    store.close()
+    again = JobStore(tmp_path, keep=3)
+    assert [j.name for j in again.jobs()] == ["J3", "J4", "J5"]
+    job, rank = again.get("J5.3")
+    assert (job.pids, job.errors, rank) == ({0: 11, 1: 12}, {"n2": "no reply within 10 s"}, 3)
+    assert again.create("next", "run", ["n1"], 1).name == "J6"  # never J1 again
+    with pytest.raises(UnknownJob, match=r"unknown job J1 \(jobs known: J4 to J6\)"):
+        again.get("J1")
+    again.close()
+    (tmp_path / FILE_NAME).write_text('{"seq": 1, "command": "x"\nnot json\n')
+    assert JobStore(tmp_path).jobs() == []
+    assert (tmp_path / (FILE_NAME + ".corrupt")).exists()
+
+
+@pytest.mark.slow
+def test_a_restarted_client_still_knows_its_job_processes(master: MasterAPI, spawn_client
+                                                          ) -> None:
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    group = master.exec("n1", ["sleep", "60"], count=2)
+    job = group.results["n1"][0].job
+    client.stop()  # SIGTERM: its processes run on
+    wait_until(lambda: master.nodes()[0].state is NodeState.GONE, what="n1 GONE")
+    assert master.jobs()[-1].lost == 2
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    found = master.processes(None, job=f"{job}.1").results["n1"]
+    assert [(p.rank, p.describe()) for p in found] == [(1, "running")]
+    assert all(o.ok for o in master.signal([job], signal.SIGKILL))
+    results = master.wait([job], timeout=30)
+    # Adopted after the restart, they are no longer the client's children: how they ended
+    # is not known.
+    assert [(r.rank, r.status) for r in results] == [(0, 255), (1, 255)]
+
+
+def test_tab_completes_jobs(master: MasterAPI, nodes, console: CorralConsole) -> None:
+    from tests.test_processes import complete
+
+    first = master.exec("n1", ["true"]).results["n1"][0].job
+    second = master.exec("n2", ["true"]).results["n2"][0].job
+    for line in ("wait J", "kill J", "sKill J", "log J", "pid --job J"):
+        assert complete(console, line) == sorted([first, second]), line
+    assert complete(console, "forget J") == []  # forget takes no job

@@ -59,6 +59,9 @@ class Hint(enum.Enum):
     NODES = "nodes"
     RUNNING_REF = "running-ref"
     ANY_REF = "any-ref"
+    JOB = "job"
+    RUNNING_REF_OR_JOB = "running-ref-or-job"
+    ANY_REF_OR_JOB = "any-ref-or-job"
     LOCAL_PATH = "local-path"
 
 
@@ -221,7 +224,7 @@ def _pid_parser(kit: Kit) -> argparse.ArgumentParser:
                              "matches GLOB, e.g. 'sleep*'")
     parser.add_argument("--last", type=positive_int, metavar="N",
                         help="only the N started last (on all the nodes together)")
-    parser.add_argument("--job", type=job_arg, metavar="JOB",
+    parser.add_argument("--job", type=job_arg, metavar="JOB", **kit.hint(Hint.JOB),
                         help="only the processes of job JOB (J12), or the one of J12.3, "
                              "from the job's own nodes")
     return parser
@@ -237,8 +240,8 @@ def _pid(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 def _signal_parser(kit: Kit, name: str, description: str) -> argparse.ArgumentParser:
     parser = kit.parser(name, description)
-    parser.add_argument("refs", nargs="*", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help=REF_OR_JOB)
+    parser.add_argument("refs", nargs="*", metavar="REF",
+                        **kit.hint(Hint.RUNNING_REF_OR_JOB), help=REF_OR_JOB)
     parser.add_argument("--all", action="store_true",
                         help="every running process on the target nodes")
     add_nodeset(parser, kit)
@@ -340,7 +343,8 @@ def _rusage(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 def _log_parser(kit: Kit) -> argparse.ArgumentParser:
     parser = kit.parser("log", "Show the log of a process, or of every process of a job "
                         "(J12: in rank order, each line prefixed with its NODE:PID).")
-    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF), help=REF_OR_JOB)
+    parser.add_argument("ref", metavar="REF", **kit.hint(Hint.ANY_REF_OR_JOB),
+                        help=REF_OR_JOB)
     parser.add_argument("-n", dest="lines", type=count, default=20, metavar="LINES",
                         help="how many lines from the end (default 20; 0: all)")
     parser.add_argument("-f", dest="follow", action="store_true",
@@ -415,8 +419,8 @@ def _wait_parser(kit: Kit) -> argparse.ArgumentParser:
         "never started, 124 still running at --timeout, 255 lost or not known); with "
         "NODE:PID only, 1 if any did not exit 0. A process whose node goes GONE meanwhile "
         "is reported lost.")
-    parser.add_argument("refs", nargs="+", metavar="REF", **kit.hint(Hint.RUNNING_REF),
-                        help=REF_OR_JOB)
+    parser.add_argument("refs", nargs="+", metavar="REF",
+                        **kit.hint(Hint.RUNNING_REF_OR_JOB), help=REF_OR_JOB)
     parser.add_argument("--timeout", type=seconds, metavar="S",
                         help="give up after S seconds (default: wait forever)")
     return parser
@@ -455,8 +459,37 @@ def _run(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 def run_shell(backend: Backend, nodeset: str | None, command: str, timeout: float,
               color: bool = True) -> Report:
     group = backend.call("run", {"nodeset": nodeset, "command": command, "timeout": timeout})
+    return run_outcome(group, color)
+
+
+def run_outcome(group: GroupResult[Any], color: bool) -> Report:
+    """A run's (or a script's) report: failed unless every node ran it and exited 0."""
     failed = bool(group.errors) or not all(r.ok for r in group.results.values())
     return Report(group, render.run_report(group, color=color), failed)
+
+
+def _script_parser(kit: Kit) -> argparse.ArgumentParser:
+    parser = kit.parser(
+        "script", "Push a local script to the nodes and run it there as one job, output and "
+        "summary as run. It lands in each node's work folder under .corral/scripts/ (mode "
+        "0700, a name of its own), runs from the work folder under the node's rules (a node "
+        "with an allow-list refuses it), and is removed once it has ended. " + PLACEHOLDERS
+        + " in ARGS.")
+    add_nodeset(parser, kit)
+    parser.add_argument("--timeout", type=seconds, default=DEFAULT_RUN_TIMEOUT, metavar="S",
+                        help=f"default {DEFAULT_RUN_TIMEOUT:g}")
+    parser.add_argument("file", metavar="LOCAL_FILE", **kit.hint(Hint.LOCAL_PATH),
+                        help="the script (with its #! line) on this machine")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="its arguments")
+    return parser
+
+
+def _script(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
+    group = backend.call("script", {"nodeset": args.nodeset, "local_file": _local(args.file),
+                                    "args": program_words(args.args),
+                                    "timeout": args.timeout})
+    return run_outcome(group, getattr(args, "color", True))
 
 
 def _copy_parser(kit: Kit) -> argparse.ArgumentParser:
@@ -610,7 +643,7 @@ def _select(args: argparse.Namespace, backend: Backend, _out: Output) -> Report:
 
 
 def _jobs_parser(kit: Kit) -> argparse.ArgumentParser:
-    return kit.parser("jobs", "List the jobs: every exec and run is one (the master "
+    return kit.parser("jobs", "List the jobs: every exec, run and script is one (the master "
                       f"remembers the last {KEEP_JOBS:,}, across restarts). Per job: its "
                       "command, nodes and processes, how many run and have ended, and the "
                       "worst exit status so far.")
@@ -649,6 +682,8 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             "-w.", _select_parser, _select),
     Command("run", "Run a command through /bin/sh -c on nodes and show each node's output.",
             _run_parser, _run),
+    Command("script", "Push a local script and run it on nodes as one job; output as run.",
+            _script_parser, _script),
     Command("copy", "Copy local files (folders with -r) to DEST on every target node, as cp "
             "does.", _copy_parser, _copy),
     Command("pull", "Fetch files or folders from nodes into LOCAL_DIR/<node>/.", _pull_parser,

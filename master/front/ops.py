@@ -54,6 +54,7 @@ OPS: dict[str, Op] = {
     "log": Op(bool, item=LogChunk),  # the result: the process has ended
     "wait": Op(list[WaitResult]),
     "run": Op(GroupResult[RunResult], to_the_end=True),
+    "script": Op(GroupResult[RunResult], to_the_end=True),
     "copy": Op(GroupResult[TransferResult], item=Progress),
     "pull": Op(GroupResult[TransferResult], item=Progress),
     "remove": Op(GroupResult[list[RemoveOutcome]]),
@@ -61,6 +62,7 @@ OPS: dict[str, Op] = {
     "process_refs": Op(list[str]),
     "jobs": Op(list[JobView]),
     "job_members": Op(list[JobMember]),
+    "job_names": Op(list[str]),  # the jobs the master remembers, newest first (completion)
     "setenv": Op(dict[str, str]),  # each returns the global environment after
     "unsetenv": Op(dict[str, str]),
     "env": Op(dict[str, str]),

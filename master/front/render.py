@@ -148,8 +148,10 @@ def process_table(group: GroupResult[list[ProcInfo]], now: float) -> Rendered:
                 ref(name, info), short_command(info.argv), info.describe(), clock(info.started),
                 duration(ran), duration(cpu_seconds(info)),
                 human_bytes(info.rss) if info.rss is not None else "-",
+                f"{info.job}.{info.rank}" if info.job else "-",
             ])
-    table = _table(rows, ["ref", "command", "state", "started", "run time", "cpu time", "rss"])
+    table = _table(rows, ["ref", "command", "state", "started", "run time", "cpu time", "rss",
+                          "job"])
     return Rendered(table, failure_lines(group))
 
 
