@@ -46,6 +46,9 @@ class GlobalEnvironment:
 
     def set(self, pairs: dict[str, str]) -> dict[str, str]:
         """Add or replace entries, all or none; the environment after."""
+        if not isinstance(pairs, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in pairs.items()):
+            raise UsageError("setenv takes a map of names to values, all text")
         for name, value in pairs.items():
             problem = env_entry_problem(name, value)
             if problem is not None:
@@ -59,6 +62,8 @@ class GlobalEnvironment:
 
     def unset(self, names: list[str]) -> dict[str, str]:
         """Remove entries (a name not set is not an error, as with the shell's unset)."""
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UsageError("unsetenv takes a list of names")
         for name in names:
             problem = env_name_problem(name)
             if problem is not None:

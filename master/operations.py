@@ -153,7 +153,7 @@ class Operations:
             names = [name for name in names if name in wanted]
         tables = self.jobs.tables(names)
         chosen = {name: [info for info in tables.results[name]
-                         if info.job == found.name and rank in (None, info.rank)]
+                         if info.job == found.name and (rank is None or info.rank == rank)]
                   for name in tables.succeeded}
         return dataclasses.replace(tables, results=chosen)
 

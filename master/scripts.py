@@ -42,6 +42,8 @@ def script_path(local_file: str) -> str:
 
 def run_script(ops: Operations, nodeset: str | None, local_file: str, args: list[str],
                timeout: float) -> GroupResult[RunResult]:
+    if not isinstance(local_file, str) or not all(isinstance(a, str) for a in args):
+        raise UsageError("script takes a file name and a list of arguments, all text")
     if not os.path.isfile(local_file):
         raise UsageError(f"{local_file}: not a file")
     nodes, errors = resolve_targets(ops.registry, nodeset)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import CorralError
+from common.errors import CorralError, ErrorCode
 from common.states import NodeState
 from master.api import MasterAPI
 from master.console import CorralConsole
@@ -446,3 +446,20 @@ def test_tab_completes_jobs(master: MasterAPI, nodes, console: CorralConsole) ->
     for line in ("wait J", "kill J", "sKill J", "log J", "pid --job J"):
         assert complete(console, line) == sorted([first, second]), line
     assert complete(console, "forget J") == []  # forget takes no job
+
+
+@pytest.mark.slow
+def test_the_control_socket_refuses_arguments_of_the_wrong_shape(spawn_master) -> None:
+    from master.front.control import SocketBackend
+    from tests.test_service import control_of
+
+    backend = SocketBackend(control_of(spawn_master(extra=["--no-console"])))
+    for op, args in [("setenv", {"pairs": "A=1"}), ("setenv", {"pairs": {"A": 1}}),
+                     ("unsetenv", {"names": "A"}), ("job_members", {"job": 12}),
+                     ("script", {"nodeset": None, "local_file": 3, "args": [],
+                                 "timeout": 1.0}),
+                     ("wait", {"refs": ["J1"], "timeout": None})]:
+        with pytest.raises(CorralError) as caught:
+            backend.call(op, args)
+        assert caught.value.code in (ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND), (op, caught)
+    assert backend.call("env", {}) == {}
