@@ -46,6 +46,11 @@ function naturalKey(name) {
   return name.split(/(\d+)/).map((part, i) => (i % 2 ? part.padStart(12, "0") : part)).join("");
 }
 
+// A thousand rows change every second: touch the page only where a value did change.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -203,17 +208,18 @@ function fill(row, data) {
   const before = row.data;
   row.data = data;
   row.receivedAt = performance.now();
-  c.pill.dataset.state = data.state;
-  c.pill.textContent = data.state;
-  c.name.title = `${data.host} ${data.addr} id ${data.id}`;
-  c.rtt.textContent = fixed(data.rtt, 2);
+  if (c.pill.dataset.state !== data.state) c.pill.dataset.state = data.state;
+  setText(c.pill, data.state);
+  const title = `${data.host} ${data.addr} id ${data.id}`;
+  if (c.name.title !== title) c.name.title = title;
+  setText(c.rtt, fixed(data.rtt, 2));
   // The second part of load and memory is left out at a phone's width (class extra).
   pair(c.load, data.load ? data.load[0].toFixed(2) : "-",
        data.load ? ` / ${data.load[1].toFixed(2)} / ${data.load[2].toFixed(2)}` : "");
-  c.cpu.textContent = data.cpu === null ? "-" : `${data.cpu.toFixed(0)}%`;
+  setText(c.cpu, data.cpu === null ? "-" : `${data.cpu.toFixed(0)}%`);
   pair(c.mem, bytes(data.mem), data.memTotal ? ` / ${bytes(data.memTotal)}` : "");
-  c.disk.textContent = bytes(data.disk);
-  c.procs.textContent = data.procs === null ? "-" : String(data.procs);
+  setText(c.disk, bytes(data.disk));
+  setText(c.procs, data.procs === null ? "-" : String(data.procs));
   showAge(row);
   if (row.tr.classList.contains("selected") && before && before.procs !== data.procs) {
     refreshProcs();
@@ -222,8 +228,8 @@ function fill(row, data) {
 
 function pair(td, main, extra) {
   if (!td.firstChild) td.append(element("span"), element("span", "extra"));
-  td.firstChild.textContent = main;
-  td.lastChild.textContent = extra;
+  setText(td.firstChild, main);
+  setText(td.lastChild, extra);
 }
 
 function showAge(row) {
@@ -234,7 +240,7 @@ function showAge(row) {
   } else if (data.age !== null) {
     text = `${(data.age + (performance.now() - row.receivedAt) / 1000).toFixed(1)}s`;
   }
-  if (row.cells.age.textContent !== text) row.cells.age.textContent = text;
+  setText(row.cells.age, text);
 }
 
 function placeRows() {
