@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import TOKEN
-from tests.harness import PATIENCE, ROOT, MasterProcess, python_env
+from tests.harness import PATIENCE, ROOT, MasterProcess, python_env, wait_until
 from tests.test_web import dashboard_address
+from tests.web_client import ByteRelay
 
 pytestmark = pytest.mark.slow
 
@@ -237,3 +239,28 @@ def test_the_page_logs_out(cluster: Cluster, page: Any, tmp_path: Path) -> None:
     page.reload()
     expect(page.locator("#login")).to_be_visible()
     expect(page.locator("#dash")).to_be_hidden()
+
+
+def test_a_lost_stream_reconnects_and_catches_up(cluster: Cluster, page: Any) -> None:
+    relay = ByteRelay(dashboard_address(cluster.master.banner))
+    try:
+        log_in(page, f"http://127.0.0.1:{relay.port}/")
+        expect(page.locator("#nodes tbody tr")).to_have_count(3)
+        expect(page.locator("#link")).to_have_text("live")
+        page.evaluate("window.sameDocument = true")
+        relay.cut()  # the network between the page and the master goes down
+        expect(page.locator("#link")).to_have_text("reconnecting…")
+        cluster.clients["n2"].stop()  # meanwhile n2 leaves and n4 joins: the page hears
+        cluster.add("n4")  # neither while the link is down
+        assert cluster.corral("list", "--wait", "3", "--timeout", "30").returncode == 0
+        wait_until(lambda: re.search(r"n2 .* GONE", cluster.corral("list").stdout),
+                   what="the master to see n2 gone")
+        expect(node_state(page, "n2")).to_have_text("READY")  # still the old view
+        relay.resume()
+        expect(page.locator("#link")).to_have_text("live")
+        expect(node_state(page, "n2")).to_have_text("GONE")  # from the fresh snapshot
+        expect(node_state(page, "n4")).to_have_text("READY")
+        expect(page.locator("#nodes tbody tr")).to_have_count(4)
+        assert page.evaluate("window.sameDocument") is True
+    finally:
+        relay.close()

@@ -13,6 +13,11 @@ import pytest
 
 from common.argtypes import http_address
 from common.messages import Heartbeat, Register
+from common.procs import ProcInfo
+from common.states import NodeState
+from master.events import Event, NodeEvent, ProcessesStarted, ProcessEvent
+from master.front import codec
+from master.notices import Notices
 from master.registry import Node, NodeRegistry
 from master.web import feed as feed_module
 from master.web.feed import RESYNC, Feed, Subscriber
@@ -194,3 +199,15 @@ def test_http_address(text: str, expected: tuple[str, int]) -> None:
 def test_bad_http_address(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         http_address(text)
+
+
+def test_process_starts_cross_the_control_socket_and_stay_off_the_console() -> None:
+    """An attached console hears every event through the control socket's codec; a start
+    must come back as itself (not mistaken for an end), and is no notice."""
+    info = ProcInfo(seq=1, pid=42, argv=["sleep", "60"], cwd="/w", log="/w/1.log",
+                    state="running", started=1.0)
+    for event in (ProcessesStarted("n1", [info]), ProcessEvent("n1", info),
+                  NodeEvent("n1", NodeState.READY, NodeState.MISSING, "quiet")):
+        assert codec.decode(Event, codec.encode(event)) == event
+    assert Notices().offer(ProcessesStarted("n1", [info]), 0.0) == []
+    assert ProcessesStarted("n1", [info]).describe() == "n1: started n1:42 (sleep 60)"

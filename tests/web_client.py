@@ -3,9 +3,12 @@ with none of a browser's help. Keeps the session cookie it is given."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
+import socket
+import threading
 from typing import Any
 
 
@@ -100,3 +103,67 @@ class EventStream:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class ByteRelay:
+    """A TCP relay in front of the dashboard whose connections a test can cut, holding new
+    ones until it resumes: a network outage between a browser and the master."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._passing = threading.Event()
+        self._passing.set()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Break every relayed connection; new ones wait for ``resume``."""
+        self._passing.clear()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def resume(self) -> None:
+        self._passing.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _address = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._link, args=(near,), daemon=True).start()
+
+    def _link(self, near: socket.socket) -> None:
+        self._passing.wait()
+        try:
+            far = socket.create_connection(self.target)
+        except OSError:
+            near.close()
+            return
+        with self._lock:
+            self._open += [near, far]
+        threading.Thread(target=self._pump, args=(far, near), daemon=True).start()
+        self._pump(near, far)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

@@ -10,7 +10,6 @@ const LOG_KEPT = 256 * 1024; // characters of a followed log kept on the page
 const $ = (id) => document.getElementById(id);
 let csrf = null;
 let stream = null;
-let heartbeat = 1;
 const rows = new Map(); // node name -> {tr, cells, data, receivedAt}
 const chosen = new Set();
 let selected = null; // the node whose processes are shown
@@ -95,7 +94,6 @@ function showLogin(message) {
 
 function showDashboard(about) {
   csrf = about.csrf;
-  heartbeat = about.heartbeat || 1;
   $("login").hidden = true;
   $("dash").hidden = false;
   $("logout").hidden = false;
@@ -106,11 +104,17 @@ $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const token = $("token").value;
   $("token").value = "";
-  const reply = await fetch("/login", {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ token }),
-  });
+  let reply;
+  try {
+    reply = await fetch("/login", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+  } catch (_) {
+    $("login-error").textContent = "The master does not answer.";
+    return;
+  }
   const data = await reply.json().catch(() => ({}));
   if (!reply.ok) {
     $("login-error").textContent = data.error || `refused (${reply.status})`;
@@ -254,15 +258,12 @@ function placeRows() {
 }
 
 function snapshot(data) {
-  heartbeat = data.heartbeat || heartbeat;
   const seen = new Set();
   for (const node of data.nodes) {
     seen.add(node.name);
     fill(rows.get(node.name) || newRow(node.name), node);
   }
-  for (const [name, row] of rows) {
-    if (!seen.has(name)) { row.tr.remove(); rows.delete(name); chosen.delete(name); }
-  }
+  for (const name of [...rows.keys()]) if (!seen.has(name)) dropRow(name);
   placeRows();
   applyFilter();
   summarise();
@@ -279,13 +280,23 @@ function nodesChanged(data) {
     fill(row, node);
     if (fresh) filterRow(row);
   }
-  for (const name of data.removed) {
-    const row = rows.get(name);
-    if (row) { row.tr.remove(); rows.delete(name); chosen.delete(name); }
-  }
+  for (const name of data.removed) dropRow(name);
   if (joined) placeRows();
   summarise();
   if (data.removed.length) chosenChanged();
+}
+
+// A node forgotten (forget NODE) leaves the list, and its processes' view with it.
+function dropRow(name) {
+  rows.get(name)?.tr.remove();
+  rows.delete(name);
+  chosen.delete(name);
+  $("nodes-empty").hidden = rows.size > 0;
+  if (selected === name) {
+    selected = null;
+    stopFollowing();
+    $("detail").hidden = true;
+  }
 }
 
 function summarise() {
