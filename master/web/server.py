@@ -16,9 +16,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.pool
 import gevent.queue
 import gevent.ssl
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from common.errors import CorralError, ErrorCode
 from common.names import name_problem
@@ -47,6 +48,8 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript",
           "style.css": "text/css"}
 KEEPALIVE = 15.0  # seconds between comments on an idle event stream (finds dead peers)
 MAX_STREAMS = 100  # event streams open at once
+CONNECTIONS = 256  # connections served at once (streams included)
+SOCKET_TIMEOUT = 60.0  # seconds a connection may send nothing or take nothing we send
 PROCESS_ROWS = 500  # processes of one node shown, the newest first
 LOG_LINES_MAX = 5000
 RUN_TIMEOUT_MAX = 600.0
@@ -72,9 +75,12 @@ class WebServer:
             context.minimum_version = gevent.ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(engine.config.tls.cert, engine.config.tls.key)
             ssl_args["ssl_context"] = context
-        # No access log: pywsgi's would print to stderr, which garbles the console.
+        # No access log: pywsgi's would print to stderr, which garbles the console. A pool:
+        # connections beyond it wait in the backlog instead of taking the descriptors the
+        # nodes' connections need.
         self._server = WSGIServer(address, self.app, log=None, error_log=_ErrorLog(),
-                                  **ssl_args)
+                                  spawn=gevent.pool.Pool(CONNECTIONS),
+                                  handler_class=_Handler, **ssl_args)
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "/"): self._index,
             ("GET", "/healthz"): self._healthz,
@@ -324,6 +330,15 @@ def _number(text: str | None, what: str) -> int | None:
     if not text.isdigit():
         raise HttpError(400, f"{what} must be a whole number")
     return int(text)
+
+
+class _Handler(WSGIHandler):
+    """A connection that sends nothing (or takes nothing of a stream) for SOCKET_TIMEOUT
+    is closed: idle or stalled peers do not hold the pool's places."""
+
+    def handle(self) -> None:
+        self.socket.settimeout(SOCKET_TIMEOUT)
+        super().handle()
 
 
 class _ErrorLog:
