@@ -159,7 +159,7 @@ def test_a_process_started_from_the_cli_is_killed_from_the_page(cluster: Cluster
     pid = json.loads(started.stdout)["result"]["results"]["n1"][0]["pid"]
     row = page.locator(f"#procs tr[data-ref='n1:{pid}']")
     expect(row.locator(".pstate")).to_have_text("running")
-    expect(row.locator("td").nth(1)).to_have_text("sleep 300")
+    expect(row.locator("td.command")).to_have_text("sleep 300")
     row.locator("button[data-action='kill']").click()
     expect(row.locator(".pstate")).to_have_text("killed SIGINT")
     expect(row.locator("button[data-action='kill']")).to_have_count(0)
@@ -264,3 +264,25 @@ def test_a_lost_stream_reconnects_and_catches_up(cluster: Cluster, page: Any) ->
         assert page.evaluate("window.sameDocument") is True
     finally:
         relay.close()
+
+
+def test_a_job_is_shown_and_killed_whole(cluster: Cluster, page: Any) -> None:
+    log_in(page, cluster.url)
+    expect(page.locator("#nodes tbody tr")).to_have_count(3)
+    started = cluster.corral("--json", "exec", "-w", "n[1-2]", "-n", "2", "--", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    job = json.loads(started.stdout)["result"]["results"]["n1"][0]["job"]
+    page.click("#jobs-panel summary")
+    row = page.locator(f"#jobs tr[data-job='{job}']")
+    expect(row.locator("td.command")).to_have_text("sleep 300")
+    expect(row.locator("td").nth(4)).to_have_text("4")  # running
+    row.click()
+    expect(page.locator("#detail-title")).to_have_text(f"Processes of job {job}")
+    members = page.locator("#procs tbody tr")
+    expect(members).to_have_count(4)
+    expect(page.locator("#procs .pstate", has_text="running")).to_have_count(4)
+    page.click("#kill-job")
+    expect(page.locator("#procs .pstate", has_text="killed SIGINT")).to_have_count(4)
+    expect(row.locator("td").nth(5)).to_have_text("4")  # ended
+    expect(row.locator("td").nth(7)).to_have_text("130")  # the worst status: SIGINT's
+    page.screenshot(path=str(ARTIFACTS / "dashboard-job.png"), full_page=True)

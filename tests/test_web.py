@@ -281,3 +281,24 @@ def test_run_and_log_from_the_page(web_master: MasterAPI, logged_in: WebClient,
     bad = logged_in.post("/api/signal", {"refs": ["n1"], "signal": "KILL"})
     assert bad.status == 400 and "NODE:PID" in bad.json()["error"]
     assert logged_in.post("/api/signal", {"refs": [ref], "signal": "HUP"}).status == 400
+
+
+def test_jobs_from_the_page(web_master: MasterAPI, logged_in: WebClient,
+                            spawn_client) -> None:
+    spawn_client("n1", web_master.address)
+    assert web_master.wait_ready(1, timeout=PATIENCE).reached
+    started = web_master.exec("n1", ["sleep", "60"], count=2)
+    job = started.results["n1"][0].job
+    (listed,) = logged_in.get("/api/jobs").json()["rows"]
+    assert (listed["job"], listed["command"], listed["nodes"], listed["running"]) == (
+        job, "sleep 60", "n1", 2)
+    members = logged_in.get(f"/api/job?job={job}").json()["rows"]
+    assert [m["job"] for m in members] == [f"{job}.0", f"{job}.1"]
+    assert all(m["status"] == "running" for m in members)
+    assert logged_in.get("/api/job?job=n1:1").status == 400
+    missing = logged_in.get("/api/job?job=J999")
+    assert missing.status in (400, 404) and "J999" in missing.json()["error"]
+    killed = logged_in.post("/api/signal", {"refs": [job], "signal": "KILL"})
+    assert killed.status == 200 and killed.json()["ok"] is True
+    wait_until(lambda: logged_in.get("/api/jobs").json()["rows"][0]["ended"] == 2,
+               what="both members ended")

@@ -60,6 +60,7 @@ def process_row(node: str, info: ProcInfo) -> dict[str, Any]:
         "command": " ".join(info.argv), "state": info.state, "status": info.describe(),
         "live": not info.ended_state, "started": info.started, "ended": info.ended,
         "cpu": cpu, "rss": rss, "origin": info.origin,
+        "job": f"{info.job}.{info.rank}" if info.job and info.rank is not None else info.job,
     }
 
 

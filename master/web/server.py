@@ -22,7 +22,9 @@ import gevent.ssl
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from common.errors import CorralError, ErrorCode
+from common.jobs import looks_like_job
 from common.names import name_problem
+from common.nodeset import fold
 from master.fanout import parse_ref
 from master.front import render
 from master.operations import Operations
@@ -51,6 +53,7 @@ MAX_STREAMS = 100  # event streams open at once
 CONNECTIONS = 256  # connections served at once (streams included)
 SOCKET_TIMEOUT = 60.0  # seconds a connection may send nothing or take nothing we send
 PROCESS_ROWS = 500  # processes of one node shown, the newest first
+JOB_ROWS = 200  # jobs shown, the newest first
 LOG_LINES_MAX = 5000
 RUN_TIMEOUT_MAX = 600.0
 SIGNALS = {"INT": 2, "KILL": 9}  # the page's kill and sKill
@@ -91,6 +94,8 @@ class WebServer:
             ("GET", "/events"): self._events,
             ("GET", "/api/processes"): self._processes,
             ("GET", "/api/log"): self._log,
+            ("GET", "/api/jobs"): self._jobs,
+            ("GET", "/api/job"): self._job,
             ("POST", "/api/signal"): self._signal,
             ("POST", "/api/signal-all"): self._signal_all,
             ("POST", "/api/run"): self._run,
@@ -251,6 +256,35 @@ class WebServer:
             "node": name, "total": len(infos), "now": time.time(),
             "rows": [process_row(name, info) for info in infos[:PROCESS_ROWS]]})
 
+    def _jobs(self, request: Request, start: StartResponse) -> Any:
+        """The jobs, newest first (each node of each job is asked for its table)."""
+        self._session(request)
+        views = sorted(self.ops.jobs_list(), key=lambda v: v.created, reverse=True)
+        return respond_json(start, 200, {"rows": [{
+            "job": v.job, "command": v.command, "origin": v.origin, "created": v.created,
+            "nodes": fold(v.nodes) if v.nodes else "", "size": v.size, "running": v.running,
+            "ended": v.ended, "lost": v.lost, "worst": v.worst} for v in views[:JOB_ROWS]],
+            "total": len(views)})
+
+    def _job(self, request: Request, start: StartResponse) -> Any:
+        """A job's members, as processes (those their node cannot show, with the reason)."""
+        self._session(request)
+        job = request.query.get("job", "")
+        if not looks_like_job(job):
+            raise HttpError(400, f"not a job: {job!r} (J12, or J12.3 for one member)")
+        rows = []
+        for member in self.ops.job_members(job):
+            if member.info is not None:
+                rows.append(process_row(member.node, member.info))
+            else:
+                rows.append({"node": member.node, "ref": None, "pid": member.pid,
+                             "job": f"{member.job}.{member.rank}", "command": "",
+                             "state": "", "status": member.unreachable, "live": False,
+                             "started": None, "ended": None, "cpu": None, "rss": None,
+                             "origin": ""})
+        return respond_json(start, 200, {"job": job, "total": len(rows), "now": time.time(),
+                                         "rows": rows})
+
     def _log(self, request: Request, start: StartResponse) -> Any:
         self._session(request)
         ref = request.query.get("ref", "")
@@ -269,9 +303,7 @@ class WebServer:
         signame, signum = _signal_of(body)
         refs = body.get("refs")
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-            raise HttpError(400, "give refs: a list of NODE:PID")
-        for ref in refs:
-            parse_ref(ref)
+            raise HttpError(400, "give refs: a list of NODE:PID, jobs (J12) or members (J12.3)")
         log.info("web %s: signal %s to %s", request.remote, signame, " ".join(refs))
         outcomes = self.ops.signal(refs, signum)
         text = render.signal_table(outcomes, f"SIG{signame}")

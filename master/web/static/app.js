@@ -12,7 +12,8 @@ let csrf = null;
 let stream = null;
 const rows = new Map(); // node name -> {tr, cells, data, receivedAt}
 const chosen = new Set();
-let selected = null; // the node whose processes are shown
+let selected = null; // whose processes are shown: {kind: "node" | "job", name}
+let jobsTimer = null;
 let procsTimer = null;
 let procsFetching = false;
 let procsAgain = false;
@@ -225,7 +226,7 @@ function fill(row, data) {
   setText(c.disk, bytes(data.disk));
   setText(c.procs, data.procs === null ? "-" : String(data.procs));
   showAge(row);
-  if (row.tr.classList.contains("selected") && before && before.procs !== data.procs) {
+  if (showing("node", data.name) && before && before.procs !== data.procs) {
     refreshProcs();
   }
 }
@@ -268,7 +269,7 @@ function snapshot(data) {
   applyFilter();
   summarise();
   chosenChanged();
-  if (selected && rows.has(selected)) refreshProcs();
+  if (selected) refreshProcs();
 }
 
 function nodesChanged(data) {
@@ -292,7 +293,7 @@ function dropRow(name) {
   rows.delete(name);
   chosen.delete(name);
   $("nodes-empty").hidden = rows.size > 0;
-  if (selected === name) {
+  if (showing("node", name)) {
     selected = null;
     stopFollowing();
     $("detail").hidden = true;
@@ -359,14 +360,32 @@ function notes(data) {
   while (list.children.length > NOTES_KEPT) list.lastElementChild.remove();
 }
 
-// --- a node's processes -----------------------------------------------------------------
+// --- a node's or a job's processes ------------------------------------------------------
+
+// What the processes panel shows: {kind: "node" | "job", name}.
+function showing(kind, name) {
+  return selected !== null && selected.kind === kind && (name === undefined || selected.name === name);
+}
 
 function select(name) {
-  if (selected && rows.has(selected)) rows.get(selected).tr.classList.remove("selected");
-  selected = name;
-  rows.get(name).tr.classList.add("selected");
+  choose({ kind: "node", name });
+}
+
+function selectJob(job) {
+  choose({ kind: "job", name: job });
+}
+
+function choose(target) {
+  for (const tr of document.querySelectorAll("tr.selected")) tr.classList.remove("selected");
+  selected = target;
+  const table = target.kind === "node" ? "#nodes" : "#jobs";
+  const attribute = target.kind === "node" ? "data-node" : "data-job";
+  document.querySelector(`${table} tr[${attribute}='${target.name}']`)?.classList.add("selected");
   $("detail").hidden = false;
-  $("detail-title").textContent = `Processes on ${name}`;
+  $("detail-title").textContent = target.kind === "node"
+    ? `Processes on ${target.name}` : `Processes of job ${target.name}`;
+  $("job-actions").hidden = target.kind !== "job";
+  $("detail-note").textContent = "";
   $("procs").querySelector("tbody").replaceChildren();
   stopFollowing();
   refreshProcs();
@@ -377,12 +396,15 @@ async function refreshProcs() {
   if (!selected) return;
   if (procsFetching) { procsAgain = true; return; }
   procsFetching = true;
-  const node = selected;
+  const target = selected;
+  const path = target.kind === "node"
+    ? `/api/processes?node=${encodeURIComponent(target.name)}`
+    : `/api/job?job=${encodeURIComponent(target.name)}`;
   try {
-    const data = await get(`/api/processes?node=${encodeURIComponent(node)}`);
-    if (node === selected) showProcs(data);
+    const data = await get(path);
+    if (target === selected) showProcs(data);
   } catch (error) {
-    if (node === selected) $("detail-note").textContent = String(error.message || error);
+    if (target === selected) $("detail-note").textContent = String(error.message || error);
   } finally {
     procsFetching = false;
     if (procsAgain) { procsAgain = false; refreshProcs(); }
@@ -402,6 +424,7 @@ function procRow(p, skew) {
   tr.dataset.ref = p.ref || "";
   tr.dataset.live = String(p.live);
   tr.appendChild(element("td", "", p.ref || "-"));
+  tr.appendChild(element("td", "wide", p.job || "-"));
   const command = element("td", "command", p.command);
   command.title = p.command;
   tr.appendChild(command);
@@ -410,9 +433,15 @@ function procRow(p, skew) {
   state.dataset.failed = String(!p.live && p.status !== "exited 0");
   tr.appendChild(state);
   const runtime = element("td", "num runtime");
-  runtime.dataset.started = String(p.started + (skew || 0));
-  if (!p.live) runtime.textContent = duration(p.ended ? p.ended - p.started : null);
-  else runtime.textContent = duration(Date.now() / 1000 - p.started - (skew || 0));
+  if (p.started !== null) {
+    // The page's clock and the node's differ: count from the node's start time as seen
+    // through the master's clock.
+    runtime.dataset.started = String(p.started + skew);
+    runtime.textContent = p.live ? duration(Date.now() / 1000 - p.started - skew)
+      : duration(p.ended ? p.ended - p.started : null);
+  } else {
+    runtime.textContent = "-";
+  }
   tr.appendChild(runtime);
   tr.appendChild(element("td", "num wide", p.cpu === null ? "-" : `${p.cpu.toFixed(2)}s`));
   tr.appendChild(element("td", "num wide", bytes(p.rss)));
@@ -438,17 +467,63 @@ function procRow(p, skew) {
 
 function ticking() {
   for (const td of document.querySelectorAll("#procs tr[data-live='true'] td.runtime")) {
-    td.textContent = duration(Date.now() / 1000 - Number(td.dataset.started));
+    if (td.dataset.started) td.textContent = duration(Date.now() / 1000 - Number(td.dataset.started));
   }
 }
 
 function procsChanged(data) {
-  if (!selected) return;
-  if (data.rows.some((p) => p.node === selected) || data.more[selected]) {
+  const mine = (p) => (showing("node") ? p.node === selected.name
+    : (p.job || "").split(".")[0] === selected.name);
+  const touched = selected !== null && (data.rows.some(mine)
+    || (showing("node") && data.more[selected.name]) || (showing("job") && Object.keys(data.more).length));
+  if (touched) {
     // Changes come in bursts (exec -n 1000): gather a moment's worth into one request.
     clearTimeout(procsTimer);
     procsTimer = setTimeout(refreshProcs, 150);
   }
+  if ($("jobs-panel").open && data.rows.some((p) => p.job)) {
+    clearTimeout(jobsTimer);
+    jobsTimer = setTimeout(refreshJobs, 1000);
+  }
+}
+
+// --- jobs ----------------------------------------------------------------------------------
+
+// Listing jobs asks every node of every job for its table: only while the panel is open.
+$("jobs-panel").addEventListener("toggle", () => { if ($("jobs-panel").open) refreshJobs(); });
+
+async function refreshJobs() {
+  if (!$("jobs-panel").open) return;
+  try {
+    const data = await get("/api/jobs");
+    $("jobs").querySelector("tbody").replaceChildren(...data.rows.map(jobRow));
+    $("jobs-note").textContent = data.total > data.rows.length
+      ? `the newest ${data.rows.length} of ${data.total}` : data.total ? "" : "No job yet: every exec and run makes one.";
+    if (showing("job")) {
+      document.querySelector(`#jobs tr[data-job='${selected.name}']`)?.classList.add("selected");
+    }
+  } catch (error) {
+    $("jobs-note").textContent = String(error.message || error);
+  }
+}
+
+function jobRow(j) {
+  const tr = element("tr");
+  tr.dataset.job = j.job;
+  const command = element("td", "command", j.command);
+  command.title = j.command;
+  tr.append(element("td", "", j.job), command, element("td", "wide", j.nodes),
+            element("td", "num", String(j.size)), element("td", "num", String(j.running)),
+            element("td", "num", String(j.ended)), element("td", "num wide", String(j.lost)),
+            element("td", "num", j.worst === null ? "-" : String(j.worst)));
+  tr.addEventListener("click", () => selectJob(j.job));
+  return tr;
+}
+
+for (const [id, signal] of [["kill-job", "INT"], ["skill-job", "KILL"]]) {
+  $(id).addEventListener("click", () => {
+    if (showing("job")) signalOne(selected.name, signal, $(id));
+  });
 }
 
 async function signalOne(ref, signal, button) {
