@@ -5,7 +5,6 @@ stream; the actions. A real master engine with --http and real client processes.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -17,8 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from master.api import MasterAPI
-from master.server import MasterConfig
-from tests.conftest import FAST_HEARTBEAT, TOKEN
+from tests.conftest import TOKEN, engine
 from tests.harness import PATIENCE, ROOT, python_env, wait_until
 from tests.web_client import EventStream, WebClient
 
@@ -26,19 +24,8 @@ from tests.web_client import EventStream, WebClient
 @pytest.fixture
 def web_master(tmp_path: Path, master_log: Path) -> Iterator[MasterAPI]:
     """The master engine in this process, its dashboard on an ephemeral loopback port."""
-    handler = logging.FileHandler(master_log)
-    logger = logging.getLogger("corral")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    config = MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
-                          handshake_timeout=1.0, http=("127.0.0.1", 0))
-    api = MasterAPI.start(config, TOKEN.encode())
-    try:
+    with engine(tmp_path, master_log, http=("127.0.0.1", 0)) as api:
         yield api
-    finally:
-        api.shutdown()
-        logger.removeHandler(handler)
-        handler.close()
 
 
 def web_address(api: MasterAPI) -> tuple[str, int]:
