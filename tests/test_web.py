@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -289,3 +290,23 @@ def test_jobs_from_the_page(web_master: MasterAPI, logged_in: WebClient,
     assert killed.status == 200 and killed.json()["ok"] is True
     wait_until(lambda: logged_in.get("/api/jobs").json()["rows"][0]["ended"] == 2,
                what="both members ended")
+
+
+def test_metrics_count_timeouts_and_bytes_moved(tmp_path: Path, master_log: Path,
+                                                spawn_client) -> None:
+    with engine(tmp_path, master_log, http=("127.0.0.1", 0), request_timeout=1.0) as api:
+        web = WebClient(web_address(api))
+        client = spawn_client("n1", api.address)
+        assert api.wait_ready(1, timeout=PATIENCE).reached
+        (tmp_path / "payload").write_bytes(b"x" * 1000)
+        assert api.copy("n1", [str(tmp_path / "payload")], "payload").ok
+        assert api.pull("n1", ["payload"], str(tmp_path / "back")).ok
+        client.signal(signal.SIGSTOP)
+        try:
+            assert api.processes("n1").failed == ["n1"]  # no reply within 1 s
+        finally:
+            client.signal(signal.SIGCONT)
+        found = samples(web.get("/metrics").text)
+        assert found["corral_transfer_bytes_total"][(("direction", "copied"),)] == 1000
+        assert found["corral_transfer_bytes_total"][(("direction", "pulled"),)] == 1000
+        assert found["corral_requests_timed_out_total"][(("command", "ps"),)] == 1  # pid's request
