@@ -176,7 +176,9 @@ def test_the_dashboard_is_served_over_https_with_the_masters_certificate(
         assert ask("GET", "/healthz").read() == b"ok\n"
         login = ask("POST", "/login", json.dumps({"token": TOKEN}).encode())
         assert login.status == 200
-        assert "; Secure" in login.getheader("Set-Cookie", "")  # never sent in clear
+        cookie = login.getheader("Set-Cookie", "")
+        assert "; Secure" in cookie  # never sent in clear
+        assert cookie.startswith("__Host-corral_session=")  # no sibling host may set it
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
         with pytest.raises((ConnectionError, http.client.HTTPException)):
             plain.request("GET", "/healthz")

@@ -62,6 +62,10 @@ def test_healthz_and_metrics_need_no_login(web_master: MasterAPI, web: WebClient
                                            spawn_client) -> None:
     health = web.get("/healthz")
     assert health.status == 200 and health.text == "ok\n"
+    head = web.request("HEAD", "/healthz")
+    assert head.status == 200 and head.body == b""
+    wrong = web.post("/healthz", {})
+    assert wrong.status == 405 and wrong.headers["Allow"] == "GET, HEAD"
     for name in ("n1", "n2"):
         spawn_client(name, web_master.address)
     assert web_master.wait_ready(2, timeout=PATIENCE).reached
@@ -75,6 +79,7 @@ def test_healthz_and_metrics_need_no_login(web_master: MasterAPI, web: WebClient
     assert found["corral_node_state"][(("node", "n1"), ("state", "MISSING"))] == 0
     assert found["corral_request_duration_seconds_count"][(("command", "exec"),)] >= 1
     assert found["corral_transfer_bytes_total"][(("direction", "copied"),)] == 0
+    assert found["corral_dashboard_streams"][()] == 0
     assert "corral_requests_timed_out_total" not in found  # none timed out
 
 
@@ -231,6 +236,7 @@ def test_stream_shows_joins_processes_and_their_ends(web_master: MasterAPI,
     try:
         assert stream.status == 200
         snapshot = next_of(stream, "snapshot")
+        assert samples(logged_in.get("/metrics").text)["corral_dashboard_streams"][()] == 1
         assert [n["name"] for n in snapshot["nodes"]] == ["n1"]
         assert snapshot["nodes"][0]["state"] == "READY"
         spawn_client("n2", web_master.address)

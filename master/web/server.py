@@ -20,6 +20,7 @@ import gevent.pool
 import gevent.queue
 import gevent.ssl
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from prometheus_client import Gauge
 
 from common.errors import CorralError, ErrorCode
 from common.jobs import looks_like_job
@@ -69,7 +70,12 @@ class WebServer:
         self.feed = Feed(engine.registry)
         self.sessions = WebSessions(lambda: engine.token)
         self.secure = engine.config.tls is not None
+        # Under HTTPS the __Host- prefix makes the browser refuse the cookie unless it is
+        # Secure, for this host only, on every path: no sibling host can plant one.
+        self.cookie = f"__Host-{COOKIE}" if self.secure else COOKIE
         self.streams = 0
+        Gauge("corral_dashboard_streams", "Dashboard pages open (their event streams)",
+              registry=engine.metrics.registry).set_function(lambda: self.streams)
         ssl_args: dict[str, Any] = {}
         if engine.config.tls is not None:
             # Browsers bring no client certificate: the master's own certificate and key,
@@ -87,6 +93,7 @@ class WebServer:
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "/"): self._index,
             ("GET", "/healthz"): self._healthz,
+            ("HEAD", "/healthz"): self._healthz,  # some load balancers ask so
             ("GET", "/metrics"): self._metrics,
             ("POST", "/login"): self._login,
             ("POST", "/logout"): self._logout,
@@ -131,9 +138,11 @@ class WebServer:
                 return self._static(request.path.removeprefix("/static/"), start)
             handler = self._routes.get((request.method, request.path))
             if handler is None:
-                known = any(path == request.path for _m, path in self._routes)
-                raise HttpError(405 if known else 404,
-                                "method not allowed" if known else "no such page")
+                allowed = [method for method, path in self._routes if path == request.path]
+                if allowed:
+                    return respond_json(start, 405, {"error": "method not allowed"},
+                                        [("Allow", ", ".join(allowed))])
+                raise HttpError(404, "no such page")
             if request.method == "POST" and (problem := origin_problem(request)) is not None:
                 raise HttpError(403, problem)
             return handler(request, start)
@@ -144,7 +153,7 @@ class WebServer:
             return respond_json(start, status, {"error": exc.message})
 
     def _session(self, request: Request) -> WebSession:
-        session = self.sessions.find(request.cookie(COOKIE), time.monotonic())
+        session = self.sessions.find(request.cookie(self.cookie), time.monotonic())
         if session is None:
             raise HttpError(401, "log in first")
         return session
@@ -189,14 +198,14 @@ class WebServer:
             log.warning("web: wrong token from %s", request.remote)
             raise HttpError(401, "wrong token")
         log.info("web: %s logged in", request.remote)
-        cookie = session_cookie(COOKIE, session.sid, self.secure, int(IDLE_LIMIT))
+        cookie = session_cookie(self.cookie, session.sid, self.secure, int(IDLE_LIMIT))
         return respond_json(start, 200, self._about(session), [("Set-Cookie", cookie)])
 
     def _logout(self, request: Request, start: StartResponse) -> Any:
         session, _body = self._checked_post(request)
         self.sessions.logout(session.sid)
         return respond_json(start, 200, {}, [("Set-Cookie", session_cookie(
-            COOKIE, "", self.secure, 0))])
+            self.cookie, "", self.secure, 0))])
 
     def _session_info(self, request: Request, start: StartResponse) -> Any:
         return respond_json(start, 200, self._about(self._session(request)))
