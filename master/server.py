@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,12 @@ class MasterEngine:
                 self.web = WebServer(self, self.config.http)
                 self.web.start()
             except OSError as exc:
+                self.web = None
+                self.stop()  # the node port and the control socket, already open
                 host, port = self.config.http
-                raise CorralError(f"cannot serve the dashboard on {host}:{port}: "
-                                  f"{exc.strerror or exc}") from None
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise CorralError(f"cannot serve the dashboard on {host}:{port}: {reason}"
+                                  ) from None
 
     def stop(self) -> None:
         if self.web is not None:

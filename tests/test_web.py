@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -144,13 +145,24 @@ def test_http_without_a_host_binds_loopback(spawn_master) -> None:
     assert WebClient((host, port)).get("/healthz").status == 200
 
 
-def test_bad_http_option_is_one_clear_line(spawn_master, token_file: Path,
-                                           tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "master", "--http", "here:port",
-                           "--token-file", str(token_file), "quit"], capture_output=True,
-                          text=True, env=python_env(), cwd=ROOT, timeout=PATIENCE)
+def test_bad_http_option_is_one_clear_line(token_file: Path, tmp_path: Path) -> None:
+    def master(http: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "master", "--port", "0", "--http", http,
+                               "--token-file", str(token_file), "--state-dir",
+                               str(tmp_path / "state"), "--log-dir", str(tmp_path), "quit"],
+                              capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                              timeout=PATIENCE)
+
+    done = master("here:port")
     assert done.returncode == 2
     assert "--http: expected [HOST:]PORT, got 'here:port'" in done.stderr
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = master(str(port))
+    assert done.returncode == 2
+    assert done.stderr == (f"corral-master: cannot serve the dashboard on 127.0.0.1:{port}: "
+                           "Address already in use\n")
+    assert not (tmp_path / "state" / "control.sock").exists()  # nothing left behind
 
 
 # --- login, session, CSRF -----------------------------------------------------------------
