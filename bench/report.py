@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "log_follow": ["--mb", "20", "--rounds", "1"],
     "cli": ["--nodes", "10", "--repeat", "3", "--concurrent", "5"],
     "job_wait": ["--repeat", "5"],
+    "dashboard": ["--nodes", "200", "--window", "3", "--rounds", "1"],
 }
 
 

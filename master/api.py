@@ -63,6 +63,12 @@ class MasterAPI:
         return self._engine.address
 
     @property
+    def web_url(self) -> str | None:
+        """Where the dashboard is served (None without ``http`` in the config)."""
+        web = self._engine.web
+        return None if web is None else str(web.url)
+
+    @property
     def config(self) -> MasterConfig:
         return self._engine.config
 
@@ -209,16 +215,16 @@ class MasterAPI:
         """Push local files (folders with ``recursive``) to DEST on each node at once, by
         ``cp``'s rules; ``follow`` follows links inside folders (``-L``). ``progress`` is
         called on the hub thread now and then."""
-        return self._hub.call(transfers.push, self._engine.registry, nodeset, sources, dest,
-                              recursive, progress, follow)
+        return self._hub.call(self._engine.push, nodeset, sources, dest, recursive, progress,
+                              follow)
 
     def pull(self, nodeset: str | None, remote_paths: list[str], local_dir: str,
              progress: ProgressCallback | None = None, follow: bool = False
              ) -> GroupResult[TransferResult]:
         """Fetch from each node into LOCAL_DIR/<node>/; ``?HOST`` becomes the node's name.
         ``follow`` follows links inside folders (``-L``)."""
-        return self._hub.call(transfers.pull, self._engine.registry, nodeset, remote_paths,
-                              local_dir, progress, self._engine.pull_ledger, follow)
+        return self._hub.call(self._engine.pull, nodeset, remote_paths, local_dir, progress,
+                              follow)
 
     def remove(self, nodeset: str | None, paths: list[str], recursive: bool = False
                ) -> GroupResult[list[RemoveOutcome]]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import auth, tls
+from common.argtypes import http_address
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.logfiles import DEFAULT_KEEP, add_log_options, log_file_handler
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control", type=Path, metavar="PATH",
                         help="the control socket the corral command talks to "
                              "(default: STATE_DIR/control.sock)")
+    parser.add_argument("--http", type=http_address, metavar="[HOST:]PORT",
+                        help="serve the web dashboard, /metrics and /healthz here (without "
+                             "HOST: 127.0.0.1); HTTPS with --tls-cert/--tls-key")
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.log_dir, max_frame=args.max_frame,
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
         tls=tls_files, state_dir=args.state_dir,
-        control=args.control or args.state_dir / "control.sock",
+        control=args.control or args.state_dir / "control.sock", http=args.http,
     )
     try:
         api = MasterAPI.start(config, token)
@@ -153,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     # what its commands printed.
     tls_note = ("TLS off" if tls_files is None else
                 f"TLS on, master certificate SHA-256 {tls.fingerprint(tls_files.cert)}")
+    if (web_url := api.web_url) is not None:
+        print(f"corral master dashboard on {web_url} (/metrics and /healthz need no login)",
+              file=sys.stderr, flush=True)
     print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path}; "
           f"{tls_note})", file=sys.stderr, flush=True)
     try:

@@ -182,12 +182,11 @@ class ControlServer:
         if op_name == "events":
             return self._events(emit)
         if op_name == "copy":
-            return transfers.push(registry, args["nodeset"], args["sources"], args["dest"],
-                                  args["recursive"], emit, args["follow"])
+            return self.engine.push(args["nodeset"], args["sources"], args["dest"],
+                                    args["recursive"], emit, args["follow"])
         if op_name == "pull":
-            return transfers.pull(registry, args["nodeset"], args["remote_paths"],
-                                  args["local_dir"], emit, self.engine.pull_ledger,
-                                  args["follow"])
+            return self.engine.pull(args["nodeset"], args["remote_paths"], args["local_dir"],
+                                    emit, args["follow"])
         if op_name == "remove":
             return transfers.remove(registry, args["nodeset"], args["paths"],
                                     args["recursive"], self.engine.config.request_timeout)

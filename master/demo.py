@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--spawn", choices=sorted(SPAWNERS), default="posix",
                         help="how the demo clients start processes (see corral-client --spawn)")
+    parser.add_argument("--http", metavar="[HOST:]PORT",
+                        help="serve the web dashboard there too (log in with the token in "
+                             "logs/demo/token)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     args = parser.parse_args(argv)
 
@@ -46,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(their logs: {demo_dir}/NAME.log)")
     commands = args.commands or [f"list --wait {len(names)} --timeout 20"]
     try:
+        web = ["--http", args.http] if args.http else []
         return cli.main(["--port", str(args.port), "--token-file", str(token_file),
-                         "--log-dir", "logs", *commands])
+                         "--log-dir", "logs", *web, *commands])
     finally:
         stop_clients(clients)
 

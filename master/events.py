@@ -46,7 +46,22 @@ class ProcessEvent:
         return f"process {self.ref} ({short_command(self.info.argv)}) {state}"
 
 
-Event = NodeEvent | ProcessEvent
+@dataclasses.dataclass(frozen=True)
+class ProcessesStarted:
+    """``exec`` started processes on a node (their ends come as ProcessEvents)."""
+
+    node: str
+    procs: list[ProcInfo]
+
+    def describe(self) -> str:
+        started = [info for info in self.procs if info.pid]
+        if len(started) == 1:
+            return (f"{self.node}: started {self.node}:{started[0].pid} "
+                    f"({short_command(started[0].argv)})")
+        return f"{self.node}: started {len(started):,} processes"
+
+
+Event = NodeEvent | ProcessEvent | ProcessesStarted
 
 
 def short_command(argv: list[str], width: int = 40) -> str:

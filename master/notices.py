@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 
-from master.events import Event, ProcessEvent
+from master.events import Event, ProcessesStarted, ProcessEvent
 from master.front.results import natural_key
 
 LEVELS = ("all", "failures", "off")
@@ -38,6 +38,8 @@ class Notices:
 
     def offer(self, event: Event, now: float) -> list[str]:
         """The lines to show now for ``event`` (successful ends wait for ``flush``)."""
+        if isinstance(event, ProcessesStarted):
+            return []  # exec's own report lists them
         if not isinstance(event, ProcessEvent):
             return [event.describe()]
         if self.level == "off" or event.info.origin == "run":

@@ -31,6 +31,7 @@ from common.messages import (
 from common.nodeset import select as select_nodes
 from common.procs import ProcInfo, not_started_here
 from common.replies import LogAnswer, SignalAnswer
+from master.events import ProcessesStarted
 from master.fanout import fan_out, gathered, parse_ref, resolve_targets
 from master.front.results import (
     GroupResult,
@@ -129,6 +130,9 @@ class Operations:
             job, {info.rank: info.pid for infos in group.results.values() for info in infos
                   if info.rank is not None},
             {name: group.errors[name].message for name in group.failed if name in job.placement})
+        for name in group.succeeded:
+            if any(info.pid for info in group.results[name]):
+                self.registry.publish(ProcessesStarted(name, group.results[name]))
         return group
 
     def _new_job(self, command: str, origin: str, nodes: list[Node], copies: int) -> Job:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,18 +17,22 @@ import gevent.ssl
 from gevent.server import StreamServer
 
 from common import tls
+from common.errors import CorralError
 from common.framing import DEFAULT_MAX_FRAME
 from common.landing import PartialLedger
 from common.states import NodeState
 from common.tls import TlsFiles
+from master import transfers
 from master.environment import GlobalEnvironment
 from master.events import Event, NodeEvent
+from master.front.results import GroupResult, ProgressCallback, TransferResult
 from master.jobs import JobStore
 from master.known_nodes import KnownNodes
 from master.processes import ExitTracker
 from master.refusals import Refusals
 from master.registry import NodeRegistry
 from master.session import Session
+from master.web.metrics import EngineMetrics
 
 log = logging.getLogger("corral.master")
 
@@ -47,6 +52,7 @@ class MasterConfig:
     tls: TlsFiles | None = None
     state_dir: Path | None = None  # the master's own files (default: the log folder)
     control: Path | None = None  # the control socket (None: no socket)
+    http: tuple[str, int] | None = None  # the dashboard and /metrics (None: not served)
 
 
 class MasterEngine:
@@ -64,6 +70,7 @@ class MasterEngine:
         # Every exec and run is a job; global environment entries go into each.
         self.jobs = JobStore(config.state_dir or config.log_dir)
         self.environment = GlobalEnvironment(config.state_dir or config.log_dir)
+        self.metrics = EngineMetrics(self.registry.views)
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
         self._server: StreamServer | None = None
@@ -71,6 +78,7 @@ class MasterEngine:
         self.sessions: set[Session] = set()
         self.tls_context: Any = None
         self.control: Any = None  # a master.control.ControlServer with --control
+        self.web: Any = None  # a master.web.server.WebServer with --http
         if config.tls is not None:
             self.tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER), config.tls)
@@ -90,14 +98,29 @@ class MasterEngine:
             log.info("removed %s, left by a pull that was interrupted", leftover)
         self.registry.restore(self.known_nodes.load())
         self.registry.subscribe(self._note_node_change)
+        self.registry.subscribe(self.metrics.hear)
         self._ticker = gevent.spawn(self._check_liveness)
         log.info("listening on %s:%d", *self.address)
         if self.config.control is not None:
             from master.control import ControlServer  # it calls the operations, built on us
             self.control = ControlServer(self, self.config.control)
             self.control.start()
+        if self.config.http is not None:
+            from master.web.server import WebServer  # it calls the operations, built on us
+            try:
+                self.web = WebServer(self, self.config.http)
+                self.web.start()
+            except OSError as exc:
+                self.web = None
+                self.stop()  # the node port and the control socket, already open
+                host, port = self.config.http
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise CorralError(f"cannot serve the dashboard on {host}:{port}: {reason}"
+                                  ) from None
 
     def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
         if self.control is not None:
             self.control.stop()
         if self._ticker is not None:
@@ -108,6 +131,21 @@ class MasterEngine:
             self._server.stop(timeout=1)
             self.known_nodes.save(self.registry.known())
         self.jobs.close()
+
+    def push(self, nodeset: str | None, sources: list[str], dest: str, recursive: bool,
+             progress: ProgressCallback | None, follow: bool) -> GroupResult[TransferResult]:
+        """``copy``, whichever front end asks, with its bytes counted for /metrics."""
+        group = transfers.push(self.registry, nodeset, sources, dest, recursive, progress,
+                               follow)
+        self.metrics.moved("copied", sum(r.bytes for r in group.results.values()))
+        return group
+
+    def pull(self, nodeset: str | None, remote_paths: list[str], local_dir: str,
+             progress: ProgressCallback | None, follow: bool) -> GroupResult[TransferResult]:
+        group = transfers.pull(self.registry, nodeset, remote_paths, local_dir, progress,
+                               self.pull_ledger, follow)
+        self.metrics.moved("pulled", sum(r.bytes for r in group.results.values()))
+        return group
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
         session = Session(sock, address, self)

@@ -325,10 +325,14 @@ class Session:
         message = make(req)
         result = self._register(req, message)
         sent = time.monotonic()
+        metrics = self.engine.metrics
         try:
             self.send(message)
-            return result.get(timeout=timeout)
+            value = result.get(timeout=timeout)
+            metrics.request_done(message.TAG, time.monotonic() - sent)
+            return value
         except gevent.Timeout:
+            metrics.request_timed_out(message.TAG)
             raise CorralError(f"no reply within {timeout:g} s", ErrorCode.NO_REPLY) from None
         except CorralError as exc:
             if exc.code is ErrorCode.DISCONNECTED and self._went_silent:

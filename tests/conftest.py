@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -31,23 +32,30 @@ def master_log(tmp_path: Path) -> Path:
     return tmp_path / "master.log"
 
 
-@pytest.fixture
-def master(tmp_path: Path, master_log: Path) -> Iterator[MasterAPI]:
-    """The real master engine on its hub thread, in this process, on an ephemeral port."""
+@contextlib.contextmanager
+def engine(tmp_path: Path, master_log: Path, **config: Any) -> Iterator[MasterAPI]:
+    """The real master engine on its hub thread, in this process, on an ephemeral port,
+    logging to ``master_log``; ``config``: more MasterConfig fields."""
     handler = logging.FileHandler(master_log)
     handler.setFormatter(EscapingFormatter("%(name)s %(levelname)s %(message)s"))
     logger = logging.getLogger("corral")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    config = MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
-                          handshake_timeout=1.0)
-    api = MasterAPI.start(config, TOKEN.encode())
+    api = MasterAPI.start(MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
+                                       handshake_timeout=1.0, **config), TOKEN.encode())
     try:
         yield api
     finally:
         api.shutdown()
         logger.removeHandler(handler)
         handler.close()
+
+
+@pytest.fixture
+def master(tmp_path: Path, master_log: Path) -> Iterator[MasterAPI]:
+    """The real master engine on its hub thread, in this process, on an ephemeral port."""
+    with engine(tmp_path, master_log) as api:
+        yield api
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from common.tls import TlsFiles
 from master.api import MasterAPI
 from master.server import MasterConfig
 from tests.conftest import FAST_HEARTBEAT, TOKEN
-from tests.harness import wait_until
+from tests.harness import PATIENCE, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -149,3 +152,36 @@ def test_a_certificate_for_another_address_is_blamed_on_its_owner_on_both_sides(
                what="client's log")
     wait_until(lambda: "the client refused this master's certificate" in master.log_text(),
                what="master's log")
+
+
+def test_the_dashboard_is_served_over_https_with_the_masters_certificate(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    api = MasterAPI.start(
+        MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
+                     tls=TlsFiles(pki["master.pem"], pki["master.key"], pki["ca"]),
+                     http=("127.0.0.1", 0)), TOKEN.encode())
+    try:
+        assert api.web_url is not None and api.web_url.startswith("https://127.0.0.1:")
+        port = int(api.web_url.rstrip("/").rsplit(":", 1)[1])
+        trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+
+        def ask(method: str, path: str, body: bytes | None = None
+                ) -> http.client.HTTPResponse:
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=trusted,
+                                                     timeout=PATIENCE)
+            connection.request(method, path, body=body,
+                               headers={"Content-Type": "application/json"})
+            return connection.getresponse()
+
+        assert ask("GET", "/healthz").read() == b"ok\n"
+        login = ask("POST", "/login", json.dumps({"token": TOKEN}).encode())
+        assert login.status == 200
+        cookie = login.getheader("Set-Cookie", "")
+        assert "; Secure" in cookie  # never sent in clear
+        assert cookie.startswith("__Host-corral_session=")  # no sibling host may set it
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            plain.request("GET", "/healthz")
+            plain.getresponse()  # a TLS port answers no plain HTTP
+    finally:
+        api.shutdown()

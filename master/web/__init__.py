@@ -1,0 +1,1 @@
+"""The web dashboard and the Prometheus metrics, served on the master's hub (gevent.pywsgi)."""
