@@ -59,6 +59,7 @@ class SocketBackend:
             # Only this user's master can be at the other end: a result may be as big as
             # it is (a table of every process on a thousand nodes).
             channel = FrameChannel(sock, MAX_RESULT_FRAME)
+            channel.reader.max_frame = MAX_RESULT_FRAME  # not the handshake's 64 KiB
             try:
                 channel.send({"t": "call", "op": op, "args": codec.encode(args)})
             except OSError as exc:
