@@ -310,6 +310,12 @@ class ProcTable:
     def running_count(self) -> int:
         return sum(1 for r in self._records.values() if r.state is ProcState.RUNNING)
 
+    def is_running_here(self, pid: int) -> bool:
+        """Whether ``pid`` is a process this client started (or adopted) that has not
+        ended: who may use the job socket."""
+        record = self._by_pid.get(pid)
+        return record is not None and record.state not in ENDED_STATES
+
     def find(self, pid: int) -> ProcRecord:
         record = self._by_pid.get(pid)
         if record is None:

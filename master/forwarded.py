@@ -1,0 +1,103 @@
+"""Calls that a node's client forwards for the processes it started (``common.calls``):
+each runs as the control socket's calls do (``ControlServer.perform``), in a greenlet of
+its own, attributed to the process that made it (``n1:4242``) and to its node.
+
+A call ends with its result or error, when the client cancels it (the process went away),
+or when the connection closes: its greenlet is killed, so a process that was waiting at a
+barrier leaves it, as one that gave up would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import msgpack
+
+from common.calls import CallError, CallItem, CallResult, ForwardedCall
+from common.errors import CorralError, ErrorCode
+from common.text import printable
+from master.caller import Caller
+from master.front import codec
+from master.front.ops import OPS
+
+if TYPE_CHECKING:
+    from master.registry import Node
+    from master.session import Session
+
+log = logging.getLogger("corral.master.forwarded")
+
+MAX_CALLS = 1_000  # in flight from one node: a runaway job cannot pile up greenlets
+FRAME_MARGIN = 1024  # bytes a frame adds around its value (tag, req, MAC)
+
+
+class ForwardedCalls:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._running: dict[int, gevent.Greenlet] = {}
+
+    def start(self, node: Node, call: ForwardedCall) -> None:
+        if call.req in self._running:
+            self._fail(call.req, CorralError(f"call {call.req} is already running",
+                                             ErrorCode.BAD_REQUEST))
+            return
+        if len(self._running) >= MAX_CALLS:
+            self._fail(call.req, CorralError(
+                f"{MAX_CALLS:,} calls from node {node.name} are already in flight",
+                ErrorCode.BAD_REQUEST))
+            return
+        label = call.ref or f"{node.name}:{call.pid}"
+        caller = Caller(label=printable(label), node=node.name)
+        self._running[call.req] = gevent.spawn(self._serve, call, caller)
+
+    def cancel(self, req: int) -> None:
+        worker = self._running.pop(req, None)
+        if worker is not None:
+            worker.kill(block=False)
+
+    def stop_all(self) -> None:
+        workers, self._running = list(self._running.values()), {}
+        gevent.killall(workers, block=False)
+
+    def _serve(self, call: ForwardedCall, caller: Caller) -> None:
+        engine = self.session.engine
+        try:
+            if call.op not in OPS:
+                raise CorralError(f"unknown operation {call.op!r}", ErrorCode.BAD_REQUEST)
+            log.debug("%s from %s", call.op, caller.label)
+
+            def emit(item: Any) -> None:
+                self._send(CallItem(req=call.req, value=self._fits(codec.encode(item))))
+
+            result = engine.calls.perform(call.op, call.args, emit, caller)
+            self._send(CallResult(req=call.req, value=self._fits(codec.encode(result))))
+        except CorralError as exc:
+            self._fail(call.req, exc)
+        except gevent.GreenletExit:
+            self._fail(call.req, CorralError("cancelled", ErrorCode.CANCELLED))
+        except Exception as exc:
+            log.exception("forwarded %s from %s failed", call.op, caller.label)
+            self._fail(call.req, CorralError(f"{call.op}: {exc!r}", ErrorCode.INTERNAL))
+        finally:
+            if self._running.get(call.req) is gevent.getcurrent():
+                del self._running[call.req]
+
+    def _fits(self, value: Any) -> Any:
+        """A value too big for one frame would make the client drop the connection: refuse
+        it here, for this call only."""
+        size = len(msgpack.packb(value, use_bin_type=True))
+        limit = self.session.engine.config.max_frame - FRAME_MARGIN
+        if size > limit:
+            raise CorralError(f"the result is {size:,} bytes, more than a node's connection "
+                              f"carries in one frame ({limit:,}); ask for less (-w, --last)",
+                              ErrorCode.BAD_REQUEST)
+        return value
+
+    def _fail(self, req: int, exc: CorralError) -> None:
+        self._send(CallError(req=req, code=int(exc.code), message=exc.message))
+
+    def _send(self, message: CallItem | CallResult | CallError) -> None:
+        with contextlib.suppress(OSError):  # gone: the session's read loop ends us all
+            self.session.send(message)

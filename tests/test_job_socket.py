@@ -1,0 +1,150 @@
+"""``corral`` inside a job: the client's job socket (``CORRAL_SOCKET``), calls forwarded to
+the master and attributed to the process that made them, and what a forged
+``CORRAL_SOCKET`` can and cannot do. Real master, clients and CLI processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from master.front.control import NoMaster, SocketBackend
+from tests.harness import ROOT, ClientProcess, MasterProcess, wait_until
+from tests.test_variables import control_of, corral
+
+CORRAL = f"{shlex.quote(sys.executable)} -m master.front.cli"  # as a job runs it
+
+
+def job_socket(client: ClientProcess) -> Path:
+    return client.state_dir / "job.sock"
+
+
+@pytest.fixture
+def cluster(spawn_master, spawn_client, monkeypatch):  # type: ignore[no-untyped-def]
+    """A headless master with clients n1 and n2, READY; jobs find corral's modules."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    master = spawn_master(extra=["--no-console"])
+    clients = [spawn_client(name, master.address) for name in ("n1", "n2")]
+    done = corral(control_of(master), "list", "--wait", "2", "--timeout", "30")
+    assert done.returncode == 0, done.stderr
+    return master, clients
+
+
+def run_on(master: MasterProcess, node: str, command: str) -> dict[str, Any]:
+    """Run ``command`` on ``node``; its run-answer (exit_code, stdout, stderr)."""
+    done = corral(control_of(master), "--json", "run", "-w", node, "--", command)
+    return json.loads(done.stdout)["result"]["results"][node]
+
+
+def test_a_job_sets_and_gets_through_its_client(cluster) -> None:  # type: ignore[no-untyped-def]
+    master, (n1, _n2) = cluster
+    answer = run_on(master, "n1", f'echo "$CORRAL_SOCKET"; {CORRAL} var set from_job "a b"'
+                                  f' && {CORRAL} var get from_job')
+    assert answer["exit_code"] == 0, answer["stderr"]
+    assert answer["stdout"] == f"{job_socket(n1)}\na b\n"
+    entry = json.loads(corral(control_of(master), "--json", "var", "get", "from_job").stdout)
+    # Attributed to the process the client started (the shell of `run`), on its node.
+    assert entry["result"]["set_by"] == f"n1:{answer['pid']}"
+
+
+def test_job_socket_is_private(cluster) -> None:  # type: ignore[no-untyped-def]
+    _master, (n1, _n2) = cluster
+    mode = job_socket(n1).stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_a_process_the_client_did_not_start_is_refused(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Same user, but not a process of that client: this test's own process."""
+    master, (n1, _n2) = cluster
+    with pytest.raises(NoMaster) as refused:
+        SocketBackend(job_socket(n1)).call("var_set", {"name": "x", "value": "1"})
+    assert "serves only the processes that node's client started" in refused.value.message
+    assert f"pid {os.getpid()} is none of them" in refused.value.message
+    assert corral(control_of(master), "var", "get", "x").returncode == 1
+    assert "job socket: refused pid" in n1.log_text()
+
+
+def test_forged_corral_socket(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    master, (n1, n2) = cluster
+    (tmp_path / "plain").write_text("not a socket")
+    # Another node's socket: refused there, so nothing is done in n2's name.
+    other = run_on(master, "n1", f"CORRAL_SOCKET={job_socket(n2)} {CORRAL} var set x 1")
+    assert other["exit_code"] == 3
+    assert other["stderr"].startswith(f"corral: refused: the job socket {job_socket(n2)} of "
+                                      "node n2 serves only")
+    assert len(other["stderr"].splitlines()) == 1
+    assert corral(control_of(master), "var", "get", "x").returncode == 1
+    # Nothing there, or not a socket: one line, exit 3.
+    for forged in (tmp_path / "nothing", tmp_path / "plain"):
+        answer = run_on(master, "n1", f"CORRAL_SOCKET={forged} {CORRAL} var get x")
+        assert answer["exit_code"] == 3
+        assert answer["stderr"].startswith(f"corral: no corral client (CORRAL_SOCKET) at "
+                                           f"{forged} (")
+        assert len(answer["stderr"].splitlines()) == 1
+    # The sockets still serve their own processes.
+    for node in ("n1", "n2"):
+        answer = run_on(master, node, f"{CORRAL} var set ok_{node} 1")
+        assert answer["exit_code"] == 0, answer["stderr"]
+    assert n1.proc is not None and n1.proc.poll() is None
+
+
+def test_garbage_on_the_job_socket_harms_nothing(cluster) -> None:  # type: ignore[no-untyped-def]
+    """A job that writes nonsense, or a frame of the wrong shape, gets an error; the
+    node's connection to the master and the next call are fine."""
+    master, (n1, _n2) = cluster
+    script = (
+        "import socket, struct, sys, msgpack\n"
+        f"path = {str(job_socket(n1))!r}\n"
+        "for body in (b'\\xc1garbage', msgpack.packb({'t': 'call', 'op': 5, 'args': {}}),\n"
+        "             msgpack.packb({'t': 'call', 'op': 'no_such_op', 'args': {}}),\n"
+        "             msgpack.packb({'t': 'call', 'op': 'var_set', 'args': {'name': 1}})):\n"
+        "    s = socket.socket(socket.AF_UNIX); s.connect(path)\n"
+        "    s.sendall(struct.pack('>I', len(body)) + body)\n"
+        "    reply = s.recv(65536); print(len(reply) > 4); s.close()\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(path)\n"
+        "s.sendall(struct.pack('>I', 1 << 30)); print(s.recv(65536)[:4] != b''); s.close()\n")
+    answer = run_on(master, "n1", f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}")
+    assert answer["exit_code"] == 0, answer["stderr"]
+    assert answer["stdout"].split() == ["True"] * 5
+    again = run_on(master, "n1", f"{CORRAL} var set after 1")
+    assert again["exit_code"] == 0, again["stderr"]
+    assert "closed" not in corral(control_of(master), "list").stdout
+
+
+def test_streamed_results_come_through(cluster) -> None:  # type: ignore[no-untyped-def]
+    """What streams before a result (a log, a watched variable) is forwarded too."""
+    master, _clients = cluster
+    started = corral(control_of(master), "--json", "exec", "-w", "n2", "--", "sh", "-c",
+                     "seq 1 5")
+    pid = json.loads(started.stdout)["result"]["results"]["n2"][0]["pid"]
+    corral(control_of(master), "wait", f"n2:{pid}")
+    answer = run_on(master, "n1", f"{CORRAL} log -n 0 n2:{pid}")
+    assert (answer["exit_code"], answer["stdout"]) == (0, "1\n2\n3\n4\n5\n")
+    assert corral(control_of(master), "var", "set", "w", "first").returncode == 0
+    watched = run_on(master, "n1", f"timeout -s INT 2 {CORRAL} var watch w; "
+                                    f"{CORRAL} var get w")
+    assert watched["stdout"].startswith("w=first\n")
+
+
+def test_a_client_without_its_master(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The master goes while a job's call waits: the job gets one line and exit 1."""
+    master, (n1, _n2) = cluster
+    out = n1.workdir / "out"
+    probe = f"{CORRAL} var get --wait back_again > {out} 2>&1; echo $? >> {out}"
+    started = corral(control_of(master), "--json", "exec", "-w", "n1", "--", "sh", "-c",
+                     probe)
+    shell = psutil.Process(json.loads(started.stdout)["result"]["results"]["n1"][0]["pid"])
+    wait_until(lambda: any(child.net_connections(kind="unix")
+                           for child in shell.children()), what="the job's call")
+    master.stop()
+    wait_until(lambda: out.exists() and out.read_text().count("\n") >= 2,
+               what="the job's answer")
+    assert out.read_text() == ("corral: error: node n1 lost its connection to the master "
+                               "during the call\n1\n")
