@@ -3,7 +3,9 @@ user sees (output, exit status, one-line errors), and the store surviving a rest
 
 from __future__ import annotations
 
+import io
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +129,70 @@ def test_get_wait_until_set(control: Path) -> None:
     timed = corral(control, "var", "get", "never", "--wait", "--timeout", "0.2")
     assert timed.returncode == 1
     assert timed.stderr == "corral: error: no variable never after waiting 0.2 s\n"
+
+
+@pytest.mark.slow
+def test_cas_has_exactly_one_winner_among_20_writers(control: Path) -> None:
+    """Twenty processes race to take a lock held by no one: one swaps, nineteen are told
+    who holds it."""
+    racers = [subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                                str(control), "var", "cas", "--absent", "lock", f"racer{i}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=python_env(), cwd=ROOT) for i in range(20)]
+    outcomes = [(racer.wait(PATIENCE), racer.communicate()[1]) for racer in racers]
+    winners = [i for i, (status, _err) in enumerate(outcomes) if status == 0]
+    assert len(winners) == 1
+    holder = f"racer{winners[0]}"
+    assert corral(control, "var", "get", "lock").stdout == f"{holder}\n"
+    for i, (status, err) in enumerate(outcomes):
+        if i != winners[0]:
+            assert status == 1
+            assert err == f"not swapped: lock: it holds '{holder}' (set by operator)\n"
+    # The holder hands it on with OLD: a stale OLD is refused.
+    assert corral(control, "var", "cas", "lock", "someone else", "x").returncode == 1
+    assert corral(control, "var", "cas", "lock", holder, "next").returncode == 0
+    absent = corral(control, "var", "cas", "nolock", "x", "y")
+    assert (absent.returncode, absent.stderr) == (1, "not swapped: nolock: it does not "
+                                                     "exist\n")
+    assert corral(control, "var", "cas", "--absent", "lock", "x").returncode == 1
+    usage = corral(control, "var", "cas", "lock", "only-one")
+    assert usage.returncode == 2
+    assert "var cas NAME OLD NEW, or var cas --absent NAME NEW" in usage.stderr
+
+
+def test_watch_prints_each_change(control: Path) -> None:
+    watcher = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                                str(control), "var", "watch", "w"], stdout=subprocess.PIPE,
+                               text=True, env=python_env(), cwd=ROOT)
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline() == "w (absent)\n"
+        corral(control, "var", "set", "w", "one")
+        assert watcher.stdout.readline() == "w=one\n"
+        corral(control, "var", "set", "w", "two\nlines")
+        assert watcher.stdout.readline() == "w=two\n"
+        assert watcher.stdout.readline() == "lines\n"
+        corral(control, "var", "del", "w")
+        assert watcher.stdout.readline() == "w (absent)\n"
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(PATIENCE) == 0
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def test_console_var_commands(master) -> None:  # type: ignore[no-untyped-def]
+    """The master's own console: the same definitions, in-process."""
+    from master.console import CorralConsole
+    from master.local import LocalBackend
+
+    console = CorralConsole(LocalBackend(master), interactive=False, stdout=io.StringIO())
+    console.onecmd_plus_hooks("var set k 'v 1'")
+    console.onecmd_plus_hooks("var get k")
+    assert console.last_result.value == "v 1"
+    assert console.last_result.set_by == "operator"
+    console.exit_code = 0
+    console.onecmd_plus_hooks("var cas k wrong x")
+    assert console.exit_code == 1 and not console.last_result.swapped
+    console.onecmd_plus_hooks("var list")
+    assert [entry.name for entry in console.last_result] == ["k"]
