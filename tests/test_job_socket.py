@@ -26,15 +26,19 @@ def job_socket(client: ClientProcess) -> Path:
     return client.state_dir / "job.sock"
 
 
-@pytest.fixture
-def cluster(spawn_master, spawn_client, monkeypatch):  # type: ignore[no-untyped-def]
-    """A headless master with clients n1 and n2, READY; jobs find corral's modules."""
+def start_cluster(spawn_master, spawn_client, monkeypatch, names=("n1", "n2")):  # type: ignore[no-untyped-def]
+    """A headless master with clients ``names``, READY; jobs find corral's modules."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     master = spawn_master(extra=["--no-console"])
-    clients = [spawn_client(name, master.address) for name in ("n1", "n2")]
-    done = corral(control_of(master), "list", "--wait", "2", "--timeout", "30")
+    clients = [spawn_client(name, master.address) for name in names]
+    done = corral(control_of(master), "list", "--wait", str(len(names)), "--timeout", "30")
     assert done.returncode == 0, done.stderr
     return master, clients
+
+
+@pytest.fixture
+def cluster(spawn_master, spawn_client, monkeypatch):  # type: ignore[no-untyped-def]
+    return start_cluster(spawn_master, spawn_client, monkeypatch)
 
 
 def run_on(master: MasterProcess, node: str, command: str) -> dict[str, Any]:
