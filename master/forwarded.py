@@ -22,6 +22,7 @@ from common.text import printable
 from master.caller import Caller
 from master.front import codec
 from master.front.ops import OPS
+from master.shared import SHARED_OPS
 
 if TYPE_CHECKING:
     from master.registry import Node
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.master.forwarded")
 
+JOB_CALLS = ("all", "shared")  # --job-calls: every operation but those below, or these only
+# They read and write files on the master's machine, in its user's name: a job runs on a
+# node and has no business there.
+NEVER_FROM_JOBS = frozenset({"copy", "pull"})
 MAX_CALLS = 1_000  # in flight from one node: a runaway job cannot pile up greenlets
 FRAME_MARGIN = 1024  # bytes a frame adds around its value (tag, req, MAC)
 
@@ -64,8 +69,7 @@ class ForwardedCalls:
     def _serve(self, call: ForwardedCall, caller: Caller) -> None:
         engine = self.session.engine
         try:
-            if call.op not in OPS:
-                raise CorralError(f"unknown operation {call.op!r}", ErrorCode.BAD_REQUEST)
+            self._check_allowed(call.op)
             log.debug("%s from %s", call.op, caller.label)
 
             def emit(item: Any) -> None:
@@ -83,6 +87,17 @@ class ForwardedCalls:
         finally:
             if self._running.get(call.req) is gevent.getcurrent():
                 del self._running[call.req]
+
+    def _check_allowed(self, op: str) -> None:
+        if op not in OPS:
+            raise CorralError(f"unknown operation {op!r}", ErrorCode.BAD_REQUEST)
+        if op in NEVER_FROM_JOBS:
+            raise CorralError(f"{op} reads or writes files on the master's machine: not from "
+                              "inside a job (run it where the master runs)",
+                              ErrorCode.PERMISSION)
+        if self.session.engine.config.job_calls == "shared" and op not in SHARED_OPS:
+            raise CorralError(f"this master lets jobs use only var and barrier "
+                              f"(--job-calls shared), not {op}", ErrorCode.PERMISSION)
 
     def _fits(self, value: Any) -> Any:
         """A value too big for one frame would make the client drop the connection: refuse

@@ -54,6 +54,7 @@ class MasterConfig:
     state_dir: Path | None = None  # the master's own files (default: the log folder)
     control: Path | None = None  # the control socket (None: no socket)
     http: tuple[str, int] | None = None  # the dashboard and /metrics (None: not served)
+    job_calls: str = "all"  # what jobs may ask through their clients (master.forwarded)
 
 
 class MasterEngine:

@@ -152,3 +152,29 @@ def test_a_client_without_its_master(cluster) -> None:  # type: ignore[no-untype
                what="the job's answer")
     assert out.read_text() == ("corral: error: node n1 lost its connection to the master "
                                "during the call\n1\n")
+
+
+def test_what_a_job_may_not_ask(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """copy and pull would read and write files on the master's machine: refused."""
+    master, _clients = cluster
+    secret = tmp_path / "secret"
+    secret.write_text("the master's")
+    answer = run_on(master, "n1", f"{CORRAL} copy {secret} stolen; echo $? >&2; "
+                                  f"{CORRAL} pull -w n1 x {tmp_path}/into")
+    assert answer["stderr"].splitlines() == [
+        "corral: error: copy reads or writes files on the master's machine: not from "
+        "inside a job (run it where the master runs)", "1",
+        "corral: error: pull reads or writes files on the master's machine: not from "
+        "inside a job (run it where the master runs)"]
+    assert not (tmp_path / "into").exists()
+
+
+def test_job_calls_shared(spawn_master, spawn_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    master = spawn_master(extra=["--no-console", "--job-calls", "shared"])
+    spawn_client("n1", master.address)
+    assert corral(control_of(master), "list", "--wait", "1", "--timeout", "30").returncode == 0
+    answer = run_on(master, "n1", f"{CORRAL} var set a 1 && {CORRAL} run -- true")
+    assert answer["stderr"] == ("corral: error: this master lets jobs use only var and "
+                                "barrier (--job-calls shared), not run\n")
+    assert corral(control_of(master), "var", "get", "a").stdout == "1\n"
