@@ -85,6 +85,7 @@ def wake_floor(folder: Path, processes: int) -> float:
     socket of this process, all woken by one byte each; from the first byte sent to the
     last of them awake, in ms."""
     path = folder / "wake.sock"
+    path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.listen(processes)

@@ -40,7 +40,7 @@ class VariableStore:
         self._changed = gevent.event.Event()  # woken (and replaced) on every change
         self._watchers: dict[str, list[Callable[[VarChange], None]]] = {}
         self._dirty = False
-        self._saved: gevent.event.Event | None = None  # set when the pending write is done
+        self._saved: gevent.event.AsyncResult | None = None  # the pending write's outcome
         self._writer: gevent.Greenlet | None = None
         self._load()
 
@@ -141,16 +141,16 @@ class VariableStore:
     # --- on disk --------------------------------------------------------------------------
 
     def _persist(self) -> None:
-        """Return once a write that began after this change has finished. A write that
-        fails is logged and the change stays in memory: the variables still work, and the
-        next change tries again."""
+        """Return once a write that began after this change has finished. If that write
+        fails, the caller is told (the change stays in memory, so the variables still work,
+        and the next change tries the write again)."""
         self._dirty = True
         if self._saved is None:
-            self._saved = gevent.event.Event()
+            self._saved = gevent.event.AsyncResult()
         saved = self._saved
         if self._writer is None or self._writer.dead:
             self._writer = gevent.spawn(self._write_while_dirty)
-        saved.wait()
+        saved.get()
 
     def _write_while_dirty(self) -> None:
         while self._dirty:
@@ -161,10 +161,15 @@ class VariableStore:
             try:
                 gevent.get_hub().threadpool.apply(_write_atomically, (self.path, document))
             except OSError as exc:
-                log.warning("cannot save the variables to %s: %s", self.path,
-                            exc.strerror or exc)
+                reason = exc.strerror or str(exc)
+                log.warning("cannot save the variables to %s: %s", self.path, reason)
+                if saved is not None:
+                    saved.set_exception(CorralError(
+                        f"changed in the master's memory, but not saved to {self.path}: "
+                        f"{reason} (lost if the master restarts)", ErrorCode.IO))
+                continue
             if saved is not None:
-                saved.set()
+                saved.set(None)
 
     def _load(self) -> None:
         try:

@@ -109,6 +109,7 @@ def test_bad_input(control: Path) -> None:
         assert message in done.stderr.splitlines()[-1], (words, done.stderr)
 
 
+@pytest.mark.slow
 def test_a_node_lost_during_a_barrier_is_named(  # type: ignore[no-untyped-def]
         spawn_master, spawn_client, monkeypatch) -> None:
     """Processes on n1 and n2 and the operator wait at a barrier of 4; n2's client dies:
@@ -135,3 +136,18 @@ def test_a_node_lost_during_a_barrier_is_named(  # type: ignore[no-untyped-def]
     text = out.read_text()
     assert "barrier g: node n2 went GONE" in text and text.endswith("1\n")
     assert corral(control, "barrier").stdout.strip() == "no barrier is waited at"
+
+
+def test_a_job_killed_at_a_barrier_leaves_it(  # type: ignore[no-untyped-def]
+        spawn_master, spawn_client, monkeypatch) -> None:
+    """Its client sees the job's connection close and cancels the call at the master."""
+    master, _clients = start_cluster(spawn_master, spawn_client, monkeypatch, ("n1",))
+    control = control_of(master)
+    started = corral(control, "--json", "exec", "-w", "n1", "--", *CORRAL.split(),
+                     "barrier", "k", "--count", "2")
+    pid = json.loads(started.stdout)["result"]["results"]["n1"][0]["pid"]
+    wait_until(lambda: arrived(control, "k") == 1, what="the job at the barrier")
+    assert corral(control, "sKill", f"n1:{pid}").returncode == 0
+    wait_until(lambda: arrived(control, "k") == 0, what="the killed job gone from it")
+    alone = corral(control, "barrier", "k", "--count", "2", "--timeout", "0.2")
+    assert alone.returncode == 1 and "1 of 2 arrived (operator)" in alone.stderr

@@ -122,6 +122,7 @@ def test_garbage_on_the_job_socket_harms_nothing(cluster) -> None:  # type: igno
     assert "closed" not in corral(control_of(master), "list").stdout
 
 
+@pytest.mark.slow
 def test_streamed_results_come_through(cluster) -> None:  # type: ignore[no-untyped-def]
     """What streams before a result (a log, a watched variable) is forwarded too."""
     master, _clients = cluster
@@ -137,6 +138,7 @@ def test_streamed_results_come_through(cluster) -> None:  # type: ignore[no-unty
     assert watched["stdout"].startswith("w=first\n")
 
 
+@pytest.mark.slow
 def test_a_client_without_its_master(cluster) -> None:  # type: ignore[no-untyped-def]
     """The master goes while a job's call waits: the job gets one line and exit 1."""
     master, (n1, _n2) = cluster

@@ -32,6 +32,7 @@ def control(spawn_master) -> Path:  # type: ignore[no-untyped-def]
     return control_of(spawn_master(extra=["--no-console"]))
 
 
+@pytest.mark.slow
 def test_set_get_list_del(control: Path) -> None:
     assert corral(control, "var", "set", "greeting", "hello world").returncode == 0
     got = corral(control, "var", "get", "greeting")
@@ -54,6 +55,7 @@ def test_unknown_variable(control: Path) -> None:
     assert done.stderr == "corral: error: no variable nothing_here\n"
 
 
+@pytest.mark.slow
 def test_bad_names_and_oversize_value(control: Path) -> None:
     for bad in ("-x", "a b", "x" * 129, "über", "a;b", ".hidden"):
         done = corral(control, "var", "set", "--", bad, "v")
@@ -87,6 +89,7 @@ def test_the_master_refuses_what_the_cli_would(control: Path) -> None:
     assert raised.value.code is ErrorCode.BAD_REQUEST
 
 
+@pytest.mark.slow
 def test_store_survives_a_master_restart(spawn_master) -> None:  # type: ignore[no-untyped-def]
     master = spawn_master(extra=["--no-console"])
     control = control_of(master)
@@ -196,3 +199,19 @@ def test_console_var_commands(master) -> None:  # type: ignore[no-untyped-def]
     assert console.exit_code == 1 and not console.last_result.swapped
     console.onecmd_plus_hooks("var list")
     assert [entry.name for entry in console.last_result] == ["k"]
+
+
+def test_a_store_that_cannot_be_saved_says_so(spawn_master, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    control = control_of(spawn_master(extra=["--no-console"]))
+    blocker = tmp_path / "master-state" / ".variables.json.tmp"
+    blocker.mkdir()  # where the store is written first: now it cannot be
+    done = corral(control, "var", "set", "a", "1")
+    assert done.returncode == 1
+    assert done.stderr.startswith("corral: error: changed in the master's memory, but not "
+                                  f"saved to {tmp_path / 'master-state' / 'variables.json'}")
+    assert done.stderr.endswith("(lost if the master restarts)\n")
+    assert corral(control, "var", "get", "a").stdout == "1\n"
+    blocker.rmdir()
+    assert corral(control, "var", "set", "b", "2").returncode == 0
+    saved = json.loads((tmp_path / "master-state" / "variables.json").read_text())
+    assert sorted(entry["name"] for entry in saved["variables"]) == ["a", "b"]
