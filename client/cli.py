@@ -141,13 +141,25 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=state_dir, tls=tls_files,
     )
     # Every process this client starts finds its job socket here (copied into their
-    # environment when the process table is made, just below).
+    # environment when the process table is made, below). Made before anything touches
+    # the state folder: a second client on the same folder stops here.
     job_socket_path = state_dir / jobsocket.FILE_NAME
     too_long = jobsocket.path_problem(job_socket_path)
     if too_long is None:
         os.environ[jobsocket.ENV_NAME] = str(job_socket_path)
     else:
         os.environ.pop(jobsocket.ENV_NAME, None)  # not one of another client's
+    job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame)
+    try:
+        if too_long is None:
+            job_socket.start()
+        else:
+            logging.getLogger("corral.client").warning(
+                "%s; processes of this node cannot use corral commands", too_long)
+    except (CorralError, OSError) as exc:
+        message = exc.message if isinstance(exc, CorralError) else exc.strerror or str(exc)
+        print(f"corral-client: job socket {job_socket_path}: {message}", file=sys.stderr)
+        return 2
     reaper = Reaper()
     reaper.start()
     spawner = SPAWNERS[args.spawn]
@@ -168,18 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
     procs.change_listeners.append(daemon.publish_change)
-    job_socket = jobsocket.JobSocket(job_socket_path, args.name, procs, daemon.forwarder,
-                                     config.max_frame)
-    try:
-        if too_long is None:
-            job_socket.start()
-        else:
-            logging.getLogger("corral.client").warning(
-                "%s; processes of this node cannot use corral commands", too_long)
-    except (CorralError, OSError) as exc:
-        message = exc.message if isinstance(exc, CorralError) else exc.strerror or str(exc)
-        print(f"corral-client: job socket {job_socket_path}: {message}", file=sys.stderr)
-        return 2
+    job_socket.serve(procs, daemon.forwarder)
     log = logging.getLogger("corral.client")
     log.info("node %s (id %s) work folder %s, master %s:%d",
              args.name, identity.node_id, workdir, *args.master)

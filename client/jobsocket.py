@@ -33,6 +33,7 @@ import psutil
 from gevent.server import StreamServer
 
 from client.proctable import ProcTable
+from common import private_socket
 from common.calls import CallError, CallItem, CallResult
 from common.errors import CorralError, ErrorCode
 from common.framing import FrameChannel
@@ -76,47 +77,37 @@ class Forwarder(Protocol):
 
 
 class JobSocket:
-    def __init__(self, path: Path, node: str, procs: ProcTable,
-                 connection: Callable[[], Forwarder | None], max_frame: int) -> None:
+    """Made first of all the client's parts, so a second client started on the same state
+    folder stops before it touches anything there; it serves once ``serve`` has given it
+    the process table and the connection."""
+
+    def __init__(self, path: Path, node: str, max_frame: int) -> None:
         self.path = path
         self.node = node
-        self.procs = procs
-        self.connection = connection  # the live connection to the master, if any
         self.max_frame = max_frame
+        self.procs: ProcTable | None = None
+        self.connection: Callable[[], Forwarder | None] = lambda: None
         self._server: StreamServer | None = None
 
+    def serve(self, procs: ProcTable, connection: Callable[[], Forwarder | None]) -> None:
+        """``connection`` gives the live connection to the master, if there is one."""
+        self.procs = procs
+        self.connection = connection
+
     def start(self) -> None:
-        self._remove_stale()
         listener = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # born 0600: no moment open to other users
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+        private_socket.bind_private(listener, self.path, (
+            f"another client already answers on {self.path}: two clients cannot share one "
+            "state folder"))
         listener.listen(128)
         self._server = StreamServer(listener, self._handle)
         self._server.start()
         log.info("job socket %s", self.path)
 
-    def _remove_stale(self) -> None:
-        if not os.path.lexists(self.path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.path))
-        except OSError:
-            self.path.unlink()
-            return
-        finally:
-            probe.close()
-        raise CorralError(f"another client already answers on {self.path}: two clients "
-                          "cannot share one state folder")
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(timeout=1)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        private_socket.remove(self.path)
 
     # --- who calls ------------------------------------------------------------------------
 
@@ -126,6 +117,8 @@ class JobSocket:
         table, None for a stranger."""
         own = os.getpid()
         found: int | None = None
+        if self.procs is None:
+            return None  # not serving yet
         for _ in range(MAX_ANCESTRY):
             if pid == own:
                 return found if found is not None else 0

@@ -24,6 +24,7 @@ import gevent.queue
 import gevent.socket
 from gevent.server import StreamServer
 
+from common import private_socket
 from common.errors import CorralError, ErrorCode, ProtocolError
 from common.framing import FrameChannel
 from master import transfers
@@ -59,39 +60,19 @@ class ControlServer:
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._remove_stale()
         listener = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket is born 0600: no moment open to others
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+        private_socket.bind_private(listener, self.path, (
+            f"another master already answers on {self.path}; give this one another "
+            "--state-dir or --control"))
         listener.listen(128)
         self._server = StreamServer(listener, self._handle)
         self._server.start()
         log.info("control socket %s", self.path)
 
-    def _remove_stale(self) -> None:
-        """A socket left by a master that was killed is removed; one a live master
-        answers on is not taken over."""
-        if not self.path.exists():
-            return
-        probe = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.path))
-        except OSError:
-            self.path.unlink()
-            return
-        finally:
-            probe.close()
-        raise CorralError(f"another master already answers on {self.path}; give this one "
-                          "another --state-dir or --control")
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(timeout=1)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        private_socket.remove(self.path)
 
     def _handle(self, sock: Any, _address: Any) -> None:
         channel = FrameChannel(sock, self.engine.config.max_frame)

@@ -180,3 +180,12 @@ def test_job_calls_shared(spawn_master, spawn_client, monkeypatch) -> None:  # t
     assert answer["stderr"] == ("corral: error: this master lets jobs use only var and "
                                 "barrier (--job-calls shared), not run\n")
     assert corral(control_of(master), "var", "get", "a").stdout == "1\n"
+
+
+def test_two_clients_cannot_share_a_state_folder(cluster, spawn_client) -> None:  # type: ignore[no-untyped-def]
+    master, (n1, _n2) = cluster
+    second = spawn_client("n1", master.address)  # the same folders as the running n1
+    assert second.proc.wait(30) == 2
+    assert (f"job socket {job_socket(n1)}: another client already answers on "
+            f"{job_socket(n1)}: two clients cannot share one state folder") in second.log_text()
+    assert run_on(master, "n1", f"{CORRAL} var set still 1")["exit_code"] == 0
