@@ -140,15 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         master=args.master, name=args.name, workdir=workdir, log_dir=log_dir,
         state_dir=state_dir, tls=tls_files,
     )
-    # Every process this client starts finds its job socket here (copied into their
-    # environment when the process table is made, below). Made before anything touches
-    # the state folder: a second client on the same folder stops here.
+    # Made before anything touches the state folder: a second client on the same folder
+    # stops here.
     job_socket_path = state_dir / jobsocket.FILE_NAME
     too_long = jobsocket.path_problem(job_socket_path)
-    if too_long is None:
-        os.environ[jobsocket.ENV_NAME] = str(job_socket_path)
-    else:
-        os.environ.pop(jobsocket.ENV_NAME, None)  # not one of another client's
+    os.environ.pop(jobsocket.ENV_NAME, None)  # this client may run in a job: not ours
     job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame)
     try:
         if too_long is None:
@@ -181,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     procs.change_listeners.append(daemon.publish_change)
     job_socket.serve(procs, daemon.forwarder)
+    if too_long is None:
+        procs.give_job_socket(job_socket_path)
     log = logging.getLogger("corral.client")
     log.info("node %s (id %s) work folder %s, master %s:%d",
              args.name, identity.node_id, workdir, *args.master)

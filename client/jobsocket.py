@@ -32,7 +32,7 @@ import gevent.socket
 import psutil
 from gevent.server import StreamServer
 
-from client.proctable import ProcTable
+from client.proctable import JOB_SOCKET_ENV, ProcTable
 from common import private_socket
 from common.calls import CallError, CallItem, CallResult
 from common.errors import CorralError, ErrorCode
@@ -40,7 +40,7 @@ from common.framing import FrameChannel
 
 log = logging.getLogger("corral.client.jobsocket")
 
-ENV_NAME = "CORRAL_SOCKET"
+ENV_NAME = JOB_SOCKET_ENV
 FILE_NAME = "job.sock"
 MAX_ANCESTRY = 256  # parent links followed before a peer is judged a stranger
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid

@@ -13,7 +13,7 @@ import time
 
 from common.argtypes import positive_int
 from common.errors import UsageError
-from common.text import printable
+from common.text import printable, printable_lines
 from common.varnames import MAX_NAME, NAME_RULE, value_problem, var_name_problem
 from master.front import render
 from master.front.commands import Command, Kit, Output, Report, seconds
@@ -98,7 +98,10 @@ def _var(args: argparse.Namespace, backend: Backend, out: Output) -> Report:
             raise UsageError("--timeout goes with --wait")
         entry = backend.call("var_get", {"name": args.name, "wait": args.wait,
                                          "timeout": args.timeout})
-        return Report(entry, render.Rendered(entry.value, []), False)
+        # Anyone may have set it: on a terminal (the CLI says so in ``color``; the console
+        # is one) control characters are escaped, as in a log; redirected, it is as it is.
+        value = printable_lines(entry.value) if getattr(args, "color", True) else entry.value
+        return Report(entry, render.Rendered(value, []), False)
     if action == "cas":
         return _cas(args, backend)
     if action == "del":
