@@ -271,12 +271,12 @@ class _Connection:
 
     # --- calls forwarded for the processes of this node (client.jobsocket) ----------------
 
-    def forward(self, op: str, args: dict[str, Any], pid: int, ref: str
+    def forward(self, op: str, args: dict[str, Any], pid: int, ref: str, job: str
                 ) -> tuple[int, gevent.queue.Queue[Any]]:
         req = next(self.daemon.call_ids)
         answers: gevent.queue.Queue[Any] = gevent.queue.Queue()
         self._calls[req] = answers
-        self.send(ForwardedCall(req=req, op=op, args=args, pid=pid, ref=ref))
+        self.send(ForwardedCall(req=req, op=op, args=args, pid=pid, ref=ref, job=job))
         return req, answers
 
     def cancel_call(self, req: int) -> None:

@@ -62,7 +62,7 @@ def path_problem(path: Path) -> str | None:
 class Forwarder(Protocol):
     """What the job socket needs of the client's connection to the master."""
 
-    def forward(self, op: str, args: dict[str, Any], pid: int, ref: str
+    def forward(self, op: str, args: dict[str, Any], pid: int, ref: str, job: str
                 ) -> tuple[int, gevent.queue.Queue[Answer]]:
         """Send the call; its answers arrive on the queue."""
         ...
@@ -168,8 +168,9 @@ class JobSocket:
                         "keeps trying); try again")
             return
         ref = f"{self.node}:{ancestor}" if ancestor else ""
+        job = self.procs.job_place(ancestor) if self.procs is not None and ancestor else ""
         try:
-            req, answers = connection.forward(op, args, pid, ref)
+            req, answers = connection.forward(op, args, pid, ref, job)
         except OSError:
             _send_error(channel, ErrorCode.DISCONNECTED, "the connection to the master broke")
             return

@@ -316,6 +316,13 @@ class ProcTable:
         ``CORRAL_SOCKET`` (``client.jobsocket``)."""
         self._base_env = {**self._base_env, JOB_SOCKET_ENV: str(path)}
 
+    def job_place(self, pid: int) -> str:
+        """``J12.3`` for a process of a job, else ""."""
+        record = self._by_pid.get(pid)
+        if record is None or not record.job or record.rank is None:
+            return ""
+        return f"{record.job}.{record.rank}"
+
     def is_running_here(self, pid: int) -> bool:
         """Whether ``pid`` is a process this client started (or adopted) that has not
         ended: who may use the job socket."""

@@ -25,7 +25,8 @@ MAX_REF = 128
 @dataclasses.dataclass(frozen=True)
 class ForwardedCall(Message):
     """client -> master: process ``pid`` of this node calls operation ``op``. ``ref`` is the
-    process this client started that ``pid`` is (or descends from), as ``NODE:PID``.
+    process this client started that ``pid`` is (or descends from), as ``NODE:PID``, and
+    ``job`` its place in its job (``J12.3``).
     Answered by ``call-item`` frames, then one ``call-result`` or ``call-error``."""
 
     TAG: ClassVar[str] = "call"
@@ -35,14 +36,15 @@ class ForwardedCall(Message):
     args: dict[str, Any]
     pid: int
     ref: str = ""
+    job: str = ""  # that process's place in its job (J12.3), if it has one
 
     def problem(self) -> str | None:
         if not _OP.fullmatch(self.op):
             return "op must be 1 to 64 lowercase letters and '_'"
         if self.req < 1 or self.pid < 1:
             return "req and pid must be positive"
-        if len(self.ref) > MAX_REF:
-            return f"ref longer than {MAX_REF} characters"
+        if len(self.ref) > MAX_REF or len(self.job) > MAX_REF:
+            return f"ref or job longer than {MAX_REF} characters"
         return None
 
 

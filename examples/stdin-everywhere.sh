@@ -16,16 +16,17 @@ targets=()
 name=$(basename "$program")
 
 corral copy "${targets[@]}" "$program" "$name" >/dev/null || exit 2
-# The exec table: node, ref (NODE:PID), program, log file; keep the refs.
-refs=$(corral exec "${targets[@]}" --stdin "$input" -- "./$name" | awk 'NR > 2 { print $2 }')
-[ -n "$refs" ] || { echo "stdin-everywhere: nothing started" >&2; exit 2; }
-# wait prints one row per process (ref, state) and fails unless all exited 0.
-report=$(corral wait $refs)
+# exec starts one job across the nodes and ends its report with "job J12: N processes".
+job=$(corral exec "${targets[@]}" --stdin "$input" -- "./$name" | awk '/^job J[0-9]+:/ { sub(":", "", $2); print $2 }')
+[ -n "$job" ] || { echo "stdin-everywhere: nothing started" >&2; exit 2; }
+# wait J prints one row per process (rank, ref, state, status) and exits with the job's
+# status: 0 only if every process exited 0.
+report=$(corral wait "$job")
 status=$?
 echo "$report"
 if [ $status -ne 0 ]; then
-    failed=$(echo "$report" | awk 'NR > 2 && $2 " " $3 != "exited 0" { split($1, r, ":"); print r[1] }' | sort -u | paste -sd, -)
+    failed=$(echo "$report" | awk '$1 ~ /^[0-9]+$/ && $NF != "0" { split($2, r, ":"); print r[1] }' | sort -u | paste -sd, -)
     echo "failed on: $failed" >&2
-    exit 1
+    exit $status
 fi
 echo "all nodes exited 0"

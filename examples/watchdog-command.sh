@@ -2,7 +2,7 @@
 # Give one command to the watchdogs (examples/watchdog.sh) on the named nodes and join
 # their exit statuses, naming the nodes where it failed.
 #
-#   examples/watchdog-command.sh --start NODE...   # start a watchdog on each node
+#   examples/watchdog-command.sh --start NODE...   # start a watchdog on each node (one job)
 #   examples/watchdog-command.sh COMMAND NODE...   # run COMMAND on all of them; exit 1
 #                                                  # if it failed anywhere
 #   examples/watchdog-command.sh quit NODE...      # stop the watchdogs
@@ -18,10 +18,9 @@ nodeset=$(IFS=,; echo "${nodes[*]}")
 if [ "$command" = --start ]; then
     corral var del CMD 2>/dev/null  # a quit left from the last time
     corral copy -w "$nodeset" "$here/watchdog.sh" watchdog.sh >/dev/null || exit 2
-    for node in "${nodes[@]}"; do
-        corral exec -w "$node" -- bash watchdog.sh "$node" "$count" >/dev/null || exit 2
-    done
-    echo "watchdogs started on $nodeset"
+    job=$(corral exec -w "$nodeset" -- bash watchdog.sh | awk '/^job J[0-9]+:/ { sub(":", "", $2); print $2 }')
+    [ -n "$job" ] || exit 2
+    echo "watchdogs started on $nodeset as job $job"
     exit 0
 fi
 

@@ -2,15 +2,16 @@
 # WISH case studies 2 and 3, for corral: a watchdog started on every node. It waits until
 # the shared variable CMD names a command, runs it, records its exit status in RC_<node>,
 # meets the other watchdogs (and whoever gave the command) at a barrier, and resets CMD;
-# then waits for the next command. CMD=quit ends it. Started and driven by
-# examples/watchdog-command.sh; by hand, once per node (its name, how many watchdogs):
+# then waits for the next command. CMD=quit ends it. Started as one job on the nodes, and
+# driven, by examples/watchdog-command.sh; by hand:
 #
-#   corral exec -w n1 -- bash watchdog.sh n1 3
+#   corral copy examples/watchdog.sh . && corral exec -w 'n[1-3]' -- bash watchdog.sh
 #
-# Inside a job `corral` reaches the master through this node's client (CORRAL_SOCKET).
+# From its job it knows its node (CORRAL_NODE) and how many watchdogs there are
+# (CORRAL_SIZE); `corral` reaches the master through this node's client (CORRAL_SOCKET).
 set -u
-node=${CORRAL_NODE:-${1:?usage: watchdog.sh NODE COUNT}}
-count=${CORRAL_SIZE:-${2:?usage: watchdog.sh NODE COUNT}}
+node=${CORRAL_NODE:?watchdog.sh runs in a corral job}
+count=${CORRAL_SIZE:?watchdog.sh runs in a corral job}
 meeting=$((count + 1))  # the watchdogs and the one who gives the commands
 
 while true; do

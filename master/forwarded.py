@@ -58,6 +58,8 @@ class ForwardedCalls:
                 ErrorCode.BAD_REQUEST))
             return
         label = call.ref or f"{node.name}:{call.pid}"
+        if call.job:
+            label += f" ({call.job})"
         caller = Caller(label=printable(label), node=node.name)
         self._running[call.req] = gevent.spawn(self._serve, call, caller)
 

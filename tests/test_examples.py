@@ -3,7 +3,6 @@ nodes, as a user runs them: plain bash calling `corral`."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -51,11 +50,11 @@ def test_stdin_everywhere(three, tmp_path: Path) -> None:  # type: ignore[no-unt
     done = example(str(EXAMPLES / "stdin-everywhere.sh"), str(program), str(numbers))
     assert done.returncode == 1, done.stderr
     assert done.stderr == "failed on: n2\n"
-    rows = done.stdout.splitlines()[2:]
-    assert [row.split()[1:] for row in rows] == [["exited", "0"], ["exited", "1"],
-                                                 ["exited", "0"]]
+    rows = [line.split() for line in done.stdout.splitlines()[2:5]]
+    assert [(row[1].split(":")[0], row[-1]) for row in rows] == [("n1", "0"), ("n2", "1"),
+                                                                 ("n3", "0")]
     for row in rows:
-        log = corral(control_of(three[0]), "log", row.split()[0])
+        log = corral(control_of(three[0]), "log", row[1])
         assert log.stdout == "sum=55\n"
     fine = example(str(EXAMPLES / "stdin-everywhere.sh"), str(program), str(numbers),
                    "n[1,3]")
@@ -71,6 +70,7 @@ def test_watchdogs(three) -> None:  # type: ignore[no-untyped-def]
     driver = str(EXAMPLES / "watchdog-command.sh")
     started = example(driver, "--start", *NODES)
     assert started.returncode == 0, started.stderr
+    job = started.stdout.split()[-1]
     first = example(driver, "echo hello > greeting", *NODES)
     assert (first.returncode, first.stdout) == (0, "n1: exit 0\nn2: exit 0\nn3: exit 0\n")
     second = example(driver, "test ! -e broken", *NODES)
@@ -79,13 +79,10 @@ def test_watchdogs(three) -> None:  # type: ignore[no-untyped-def]
     for node in NODES:
         set_by = corral(control, "--json", "var", "get", f"RC_{node}").stdout
         assert f'"set_by": "{node}:' in set_by  # recorded by the node's own watchdog
+        assert f' ({job}.' in set_by
     assert corral(control, "var", "get", "CMD").returncode == 1  # reset
     third = example(driver, "exit 3", *NODES)
     assert (third.returncode, third.stderr) == (1, "failed on: n1,n2,n3\n")
     assert example(driver, "quit", *NODES).returncode == 0
-    listed = json.loads(corral(control, "--json", "pid", "--program", "bash*").stdout)
-    refs = [f"{node}:{proc['pid']}" for node, procs in listed["result"]["results"].items()
-            for proc in procs]
-    assert len(refs) == 3
-    waited = corral(control, "wait", "--timeout", "30", *refs)  # every watchdog ended, 0
+    waited = corral(control, "wait", "--timeout", "30", job)  # every watchdog ended, 0
     assert waited.returncode == 0, waited.stdout + waited.stderr
