@@ -61,6 +61,7 @@ BACKOFF_CAP = 5.0
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 Handler = Callable[[Any], Any]
+CALL_BACKLOG = 64  # items of a forwarded call waiting for its process to read them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +287,21 @@ class _Connection:
     def end_call(self, req: int) -> None:
         self._calls.pop(req, None)
 
+    def _answer_call(self, answer: CallItem | CallResult | CallError) -> None:
+        answers = self._calls.get(answer.req)
+        if answers is None:
+            return  # its caller went: drop what is left
+        if isinstance(answer, CallItem) and answers.qsize() >= CALL_BACKLOG:
+            # The caller reads slower than the master streams (a log followed): stop the
+            # call rather than hold its stream in this client's memory.
+            self._calls.pop(answer.req)
+            self.send_quietly(CallCancel(req=answer.req))
+            answers.put(CallError(req=answer.req, code=int(ErrorCode.CANCELLED), message=(
+                f"stopped: the calling process read too slowly ({CALL_BACKLOG} items waited "
+                "for it)")))
+            return
+        answers.put(answer)
+
     def send(self, message: Message) -> None:
         with self._write_lock:  # frames are numbered: made and sent in one order
             send_whole(self.sock, self.channel.frame(message.to_wire()))
@@ -366,9 +382,7 @@ class _Connection:
                 self.daemon.acknowledged(message)
                 continue
             if isinstance(message, (CallItem, CallResult, CallError)):
-                answers = self._calls.get(message.req)
-                if answers is not None:  # else: its caller went; drop what is left
-                    answers.put(message)
+                self._answer_call(message)
                 continue
             if isinstance(message, Cancel):
                 self._cancel(message.req)

@@ -191,3 +191,41 @@ def test_two_clients_cannot_share_a_state_folder(cluster, spawn_client) -> None:
     assert (f"job socket {job_socket(n1)}: another client already answers on "
             f"{job_socket(n1)}: two clients cannot share one state folder") in second.log_text()
     assert run_on(master, "n1", f"{CORRAL} var set still 1")["exit_code"] == 0
+
+
+@pytest.mark.slow
+def test_a_job_that_does_not_read_its_stream_is_stopped(cluster) -> None:  # type: ignore[no-untyped-def]
+    """A job watches a variable and does not read: its client keeps a bounded backlog,
+    then stops the call and says why; the node and other calls are unharmed."""
+    master, (n1, _n2) = cluster
+    go = n1.workdir / "go"
+    script = (
+        "import os, socket, struct, time, msgpack\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(os.environ['CORRAL_SOCKET'])\n"
+        "body = msgpack.packb({'t': 'call', 'op': 'var_watch', 'args': {'name': 'big'}})\n"
+        "s.sendall(struct.pack('>I', len(body)) + body)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+        "unpacker = msgpack.Unpacker(raw=False); last = None; data = b''\n"
+        "while True:\n"
+        "    chunk = s.recv(1 << 20)\n"
+        "    if not chunk: break\n"
+        "    data += chunk\n"
+        "    while len(data) >= 4 and len(data) >= 4 + struct.unpack('>I', data[:4])[0]:\n"
+        "        n = struct.unpack('>I', data[:4])[0]; last = msgpack.unpackb(data[4:4 + n])\n"
+        "        data = data[4 + n:]\n"
+        "print(last['t'], last.get('message'))\n")
+    out = n1.workdir / "watch.out"
+    started = corral(control_of(master), "--json", "exec", "-w", "n1", "--", "sh", "-c",
+                     f"{shlex.quote(sys.executable)} -c {shlex.quote(script)} > {out} 2>&1")
+    assert started.returncode == 0
+    shell = psutil.Process(json.loads(started.stdout)["result"]["results"]["n1"][0]["pid"])
+    wait_until(lambda: any(child.net_connections(kind="unix")
+                           for child in shell.children()), what="the watcher connected")
+    backend = SocketBackend(control_of(master))
+    for n in range(200):
+        backend.call("var_set", {"name": "big", "value": str(n % 10) * 60_000})
+    go.write_text("")
+    wait_until(lambda: out.exists() and out.read_text().strip(), what="the watcher's end")
+    assert out.read_text() == ("error stopped: the calling process read too slowly (64 items "
+                               "waited for it)\n")
+    assert run_on(master, "n1", f"{CORRAL} var get big | wc -c")["stdout"].strip() == "60001"
