@@ -34,6 +34,7 @@ def control(spawn_master) -> Path:  # type: ignore[no-untyped-def]
     return control_of(spawn_master(extra=["--no-console"]))
 
 
+@pytest.mark.slow
 def test_release_when_the_last_arrives_and_reuse(control: Path) -> None:
     first = [arrive(control, "step", 3) for _ in range(2)]
     try:
@@ -78,6 +79,7 @@ def test_timeout_names_who_arrived_and_leaves(control: Path) -> None:
         waiting.wait()
 
 
+@pytest.mark.slow
 def test_a_participant_interrupted_leaves_without_releasing(control: Path) -> None:
     leaver = arrive(control, "l", 2)
     wait_until(lambda: arrived(control, "l") == 1)
@@ -138,6 +140,7 @@ def test_a_node_lost_during_a_barrier_is_named(  # type: ignore[no-untyped-def]
     assert corral(control, "barrier").stdout.strip() == "no barrier is waited at"
 
 
+@pytest.mark.slow
 def test_a_job_killed_at_a_barrier_leaves_it(  # type: ignore[no-untyped-def]
         spawn_master, spawn_client, monkeypatch) -> None:
     """Its client sees the job's connection close and cancels the call at the master."""

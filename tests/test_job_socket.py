@@ -60,6 +60,7 @@ def test_a_job_sets_and_gets_through_its_client(cluster) -> None:  # type: ignor
     assert set_by.startswith(f"n1:{answer['pid']} (J") and set_by.endswith(".0)")
 
 
+@pytest.mark.slow
 def test_job_socket_is_private(cluster) -> None:  # type: ignore[no-untyped-def]
     _master, (n1, _n2) = cluster
     mode = job_socket(n1).stat().st_mode
@@ -101,6 +102,7 @@ def test_forged_corral_socket(cluster, tmp_path: Path) -> None:  # type: ignore[
     assert n1.proc is not None and n1.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_garbage_on_the_job_socket_harms_nothing(cluster) -> None:  # type: ignore[no-untyped-def]
     """A job that writes nonsense, or a frame of the wrong shape, gets an error; the
     node's connection to the master and the next call are fine."""
@@ -158,6 +160,7 @@ def test_a_client_without_its_master(cluster) -> None:  # type: ignore[no-untype
                                "during the call\n1\n")
 
 
+@pytest.mark.slow
 def test_what_a_job_may_not_ask(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """copy and pull would read and write files on the master's machine: refused."""
     master, _clients = cluster
@@ -173,6 +176,7 @@ def test_what_a_job_may_not_ask(cluster, tmp_path: Path) -> None:  # type: ignor
     assert not (tmp_path / "into").exists()
 
 
+@pytest.mark.slow
 def test_job_calls_shared(spawn_master, spawn_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     master = spawn_master(extra=["--no-console", "--job-calls", "shared"])
@@ -184,6 +188,7 @@ def test_job_calls_shared(spawn_master, spawn_client, monkeypatch) -> None:  # t
     assert corral(control_of(master), "var", "get", "a").stdout == "1\n"
 
 
+@pytest.mark.slow
 def test_two_clients_cannot_share_a_state_folder(cluster, spawn_client) -> None:  # type: ignore[no-untyped-def]
     master, (n1, _n2) = cluster
     second = spawn_client("n1", master.address)  # the same folders as the running n1

@@ -105,6 +105,7 @@ def test_store_survives_a_master_restart(spawn_master) -> None:  # type: ignore[
     assert corral(control_of(again), "var", "get", "dropped").returncode == 1
 
 
+@pytest.mark.slow
 def test_unreadable_store_is_set_aside(spawn_master, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "master-state"
     state.mkdir(mode=0o700)
@@ -115,6 +116,7 @@ def test_unreadable_store_is_set_aside(spawn_master, tmp_path: Path) -> None:  #
     assert corral(control, "var", "set", "a", "b").returncode == 0
 
 
+@pytest.mark.slow
 def test_get_wait_until_set(control: Path) -> None:
     waiter = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
                                str(control), "var", "get", "later", "--wait"],
@@ -163,6 +165,7 @@ def test_cas_has_exactly_one_winner_among_20_writers(control: Path) -> None:
     assert "var cas NAME OLD NEW, or var cas --absent NAME NEW" in usage.stderr
 
 
+@pytest.mark.slow
 def test_watch_prints_each_change(control: Path) -> None:
     watcher = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
                                 str(control), "var", "watch", "w"], stdout=subprocess.PIPE,
@@ -184,6 +187,7 @@ def test_watch_prints_each_change(control: Path) -> None:
         watcher.wait()
 
 
+@pytest.mark.slow
 def test_console_var_commands(master) -> None:  # type: ignore[no-untyped-def]
     """The master's own console: the same definitions, in-process."""
     from master.console import CorralConsole
@@ -201,6 +205,7 @@ def test_console_var_commands(master) -> None:  # type: ignore[no-untyped-def]
     assert [entry.name for entry in console.last_result] == ["k"]
 
 
+@pytest.mark.slow
 def test_a_store_that_cannot_be_saved_says_so(spawn_master, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     control = control_of(spawn_master(extra=["--no-console"]))
     blocker = tmp_path / "master-state" / ".variables.json.tmp"
