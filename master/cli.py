@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("--job-calls", choices=JOB_CALLS, default="all",
                         help="what processes of jobs may ask through their client: every "
-                             "command but copy and pull (all), or only variables and "
-                             "barriers (shared)")
+                             "command but copy, pull and script (all), or only variables "
+                             "and barriers (shared)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     add_log_options(parser)
     add_common_options(parser)

@@ -33,7 +33,7 @@ log = logging.getLogger("corral.master.forwarded")
 JOB_CALLS = ("all", "shared")  # --job-calls: every operation but those below, or these only
 # They read and write files on the master's machine, in its user's name: a job runs on a
 # node and has no business there.
-NEVER_FROM_JOBS = frozenset({"copy", "pull"})
+NEVER_FROM_JOBS = frozenset({"copy", "pull", "script"})
 # Results these give are far below a frame's limit whatever is asked (a value is at most
 # 64 KiB): they skip the size check, which costs an encoding of its own.
 SMALL_RESULTS = frozenset({"var_set", "var_get", "var_cas", "var_del", "var_watch",

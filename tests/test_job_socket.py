@@ -162,17 +162,17 @@ def test_a_client_without_its_master(cluster) -> None:  # type: ignore[no-untype
 
 @pytest.mark.slow
 def test_what_a_job_may_not_ask(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """copy and pull would read and write files on the master's machine: refused."""
+    """copy, pull and script would read and write files on the master's machine: refused."""
     master, _clients = cluster
     secret = tmp_path / "secret"
     secret.write_text("the master's")
     answer = run_on(master, "n1", f"{CORRAL} copy {secret} stolen; echo $? >&2; "
-                                  f"{CORRAL} pull -w n1 x {tmp_path}/into")
-    assert answer["stderr"].splitlines() == [
-        "corral: error: copy reads or writes files on the master's machine: not from "
-        "inside a job (run it where the master runs)", "1",
-        "corral: error: pull reads or writes files on the master's machine: not from "
-        "inside a job (run it where the master runs)"]
+                                  f"{CORRAL} pull -w n1 x {tmp_path}/into; "
+                                  f"{CORRAL} script -w n1 {secret}")
+    refusal = ("corral: error: {} reads or writes files on the master's machine: not from "
+               "inside a job (run it where the master runs)")
+    assert answer["stderr"].splitlines() == [refusal.format("copy"), "1",
+                                             refusal.format("pull"), refusal.format("script")]
     assert not (tmp_path / "into").exists()
 
 
