@@ -50,6 +50,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "cli": ["--nodes", "10", "--repeat", "3", "--concurrent", "5"],
     "job_wait": ["--repeat", "5"],
     "dashboard": ["--nodes", "200", "--window", "3", "--rounds", "1"],
+    "sharing": ["--nodes", "5", "--processes", "20", "--rounds", "3", "--cas-processes",
+                "10", "--cas-ops", "200"],
 }
 
 

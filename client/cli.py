@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gevent
 
+from client import jobsocket
 from client.allow import AllowList
 from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
@@ -139,6 +140,22 @@ def main(argv: list[str] | None = None) -> int:
         master=args.master, name=args.name, workdir=workdir, log_dir=log_dir,
         state_dir=state_dir, tls=tls_files,
     )
+    # Made before anything touches the state folder: a second client on the same folder
+    # stops here.
+    job_socket_path = state_dir / jobsocket.FILE_NAME
+    too_long = jobsocket.path_problem(job_socket_path)
+    os.environ.pop(jobsocket.ENV_NAME, None)  # this client may run in a job: not ours
+    job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame)
+    try:
+        if too_long is None:
+            job_socket.start()
+        else:
+            logging.getLogger("corral.client").warning(
+                "%s; processes of this node cannot use corral commands", too_long)
+    except (CorralError, OSError) as exc:
+        message = exc.message if isinstance(exc, CorralError) else exc.strerror or str(exc)
+        print(f"corral-client: job socket {job_socket_path}: {message}", file=sys.stderr)
+        return 2
     reaper = Reaper()
     reaper.start()
     spawner = SPAWNERS[args.spawn]
@@ -159,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
     procs.change_listeners.append(daemon.publish_change)
+    job_socket.serve(procs, daemon.forwarder)
+    if too_long is None:
+        procs.give_job_socket(job_socket_path)
     log = logging.getLogger("corral.client")
     log.info("node %s (id %s) work folder %s, master %s:%d",
              args.name, identity.node_id, workdir, *args.master)
@@ -191,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         gevent.signal_handler(signum, stop, signum)
     gevent.signal_handler(signal.SIGHUP, hangup)
     runner.join()
+    job_socket.stop()
     log.info("stopped")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import random
 import socket
@@ -19,6 +20,7 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.pool
+import gevent.queue
 import gevent.socket
 import gevent.ssl
 
@@ -27,6 +29,7 @@ from client.files import Uploads, stream_out
 from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
 from common import tcp_probe, tls
+from common.calls import CallCancel, CallError, CallItem, CallResult, ForwardedCall
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
 from common.landing import PartialLedger
@@ -58,6 +61,7 @@ BACKOFF_CAP = 5.0
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 Handler = Callable[[Any], Any]
+CALL_BACKLOG = 64  # items of a forwarded call waiting for its process to read them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +109,7 @@ class ClientDaemon:
         self.outbox: dict[int, ProcExited] = {}
         self._ended: list[ProcInfo] = []
         self._tls_context: Any = None
+        self.call_ids = itertools.count(1)  # calls forwarded for processes, never reused
         self.master_fingerprint = ""  # of the certificate the master showed, with TLS
         # Temporary files of copies in progress; a killed client removes them at start.
         self.partials = PartialLedger(config.state_dir / "partial-files")
@@ -113,6 +118,11 @@ class ClientDaemon:
         if config.tls is not None:
             self._tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT), config.tls)
+
+    def forwarder(self) -> _Connection | None:
+        """The connection that forwards calls of processes to the master, if one is up."""
+        connection = self._connection
+        return connection if connection is not None and connection.authenticated else None
 
     @property
     def tls_enabled(self) -> bool:
@@ -206,6 +216,7 @@ class _Connection:
         self.authenticated = False
         self.uploads = Uploads(daemon.sandbox, daemon.partials)
         self._in_flight: dict[int, gevent.Greenlet] = {}
+        self._calls: dict[int, gevent.queue.Queue[Any]] = {}  # forwarded, by req
         self.last_heard = time.monotonic()
 
     def run(self) -> bool:
@@ -255,7 +266,41 @@ class _Connection:
             self._workers.kill(block=False)
             self.uploads.abort_all()
             self.sock.close()
+            for answers in self._calls.values():
+                answers.put(None)  # the calls in flight are lost: say so to their callers
         return self.authenticated
+
+    # --- calls forwarded for the processes of this node (client.jobsocket) ----------------
+
+    def forward(self, op: str, args: dict[str, Any], pid: int, ref: str, job: str
+                ) -> tuple[int, gevent.queue.Queue[Any]]:
+        req = next(self.daemon.call_ids)
+        answers: gevent.queue.Queue[Any] = gevent.queue.Queue()
+        self._calls[req] = answers
+        self.send(ForwardedCall(req=req, op=op, args=args, pid=pid, ref=ref, job=job))
+        return req, answers
+
+    def cancel_call(self, req: int) -> None:
+        if req in self._calls:
+            self.send_quietly(CallCancel(req=req))
+
+    def end_call(self, req: int) -> None:
+        self._calls.pop(req, None)
+
+    def _answer_call(self, answer: CallItem | CallResult | CallError) -> None:
+        answers = self._calls.get(answer.req)
+        if answers is None:
+            return  # its caller went: drop what is left
+        if isinstance(answer, CallItem) and answers.qsize() >= CALL_BACKLOG:
+            # The caller reads slower than the master streams (a log followed): stop the
+            # call rather than hold its stream in this client's memory.
+            self._calls.pop(answer.req)
+            self.send_quietly(CallCancel(req=answer.req))
+            answers.put(CallError(req=answer.req, code=int(ErrorCode.CANCELLED), message=(
+                f"stopped: the calling process read too slowly ({CALL_BACKLOG} items waited "
+                "for it)")))
+            return
+        answers.put(answer)
 
     def send(self, message: Message) -> None:
         with self._write_lock:  # frames are numbered: made and sent in one order
@@ -335,6 +380,9 @@ class _Connection:
                 continue
             if isinstance(message, Ack):
                 self.daemon.acknowledged(message)
+                continue
+            if isinstance(message, (CallItem, CallResult, CallError)):
+                self._answer_call(message)
                 continue
             if isinstance(message, Cancel):
                 self._cancel(message.req)

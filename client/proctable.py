@@ -109,6 +109,7 @@ COMPACT_SLACK = 10_000  # journal lines beyond twice the table before it is comp
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
 SETTLE = 0.5  # seconds a signal is given to act before kill reports who still runs
 SETTLE_POLL = 0.02
+JOB_SOCKET_ENV = "CORRAL_SOCKET"
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 # Signals whose default action does not end a process.
 HARMLESS_SIGNALS = STOP_SIGNALS | {signal.SIGCONT, signal.SIGCHLD, signal.SIGURG,
@@ -309,6 +310,24 @@ class ProcTable:
 
     def running_count(self) -> int:
         return sum(1 for r in self._records.values() if r.state is ProcState.RUNNING)
+
+    def give_job_socket(self, path: Path) -> None:
+        """Every process started from now on finds the client's job socket in
+        ``CORRAL_SOCKET`` (``client.jobsocket``)."""
+        self._base_env = {**self._base_env, JOB_SOCKET_ENV: str(path)}
+
+    def job_place(self, pid: int) -> str:
+        """``J12.3`` for a process of a job, else ""."""
+        record = self._by_pid.get(pid)
+        if record is None or not record.job or record.rank is None:
+            return ""
+        return f"{record.job}.{record.rank}"
+
+    def is_running_here(self, pid: int) -> bool:
+        """Whether ``pid`` is a process this client started (or adopted) that has not
+        ended: who may use the job socket."""
+        record = self._by_pid.get(pid)
+        return record is not None and record.state not in ENDED_STATES
 
     def find(self, pid: int) -> ProcRecord:
         record = self._by_pid.get(pid)

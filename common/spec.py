@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any, Union, get_args, get_origin
 
+import common.calls  # noqa: F401  (its messages join the registry)
 from common.errors import ErrorCode
 from common.messages import _REGISTRY, Message
 from common.replies import REPLY_TYPES

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from common import auth
 from common.procs import ProcInfo
 from master import transfers
 from master.bridge import HubThread
+from master.caller import OPERATOR
 from master.events import Event
 from master.front.results import GroupResult, JobMember, JobView, NodeView, WaitOutcome
 from master.operations import (
@@ -37,6 +40,7 @@ log = logging.getLogger("corral.master")
 # does not: quick behind a busy writer, cheap beside an idle one.
 FOLLOW_POLL_FIRST = 0.002  # seconds
 FOLLOW_POLL_MAX = 0.1
+SHARED_POLL = 0.05  # seconds between looks at whether a shared operation has ended
 LOG_AHEAD = 4  # chunks of a log asked for ahead of the one being shown
 
 
@@ -230,6 +234,25 @@ class MasterAPI:
                ) -> GroupResult[list[RemoveOutcome]]:
         return self._hub.call(transfers.remove, self._engine.registry, nodeset, paths,
                               recursive, self._engine.config.request_timeout)
+
+    def shared(self, op: str, args: dict[str, Any], on_item: Callable[[Any], object] | None
+               ) -> Any:
+        """A variable or barrier operation (``master.shared``) for the operator; what it
+        streams (``var watch``) reaches ``on_item`` in this thread. Ctrl-C cancels it."""
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        future = self._hub.submit(self._engine.shared.perform, op, args, items.put, OPERATOR)
+        try:
+            while not (future.done() and items.empty()):
+                try:
+                    item = items.get(timeout=SHARED_POLL)
+                except queue.Empty:
+                    continue
+                if on_item is not None:
+                    on_item(item)
+            return future.result()
+        except KeyboardInterrupt:
+            self._hub.cancel(future)
+            raise
 
     def node_names(self) -> list[str]:
         return self._hub.call(self._ops.node_names)

@@ -27,6 +27,7 @@ from common.tls import TlsFiles
 from master import certs, hangup
 from master.api import MasterAPI, load_master_token
 from master.console import CorralConsole
+from master.forwarded import JOB_CALLS
 from master.server import MasterConfig
 
 
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "HOST: 127.0.0.1); HTTPS with --tls-cert/--tls-key")
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
+    parser.add_argument("--job-calls", choices=JOB_CALLS, default="all",
+                        help="what processes of jobs may ask through their client: every "
+                             "command but copy, pull and script (all), or only variables "
+                             "and barriers (shared)")
     parser.add_argument("commands", nargs="*", help="console commands to run first")
     add_log_options(parser)
     add_common_options(parser)
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
         tls=tls_files, state_dir=args.state_dir,
         control=args.control or args.state_dir / "control.sock", http=args.http,
+        job_calls=args.job_calls,
     )
     try:
         api = MasterAPI.start(config, token)

@@ -56,4 +56,6 @@ class CorralCommands(ConsoleCommands):
     do_copy = _do("copy")
     do_pull = _do("pull")
     do_remove = _do("remove")
+    do_var = _do("var")
+    do_barrier = _do("barrier")
 

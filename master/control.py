@@ -24,14 +24,17 @@ import gevent.queue
 import gevent.socket
 from gevent.server import StreamServer
 
+from common import private_socket
 from common.errors import CorralError, ErrorCode, ProtocolError
 from common.framing import FrameChannel
 from master import transfers
+from master.caller import OPERATOR, Caller
 from master.events import Event
 from master.front import codec
 from master.front.ops import OPS, Op
 from master.operations import Operations
 from master.ready import wait_ready
+from master.shared import SHARED_OPS
 
 if TYPE_CHECKING:
     from master.server import MasterEngine
@@ -49,47 +52,27 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 class ControlServer:
-    def __init__(self, engine: MasterEngine, path: Path) -> None:
+    def __init__(self, engine: MasterEngine, path: Path | None) -> None:
         self.engine = engine
-        self.path = path
+        self.path = path or Path("(no control socket)")
         self.ops = Operations(engine)
         self._server: StreamServer | None = None
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._remove_stale()
         listener = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket is born 0600: no moment open to others
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+        private_socket.bind_private(listener, self.path, (
+            f"another master already answers on {self.path}; give this one another "
+            "--state-dir or --control"))
         listener.listen(128)
         self._server = StreamServer(listener, self._handle)
         self._server.start()
         log.info("control socket %s", self.path)
 
-    def _remove_stale(self) -> None:
-        """A socket left by a master that was killed is removed; one a live master
-        answers on is not taken over."""
-        if not self.path.exists():
-            return
-        probe = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.path))
-        except OSError:
-            self.path.unlink()
-            return
-        finally:
-            probe.close()
-        raise CorralError(f"another master already answers on {self.path}; give this one "
-                          "another --state-dir or --control")
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(timeout=1)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        private_socket.remove(self.path)
 
     def _handle(self, sock: Any, _address: Any) -> None:
         channel = FrameChannel(sock, self.engine.config.max_frame)
@@ -100,6 +83,9 @@ class ControlServer:
                 channel.send({"t": "refused", "message": f"the master at {self.path} serves "
                               f"uid {os.getuid()} and root, not uid {uid}"})
             return
+        # The peer is this user: its call may be as big as any frame (a 64 KiB variable,
+        # an exec's stdin), not only as big as an unauthenticated peer's.
+        channel.reader.max_frame = self.engine.config.max_frame
         try:
             call = channel.read()
             op_name, args = call.get("op"), call.get("args")
@@ -113,7 +99,7 @@ class ControlServer:
     def _serve(self, channel: FrameChannel, op_name: str, op: Op, args: dict[str, Any]
                ) -> None:
         items: gevent.queue.Queue[Any] = gevent.queue.Queue()
-        worker = gevent.spawn(self._perform, op_name, args, items.put)
+        worker = gevent.spawn(self.perform, op_name, args, items.put)
         watcher = gevent.spawn(self._watch, channel, worker, op)
         worker.link(lambda _g: items.put(_DONE))
         try:
@@ -153,9 +139,13 @@ class ControlServer:
 
     # --- the operations on the hub ----------------------------------------------------------
 
-    def _perform(self, op_name: str, args: dict[str, Any], emit: Callable[[Any], Any]
-                 ) -> Any:
+    def perform(self, op_name: str, args: dict[str, Any], emit: Callable[[Any], Any],
+                caller: Caller = OPERATOR) -> Any:
+        """Run one operation for ``caller``; ``emit`` gets what streams before its result.
+        Also serves the calls that clients forward for their processes."""
         try:
+            if op_name in SHARED_OPS:
+                return self.engine.shared.perform(op_name, args, emit, caller)
             return self._dispatch(op_name, args, emit)
         except (TypeError, KeyError) as exc:  # arguments that do not fit the operation
             raise CorralError(f"{op_name}: bad arguments: {exc}", ErrorCode.BAD_REQUEST

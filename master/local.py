@@ -8,6 +8,7 @@ from typing import Any
 from master.api import MasterAPI
 from master.events import Event
 from master.front.ops import OPS, ItemCallback
+from master.shared import SHARED_OPS
 
 
 class LocalBackend:
@@ -25,6 +26,8 @@ class LocalBackend:
                     on_item(chunk)
                 ended = chunk.ended
             return ended
+        if op in SHARED_OPS:
+            return self.api.shared(op, args, on_item)
         if op in ("copy", "pull"):
             return getattr(self.api, op)(**args, progress=on_item)
         return getattr(self.api, op)(**args)

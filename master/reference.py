@@ -61,6 +61,9 @@ def _rest_text(action: argparse.Action) -> str:
 
 
 def _option_text(action: argparse.Action) -> str:
+    if isinstance(action, argparse._SubParsersAction):  # each action: its usage, its text
+        return "; ".join(f"`{usage(name, sub)}`: {str(sub.description).rstrip('.')}"
+                         for name, sub in action.choices.items())
     if action.option_strings:
         flags = ", ".join(action.option_strings)
         if action.nargs != 0:

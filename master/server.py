@@ -32,6 +32,7 @@ from master.processes import ExitTracker
 from master.refusals import Refusals
 from master.registry import NodeRegistry
 from master.session import Session
+from master.shared import SharedState
 from master.web.metrics import EngineMetrics
 
 log = logging.getLogger("corral.master")
@@ -53,6 +54,7 @@ class MasterConfig:
     state_dir: Path | None = None  # the master's own files (default: the log folder)
     control: Path | None = None  # the control socket (None: no socket)
     http: tuple[str, int] | None = None  # the dashboard and /metrics (None: not served)
+    job_calls: str = "all"  # what jobs may ask through their clients (master.forwarded)
 
 
 class MasterEngine:
@@ -73,12 +75,14 @@ class MasterEngine:
         self.metrics = EngineMetrics(self.registry.views)
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
+        self.shared = SharedState(config.state_dir or config.log_dir, self.registry)
         self._server: StreamServer | None = None
         self._ticker: gevent.Greenlet | None = None
         self.sessions: set[Session] = set()
         self.tls_context: Any = None
         self.control: Any = None  # a master.control.ControlServer with --control
         self.web: Any = None  # a master.web.server.WebServer with --http
+        self.calls: Any = None  # its operations, which also serve calls forwarded by clients
         if config.tls is not None:
             self.tls_context = tls.configure(
                 gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER), config.tls)
@@ -101,9 +105,10 @@ class MasterEngine:
         self.registry.subscribe(self.metrics.hear)
         self._ticker = gevent.spawn(self._check_liveness)
         log.info("listening on %s:%d", *self.address)
+        from master.control import ControlServer  # it calls the operations, built on us
+        self.calls = ControlServer(self, self.config.control)
         if self.config.control is not None:
-            from master.control import ControlServer  # it calls the operations, built on us
-            self.control = ControlServer(self, self.config.control)
+            self.control = self.calls
             self.control.start()
         if self.config.http is not None:
             from master.web.server import WebServer  # it calls the operations, built on us

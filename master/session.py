@@ -23,6 +23,7 @@ import gevent.lock
 import gevent.socket
 
 from common import PROTOCOL_VERSION, auth, frame_auth, tls
+from common.calls import CallCancel, ForwardedCall
 from common.errors import (
     AuthError,
     ConnectionClosed,
@@ -58,6 +59,7 @@ from common.replies import REPLY_TYPES
 from common.text import peer_message, printable
 from common.turns import Turns
 from master.complaints import Complaints
+from master.forwarded import ForwardedCalls
 from master.registry import DuplicateName, Node
 
 if TYPE_CHECKING:
@@ -87,6 +89,7 @@ class Session:
         self._boot: str | None = None  # the client run this connection belongs to
         self._complaints = Complaints(log)
         self._went_silent = False
+        self.calls = ForwardedCalls(self)  # what processes of this node ask the master
 
     @property
     def label(self) -> str:
@@ -148,6 +151,8 @@ class Session:
         log.info("closed %s: %s", self.label, reason)
         if self.node is not None:
             self.engine.registry.disconnected(self.node, self, reason)
+        # After the node is GONE, so a barrier its processes waited at names it.
+        self.calls.stop_all()
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -281,6 +286,10 @@ class Session:
                     sink(message)
             elif isinstance(message, ProcExited):
                 self._on_exit(message)
+            elif isinstance(message, ForwardedCall):
+                self.calls.start(self.node, message)
+            elif isinstance(message, CallCancel):
+                self.calls.cancel(message.req)
             elif isinstance(message, ErrorFrame):
                 raise RemoteError(peer_message(message.message), error_code(message.code))
             else:

@@ -73,10 +73,11 @@ def test_job_variables_cannot_be_forged(master: MasterAPI, spawn_client,
     # A client started inside a job (its own environment holds them) passes none on.
     monkeypatch.setenv("CORRAL_JOB", "J999999")
     monkeypatch.setenv("CORRAL_SOCKET", "/tmp/forged.sock")
-    spawn_client("n1", master.address)
+    client = spawn_client("n1", master.address)
     assert master.wait_ready(1, timeout=30).reached
     ran = master.run("n1", 'echo "[$CORRAL_JOB] [${CORRAL_SOCKET-unset}]"').results["n1"]
-    assert ran.stdout.decode().strip() == f"[{ran.job}] [unset]"
+    # CORRAL_SOCKET is this client's own job socket, never the one it inherited.
+    assert ran.stdout.decode().strip() == f"[{ran.job}] [{client.state_dir / 'job.sock'}]"
     for name in ("CORRAL_JOB", "CORRAL_RANK", "CORRAL_SOCKET"):
         with pytest.raises(CorralError, match=f"{name} is set by the client"):
             master.exec("n1", ["true"], env={name: "forged"})

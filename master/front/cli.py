@@ -19,7 +19,7 @@ from common.errors import CorralError, ErrorCode
 from common.text import printable_bytes
 from master.front import codec, render
 from master.front.commands import COMMANDS, PlainKit
-from master.front.control import NoMaster, SocketBackend, control_path
+from master.front.control import NoMaster, SocketBackend, default_backend
 from master.front.results import LogChunk, Progress
 from master.passthrough import likely_typo
 
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="corral", description="Run one command on a running corral master.",
         epilog=f"commands: {', '.join(COMMANDS)}, console. `corral COMMAND -h` for one.")
     parser.add_argument("--control", metavar="PATH",
-                        help="the master's control socket (default: $CORRAL_CONTROL, then "
+                        help="the master's control socket (default: inside a job, its "
+                             "client's $CORRAL_SOCKET; else $CORRAL_CONTROL, then "
                              "~/.local/state/corral/master/control.sock)")
     parser.add_argument("--json", action="store_true",
                         help="print the result as JSON (see docs/cli.md)")
@@ -67,7 +68,7 @@ class CliOutput:
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    backend = SocketBackend(control_path(options.control))
+    backend = default_backend(options.control)
     try:
         if options.command == "console":
             return _console(backend, options.args)

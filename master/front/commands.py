@@ -690,3 +690,12 @@ COMMANDS: dict[str, Command] = {command.name: command for command in [
             _pull),
     Command("remove", "Remove files (folders with -r) on nodes.", _remove_parser, _remove),
 ]}
+
+
+def _add_sharing_commands() -> None:
+    from master.front.sharing_commands import SHARING_COMMANDS  # they build on this module
+
+    COMMANDS.update((command.name, command) for command in SHARING_COMMANDS)
+
+
+_add_sharing_commands()

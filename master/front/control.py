@@ -18,6 +18,8 @@ from master.front import codec
 from master.front.ops import OPS, ItemCallback
 
 START_HINT = "start one with: corral-master --no-console"
+JOB_SOCKET_ENV = "CORRAL_SOCKET"
+JOB_SOCKET_PEER = "corral client (CORRAL_SOCKET)"
 MAX_RESULT_FRAME = 1 << 30
 
 
@@ -30,6 +32,16 @@ def control_path(option: str | None) -> Path:
     return Path(option or os.environ.get("CORRAL_CONTROL") or default_control_path())
 
 
+def default_backend(option: str | None) -> SocketBackend:
+    """``--control PATH`` if given; inside a job (a process a client started), its node's
+    client through ``CORRAL_SOCKET``, which forwards to the master; else the master's
+    control socket."""
+    job_socket = os.environ.get(JOB_SOCKET_ENV)
+    if option is None and job_socket:
+        return SocketBackend(Path(job_socket), JOB_SOCKET_PEER)
+    return SocketBackend(control_path(option))
+
+
 class NoMaster(CorralError):
     """Nothing answers at the control socket, or the master went away during a call."""
 
@@ -39,8 +51,10 @@ class NoMaster(CorralError):
 class SocketBackend:
     """Each call on its own connection, so calls from several threads never mix."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, peer: str = "master") -> None:
         self.path = path
+        self.peer = peer  # who answers there, as messages name it
+        self.hint = f"; {START_HINT}" if peer == "master" else ""
 
     def connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -48,8 +62,8 @@ class SocketBackend:
             sock.connect(str(self.path))
         except OSError as exc:
             sock.close()
-            raise NoMaster(f"no master at {self.path} ({exc.strerror or exc}); "
-                           f"{START_HINT}") from None
+            raise NoMaster(f"no {self.peer} at {self.path} ({exc.strerror or exc})"
+                           f"{self.hint}") from None
         return sock
 
     def call(self, op: str, args: dict[str, Any], on_item: ItemCallback | None = None
@@ -59,6 +73,7 @@ class SocketBackend:
             # Only this user's master can be at the other end: a result may be as big as
             # it is (a table of every process on a thousand nodes).
             channel = FrameChannel(sock, MAX_RESULT_FRAME)
+            channel.reader.max_frame = MAX_RESULT_FRAME  # not the handshake's 64 KiB
             try:
                 channel.send({"t": "call", "op": op, "args": codec.encode(args)})
             except OSError as exc:
@@ -97,8 +112,8 @@ class SocketBackend:
 
     def _gone(self, exc: BaseException) -> NoMaster:
         reason = exc.message if isinstance(exc, CorralError) else str(exc)
-        return NoMaster(f"the master at {self.path} went away during the call ({reason}); "
-                        f"{START_HINT}")
+        return NoMaster(f"the {self.peer} at {self.path} went away during the call "
+                        f"({reason}){self.hint}")
 
     def subscribe(self, listener: ItemCallback) -> None:
         """Hear the master's events on a thread of their own."""

@@ -29,6 +29,7 @@ from master.front.results import (
     WaitOutcome,
     WaitResult,
 )
+from master.front.sharing import BarrierOutcome, BarrierView, CasOutcome, VarChange, VarEntry
 
 ItemCallback = Callable[[Any], None]
 
@@ -67,6 +68,15 @@ OPS: dict[str, Op] = {
     "unsetenv": Op(dict[str, str]),
     "env": Op(dict[str, str]),
     "events": Op(type(None), item=Event),  # streams until the caller goes
+    # Shared variables and barriers (master.shared)
+    "var_set": Op(VarEntry),
+    "var_get": Op(VarEntry),
+    "var_cas": Op(CasOutcome),
+    "var_del": Op(bool),  # the variable existed
+    "var_list": Op(list[VarEntry]),
+    "var_watch": Op(type(None), item=VarChange),  # streams until the caller goes
+    "barrier": Op(BarrierOutcome),
+    "barriers": Op(list[BarrierView]),
 }
 
 
