@@ -278,6 +278,7 @@ def test_run_and_log_from_the_page(web_master: MasterAPI, logged_in: WebClient,
     assert ran.status == 200
     assert ran.json()["ok"] is False and "[n1] exit 4\nhello" in ran.json()["text"]
     started = web_master.exec("n1", ["sh", "-c", "echo first; echo second"])
+    assert not started.errors, started.errors
     ref = f"n1:{started.results['n1'][0].pid}"
     web_master.wait([ref], timeout=PATIENCE)
     log = logged_in.get(f"/api/log?ref={ref}&lines=1").json()
