@@ -92,7 +92,7 @@ class FrameReader:
         if self._mac is None:
             return unpack_body(frame)
         body = frame[: length - TAG_BYTES]
-        self._mac.check(length, body, frame[length - TAG_BYTES:])
+        self._mac.check(body, frame[length - TAG_BYTES:])
         return unpack_body(body)
 
 
@@ -117,7 +117,7 @@ class FrameWriter:
         if self._mac is None:
             return HEADER.pack(len(body)) + body
         length = len(body) + TAG_BYTES
-        return b"".join((HEADER.pack(length), body, self._mac.next_tag(length, body)))
+        return b"".join((HEADER.pack(length), body, self._mac.next_tag(body)))
 
 
 class FrameChannel:
