@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.rig import (  # noqa: E402
     TOKEN,
     alternate,
+    goal,
     ratio_line,
     record,
     spread,
@@ -121,8 +122,9 @@ def main() -> None:
     print(f"  the writer on the node:     {spread(rounds.writer_rates, ' MB/s', 1 / MB)}")
     print("  " + ratio_line("log -f against cat, per round", ratios, "50 %"))
     record("log_follow", {"mb": args.mb, "follow_mb_s": [f / MB for f in figures["follow"]],
-                          "cat_mb_s": [c / MB for c in figures["cat"]],
-                          "ratio_median": statistics.median(ratios)})
+                          "cat_mb_s": [c / MB for c in figures["cat"]]},
+           [goal("log -f to a redirected console / cat of the same file",
+                 100 * statistics.median(ratios), 50, " %", higher_is_better=True)])
 
 
 if __name__ == "__main__":

@@ -20,10 +20,21 @@ TOKEN = "bench-token"
 RESULTS = Path(os.environ.get("CORRAL_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
-def record(bench: str, figures: dict[str, Any]) -> None:
-    """Keep a benchmark's figures for ``bench/report.py`` (bench/results/BENCH.json)."""
+def goal(what: str, value: float, target: float, unit: str = "x",
+         higher_is_better: bool = False) -> dict[str, Any]:
+    """One figure against its goal, for the table of ratios and goals in the report."""
+    met = value >= target if higher_is_better else value <= target
+    return {"what": what, "value": value, "goal": target, "unit": unit,
+            "higher_is_better": higher_is_better, "met": met}
+
+
+def record(bench: str, figures: dict[str, Any],
+           goals: list[dict[str, Any]] | None = None) -> None:
+    """Keep a benchmark's figures for ``bench/report.py`` (bench/results/BENCH.json), with
+    its figures that have a goal (see ``goal``) under ``goals``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{bench}.json").write_text(json.dumps(figures, indent=1) + "\n")
+    (RESULTS / f"{bench}.json").write_text(
+        json.dumps({**figures, "goals": goals or []}, indent=1) + "\n")
 
 
 def write_token(folder: Path) -> Path:
