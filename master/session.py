@@ -412,8 +412,11 @@ class Session:
     def _send_ping(self) -> None:
         req = next(self._request_ids)
         self._ping_sent = (req, time.perf_counter())
-        with contextlib.suppress(OSError):
-            self.send(Ping(req=req))
+        try:
+            with contextlib.suppress(OSError):
+                self.send(Ping(req=req))
+        finally:
+            self._pinger = None  # a finished greenlet kept per session is 1 KiB each
 
     def _pong(self, reply: Reply) -> None:
         assert self._ping_sent is not None and self.node is not None
