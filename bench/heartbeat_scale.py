@@ -47,6 +47,7 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool, tally: Pa
     import gevent.socket
 
     from client.protocol import Identity, handshake
+    from common.fdlimit import raise_soft_limit
     from common.framing import FrameChannel
     from common.messages import Heartbeat, ListRequest, Message, Ping, Reply, decode
     from common.procs import ProcInfo
@@ -85,6 +86,7 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool, tally: Pa
             elif isinstance(message, ListRequest):
                 send(Reply(req=message.req, value=table))
 
+    raise_soft_limit()  # thousands of sockets: 1,024 open files would not do
     sent = [0]
 
     def beat(send: Callable[[Message], None]) -> None:
@@ -115,7 +117,10 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool, tally: Pa
 def bare_server(port_file: str) -> None:
     from gevent.server import StreamServer
 
+    from common.fdlimit import raise_soft_limit
     from common.framing import FrameReader
+
+    raise_soft_limit()
 
     def handle(sock: object, _address: object) -> None:
         reader = FrameReader(sock)  # type: ignore[arg-type]
