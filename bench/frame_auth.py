@@ -172,9 +172,9 @@ def report_copy(size_mib: int, rounds: int, ref: str) -> None:
     base, now = (statistics.median(times[label]) for label in ("before", "now"))
     print(f"copy of {size_mib} MiB to one node, median of {rounds} alternating rounds")
     spread = {label: f"(runs {min(t):.2f}-{max(t):.2f} s)" for label, t in times.items()}
-    print(f"  baseline, protocol 1 ({ref[:12]}): {base:6.2f} s {size_mib / base:6.0f} MiB/s "
+    print(f"  baseline, the tree at {ref[:12]}: {base:6.2f} s {size_mib / base:6.0f} MiB/s "
           f"{spread['before']}")
-    print(f"  this tree, every frame with a MAC: {now:6.2f} s {size_mib / now:6.0f} MiB/s "
+    print(f"  this tree:                   {now:6.2f} s {size_mib / now:6.0f} MiB/s "
           f"{spread['now']}  {100 * (now - base) / base:+.1f} % time")
     print("goal: under 10 % slower on copy")
 
