@@ -47,6 +47,7 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool, tally: Pa
     import gevent.socket
 
     from client.protocol import Identity, handshake
+    from common.errors import CorralError
     from common.fdlimit import raise_soft_limit
     from common.framing import FrameChannel
     from common.messages import Heartbeat, ListRequest, Message, Ping, Reply, decode
@@ -63,13 +64,23 @@ def simulate(host: str, port: int, count: int, prefix: str, raw: bool, tally: Pa
                       cpu_time=0.5 if i % 2 else None, rss=1 << 20 if i % 2 else None
                       ).to_wire() for i in range(10)]
 
+    def connect(index: int) -> FrameChannel:
+        """Connected (and registered), retrying as a real client does: in a storm of
+        10,000 on busy cores a handshake can outlast the master's timeout."""
+        while True:
+            try:
+                channel = FrameChannel(gevent.socket.create_connection((host, port)))
+                if not raw:
+                    name = f"{prefix}{index}"
+                    handshake(channel, Identity(node_id=f"{name:0>32}"[-32:], name=name,
+                                                host="sim"), TOKEN.encode())
+                return channel
+            except (OSError, CorralError):
+                gevent.sleep(random.uniform(0.5, 2))
+
     def one(index: int) -> None:
         gevent.sleep(random.uniform(0, 2))  # spread the connection storm over 2 s
-        channel = FrameChannel(gevent.socket.create_connection((host, port)))
-        if not raw:
-            name = f"{prefix}{index}"
-            handshake(channel, Identity(node_id=f"{name:0>32}"[-32:], name=name, host="sim"),
-                      TOKEN.encode())
+        channel = connect(index)
         lock = gevent.lock.Semaphore()  # frames are numbered: one sender at a time
 
         def send(message: Message) -> None:
