@@ -2,7 +2,7 @@
 
 1. Frames per second through ``FrameWriter`` and ``FrameReader`` (encode, tag, read,
    check, decode) in this process, for a heartbeat and for a 1 MiB file chunk. Baseline,
-   in the same run: the same code with the HMAC replaced by a constant tag (frames keep
+   in the same run: the same code with the MAC replaced by a constant tag (frames keep
    their layout and sequence numbers; only the MAC is not computed).
 2. ``copy`` of one file to one real client process on this machine, by this tree and by
    the tree before frames were authenticated (protocol 1, exported from git: the parent of
@@ -39,10 +39,10 @@ from common.messages import Heartbeat, PutChunk  # noqa: E402
 
 @contextlib.contextmanager
 def macs_skipped() -> Iterator[None]:
-    """Constant tags instead of HMACs, for the baseline; both ends must do the same."""
+    """Constant tags instead of MACs, for the baseline; both ends must do the same."""
     real = FrameMac.next_tag
 
-    def constant_tag(self: FrameMac, length: int, body: Any) -> bytes:
+    def constant_tag(self: FrameMac, body: Any) -> bytes:
         self.sequence += 1
         return bytes(TAG_BYTES)
 
@@ -98,7 +98,7 @@ def report_frames(seconds: float) -> None:
         with macs_skipped():
             constant = frames_per_second(payload, seconds)
         real = frames_per_second(payload, seconds)
-        print(f"  {label:<12} baseline (no MAC) {constant:9.0f}/s   HMAC {real:9.0f}/s  "
+        print(f"  {label:<12} baseline (no MAC) {constant:9.0f}/s   GMAC {real:9.0f}/s  "
               f"({100 * (constant - real) / constant:4.1f} % fewer; "
               f"{1e6 / real - 1e6 / constant:.1f} us more per frame)")
 
@@ -172,9 +172,9 @@ def report_copy(size_mib: int, rounds: int, ref: str) -> None:
     base, now = (statistics.median(times[label]) for label in ("before", "now"))
     print(f"copy of {size_mib} MiB to one node, median of {rounds} alternating rounds")
     spread = {label: f"(runs {min(t):.2f}-{max(t):.2f} s)" for label, t in times.items()}
-    print(f"  baseline, protocol 1 ({ref[:12]}): {base:6.2f} s {size_mib / base:6.0f} MiB/s "
+    print(f"  baseline, the tree at {ref[:12]}: {base:6.2f} s {size_mib / base:6.0f} MiB/s "
           f"{spread['before']}")
-    print(f"  this tree, every frame with a MAC: {now:6.2f} s {size_mib / now:6.0f} MiB/s "
+    print(f"  this tree:                   {now:6.2f} s {size_mib / now:6.0f} MiB/s "
           f"{spread['now']}  {100 * (now - base) / base:+.1f} % time")
     print("goal: under 10 % slower on copy")
 

@@ -1,5 +1,6 @@
 """``make bench``: run every benchmark, show its output as it comes, and write
-bench/results/REPORT.md: the machine, every benchmark's figures as it printed them, and
+bench/results/REPORT.md: the machine, every figure that has a goal beside its goal (ratios
+to baselines measured in the same run), every benchmark's figures as it printed them, and
 charts (PNG, with matplotlib from the optional ``bench`` extra) of fan-out time against node
 count beside the local spawn floor, heartbeat CPU against node count beside the bare
 server, and copy throughput beside a raw socket.
@@ -32,8 +33,8 @@ RESULTS = ROOT / "bench" / "results"
 # name -> options of a full run: each benchmark's defaults (the figures the README quotes),
 # with more points where a chart draws a line through them
 FULL: dict[str, list[str]] = {
-    "heartbeat_scale": ["--counts", "250", "1000", "2500", "5000"],
-    "fanout": ["--nodes", "1", "10", "30", "100"],
+    "heartbeat_scale": ["--counts", "1000", "5000", "10000"],  # 10,000: the goal scale
+    "fanout": ["--nodes", "1", "10", "50", "100"],
 }
 NEEDS_ROOT = {"shaped_copy"}
 # name -> options for --quick
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "dashboard": ["--nodes", "200", "--window", "3", "--rounds", "1"],
     "sharing": ["--nodes", "5", "--processes", "20", "--rounds", "3", "--cas-processes",
                 "10", "--cas-ops", "200"],
+    "client_idle": ["--clients", "2", "--window", "5"],
 }
 
 
@@ -219,11 +221,26 @@ def ssh_comparison() -> list[str]:
     return [f"ssh fan-out (pdsh or clush beside corral): not measured, {missing} here."]
 
 
+def goals_table(results: Path) -> list[str]:
+    """Every figure a benchmark recorded with its goal, in one table."""
+    rows = []
+    for name in BENCHMARKS:
+        figures = load(results, name)
+        for entry in (figures or {}).get("goals", []):
+            sign = ">=" if entry["higher_is_better"] else "<="
+            rows.append(f"| {entry['what']} | {entry['value']:,.2f}{entry['unit']} | "
+                        f"{sign} {entry['goal']:,g}{entry['unit']} | "
+                        f"{'met' if entry['met'] else '**not met**'} | `{name}` |")
+    if not rows:
+        return ["No figure with a goal was recorded.", ""]
+    return ["| figure | measured | goal | | bench |", "|---|---|---|---|---|", *rows, ""]
+
+
 def write_report(results: Path) -> Path:
     lines = ["# corral benchmarks", "", "Written by `make bench` (bench/report.py); every "
              "figure beside the baseline measured in the same run.", "", "## Machine", "",
-             *machine(results), "", "## Charts", "", *charts(results), *ssh_comparison(), "",
-             "## Figures", ""]
+             *machine(results), "", "## Ratios and goals", "", *goals_table(results),
+             "## Charts", "", *charts(results), *ssh_comparison(), "", "## Figures", ""]
     for name in BENCHMARKS:
         output = results / f"{name}.txt"
         if output.exists():
@@ -257,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
         note_load(args.results, "end")
     report = write_report(args.results)
+    print("\n".join(goals_table(args.results)))
     print(f"report: {report.relative_to(ROOT) if report.is_relative_to(ROOT) else report}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

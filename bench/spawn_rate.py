@@ -2,15 +2,19 @@
 
 Baseline, in the same run: a Python loop calling ``os.posix_spawnp`` for /bin/true with its
 output on a log file, reaping with ``waitpid``: what the client does, without corral.
-Through corral: the master's API sends ``exec`` requests (16 in flight, from 16 threads) to
-one real client process, each answered once its processes are running; a measurement ends
-when every exit has been reported back to the master. Measured one process per request and
-100 per request (``exec -n 100``), with each spawn method.
+Through corral: the master's API sends ``exec`` requests to one real client process, each
+answered once its processes are running; a measurement ends when every exit has been
+reported back to the master. Measured one process per request with 1 request in flight
+(back to back) and with 16 (from 16 threads), and 100 per request (``exec -n 100``, 16 in
+flight), with each spawn method; the master's CPU time per request is printed.
 
 This machine's speed drifts by up to 2x over minutes, so baseline and corral are measured
-alternately, several rounds, and the medians are compared.
+alternately (the order reversed every other round), settled before each, several rounds,
+and the medians and spreads printed. Between measurements the client forgets its ended
+processes: a table grown by tens of thousands of them made every ``fork`` copy a bigger
+process, until ``exec -n 100`` timed out from the second round on.
 
-    .venv/bin/python bench/spawn_rate.py [--count 3200] [--rounds 3]
+    .venv/bin/python bench/spawn_rate.py [--count 3200] [--rounds 3] [--methods posix fork]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from bench.rig import alternate, goal, record, spread  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.events import Event, ProcessEvent  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
@@ -66,15 +72,15 @@ class CorralRig:
              "--name", "n1", "--token-file", str(token), "--state-dir", str(folder / method),
              "--spawn", method], cwd=ROOT, stderr=subprocess.DEVNULL)
         assert self.api.wait_ready(1, 30).reached
-        self.cpu = {"master": 0.0, "client": 0.0, "processes": 0}
+        self.cpu = {"master": 0.0, "client": 0.0, "processes": 0, "requests": 0}
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ProcessEvent):
             self.ended.release()
 
-    def rate(self, count: int, batch: int) -> float:
-        requests = count // batch // THREADS
-        done = requests * THREADS * batch
+    def rate(self, count: int, batch: int, in_flight: int) -> float:
+        requests = count // batch // in_flight
+        done = requests * in_flight * batch
 
         failures: list[str] = []
 
@@ -85,7 +91,7 @@ class CorralRig:
                     failures.append(str(group.errors))
                     return
 
-        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        threads = [threading.Thread(target=worker) for _ in range(in_flight)]
         client_usage = psutil.Process(self.client.pid)
         master_before, client_before = os.times(), client_usage.cpu_times()
         started = time.perf_counter()
@@ -104,12 +110,15 @@ class CorralRig:
         self.cpu["client"] += (client_after.user + client_after.system
                                - client_before.user - client_before.system)
         self.cpu["processes"] += done
+        self.cpu["requests"] += done // batch
+        self.api.forget_ended("n1")  # the next measurement starts with a small client
         return done / elapsed
 
     def per_process_cpu(self) -> str:
         n = self.cpu["processes"] or 1
         return (f"master {1e6 * self.cpu['master'] / n:.0f} us, "
-                f"client {1e6 * self.cpu['client'] / n:.0f} us CPU per process")
+                f"client {1e6 * self.cpu['client'] / n:.0f} us CPU per process; master "
+                f"{1e6 * self.cpu['master'] / max(self.cpu['requests'], 1):.0f} us per request")
 
     def close(self) -> None:
         self.client.terminate()
@@ -117,34 +126,50 @@ class CorralRig:
         self.api.shutdown()
 
 
+def measures(rig: CorralRig, count: int, folder: Path) -> dict[str, Callable[[], float]]:
+    return {"raw": lambda: raw_rate(count, folder),
+            "exec, 1 in flight": lambda: rig.rate(count, 1, 1),
+            f"exec, {THREADS} in flight": lambda: rig.rate(count, 1, THREADS),
+            f"exec -n 100, {THREADS} in flight": lambda: rig.rate(count, 100, THREADS)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=3200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=["posix", "fork"],
+                        choices=["posix", "fork"])
     args = parser.parse_args()
-    print(f"spawn rate of /bin/true, {args.count} processes a measurement, median of "
-          f"{args.rounds} alternating rounds ({os.cpu_count()} cores)")
+    print(f"spawn rate of /bin/true, {args.count} processes a measurement, medians of "
+          f"{args.rounds} alternating rounds ({os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.1f})")
+    goals = []
+    figures: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for method in ("posix", "fork"):
+        for method in args.methods:
             (folder / method).mkdir()
             rig = CorralRig(folder / method, method)
             try:
-                raw, single, batched = [], [], []
-                for _ in range(args.rounds):
-                    raw.append(raw_rate(args.count, folder))
-                    single.append(rig.rate(args.count, 1))
-                    batched.append(rig.rate(args.count, 100))
+                rates = alternate(args.rounds, measures(rig, args.count, folder))
             finally:
                 rig.close()
-            base = statistics.median(raw)
+            figures[method] = rates
             print(f"--spawn {method} ({rig.per_process_cpu()})")
-            print(f"  baseline, raw os.posix_spawnp loop: {base:8.0f} /s")
-            for label, rates in (("exec", single), ("exec -n 100", batched)):
-                rate = statistics.median(rates)
-                print(f"  corral {label:<12}               {rate:8.0f} /s"
-                      f"  ({100 * rate / base:.0f} % of baseline)")
-    print("goal: corral (default method, posix) >= 80 % of the baseline")
+            print(f"  baseline, raw os.posix_spawnp loop:  {spread(rates['raw'], ' /s')}")
+            for label, values in rates.items():
+                if label == "raw":
+                    continue
+                ratios = [v / r for v, r in zip(values, rates["raw"], strict=True)]
+                print(f"  corral {label:<28} {spread(values, ' /s')}, "
+                      f"{spread(ratios, ' %', 100)} of the baseline")
+                if method == "posix" and label != "exec, 1 in flight":
+                    goals.append(goal(f"spawn rate, {label} / raw posix_spawnp loop",
+                                      100 * statistics.median(ratios), 80, " %",
+                                      higher_is_better=True))
+    print("goal: corral (default method, posix) >= 80 % of the baseline with requests in "
+          "flight")
+    record("spawn_rate", figures, goals)
 
 
 if __name__ == "__main__":

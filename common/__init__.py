@@ -3,4 +3,4 @@
 Nothing here imports gevent, so every layer (and any other client) can use it.
 """
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3

@@ -30,6 +30,7 @@ class ErrorCode(enum.IntEnum):
     NOT_A_DIRECTORY = 20  # a file where a folder is needed
     LINK_OUTSIDE = 21  # a link in a copied folder that leads outside it (see common.links)
     DANGLING_LINK = 22  # a link to follow (-L) that points at nothing
+    MASTER_FULL = 23  # the master holds all the connections its open-file limit allows
 
 
 class CorralError(Exception):

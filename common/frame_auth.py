@@ -9,24 +9,28 @@ so a replayed, dropped, reordered or duplicated frame changes the number its MAC
 with, and the check fails. Keys differ per connection (fresh nonces) and per direction
 (labels), so a frame from another connection or from the other direction fails too.
 
-HMAC-SHA256 rather than keyed BLAKE2b: on CPUs with SHA extensions it runs at about
-1.9 GB/s against BLAKE2b's 1.3 GB/s here, and every language has it, which matters for an
-independent client.
+The MAC is GMAC: AES-256-GCM with the frame's sequence number as its nonce, nothing to
+encrypt, and the frame's body as the data it authenticates. With AES-NI and carry-less
+multiply it runs at about 30 GB/s here against HMAC-SHA256's 2 GB/s (the CPU has SHA
+extensions), and a heartbeat's tag costs 0.5 µs against 1 µs: a followed log or a copy
+spent a third of each side's time in HMAC. A nonce must never repeat under one key, and it
+cannot: keys are fresh per connection and per direction, and the sequence only grows. Every
+language has AES-GCM (OpenSSL, Go, Java, WebCrypto), which matters for an independent
+client.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import hmac
-import struct
 
 from common.errors import ProtocolError
 
-TAG_BYTES = 16  # HMAC-SHA256 truncated to 128 bits, as in RFC 4868
-_SEQUENCE_AND_LENGTH = struct.Struct(">QI")  # what the tag covers before the body
-_MASTER_TO_CLIENT = b"corral-v2 frames master to client"
-_CLIENT_TO_MASTER = b"corral-v2 frames client to master"
+TAG_BYTES = 16  # GCM's full tag
+NONCE_BYTES = 12
+_NO_TEXT = b""  # GMAC: GCM that encrypts nothing and authenticates the body
+_MASTER_TO_CLIENT = b"corral-v3 frames master to client"
+_CLIENT_TO_MASTER = b"corral-v3 frames client to master"
 
 
 class FrameAuthError(ProtocolError):
@@ -55,23 +59,26 @@ class FrameMac:
     """One direction of one connection: its key and the number of the next frame.
 
     Both ends keep one of these per direction and feed it every frame in wire order, the
-    sender to make tags, the receiver to check them.
+    sender to make tags, the receiver to check them. The frame's length needs no place in
+    the tag: GCM authenticates the length of the data with the data, and a frame's length
+    prefix is that length plus the tag's.
     """
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per frame: no re-keying
+        # Imported here: the corral CLI frames its control socket without MACs and starts
+        # faster without it.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._gcm = AESGCM(key)
         self.sequence = 0
 
-    def next_tag(self, length: int, body: bytes | memoryview) -> bytes:
-        """The tag of the next frame (``length`` is its length prefix); counts the frame."""
-        mac = self._keyed.copy()
-        mac.update(_SEQUENCE_AND_LENGTH.pack(self.sequence, length))
-        mac.update(body)
+    def next_tag(self, body: bytes | memoryview) -> bytes:
+        """The tag of the next frame; counts the frame."""
+        nonce = self.sequence.to_bytes(NONCE_BYTES, "big")
         self.sequence += 1
-        return mac.digest()[:TAG_BYTES]
+        return self._gcm.encrypt(nonce, _NO_TEXT, body)
 
-    def check(self, length: int, body: bytes | memoryview, tag: bytes | memoryview) -> None:
+    def check(self, body: bytes | memoryview, tag: bytes | memoryview) -> None:
         number = self.sequence
-        if not hmac.compare_digest(self.next_tag(length, body), tag):
+        if not hmac.compare_digest(self.next_tag(body), tag):
             raise FrameAuthError(f"frame {number} failed authentication (forged, replayed, "
                                  "reordered or altered on the way)")

@@ -17,7 +17,10 @@ from common.frame_auth import TAG_BYTES, FrameMac
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
-_INITIAL_BUFFER = 4096  # thousands of idle sessions must stay cheap
+# Thousands of idle sessions must stay cheap: a heartbeat frame is about 130 bytes, and a
+# buffer grown for a big frame (a file or log chunk) goes back to this size after it.
+_INITIAL_BUFFER = 512
+_KEEP_GROWN = 64 * 1024  # a grown buffer up to this size is kept for the next frames
 # Before the handshake anyone can connect: its frames (hello, register, welcome, a refusal)
 # are a few hundred bytes, and a peer not yet authenticated must not make us read, hold or
 # decode megabytes per connection.
@@ -87,12 +90,14 @@ class FrameReader:
             raise ProtocolError(f"frame of {length} bytes is too short to carry its MAC")
         if length > len(self._buffer):
             self._buffer = bytearray(length)
+        elif length <= _INITIAL_BUFFER < _KEEP_GROWN < len(self._buffer):
+            self._buffer = bytearray(_INITIAL_BUFFER)  # the big frames are over
         frame = memoryview(self._buffer)[:length]
         self._read_exactly(frame, at_frame_start=False)
         if self._mac is None:
             return unpack_body(frame)
         body = frame[: length - TAG_BYTES]
-        self._mac.check(length, body, frame[length - TAG_BYTES:])
+        self._mac.check(body, frame[length - TAG_BYTES:])
         return unpack_body(body)
 
 
@@ -117,7 +122,7 @@ class FrameWriter:
         if self._mac is None:
             return HEADER.pack(len(body)) + body
         length = len(body) + TAG_BYTES
-        return b"".join((HEADER.pack(length), body, self._mac.next_tag(length, body)))
+        return b"".join((HEADER.pack(length), body, self._mac.next_tag(body)))
 
 
 class FrameChannel:

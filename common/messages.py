@@ -31,7 +31,7 @@ class Message:
     TAG: ClassVar[str] = ""
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        wire = {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
         wire[TYPE_KEY] = self.TAG
         return wire
 
@@ -41,6 +41,18 @@ class Message:
         Types whose fields have rules of their own (ranges, lengths, enum values) override
         this; ``decode`` calls it, so a peer's bad value never reaches the program."""
         return None
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A message type's field names, looked up once (``dataclasses.fields`` builds its
+    answer anew at every call, and every frame sent asked)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _plain(value: Any) -> Any:
@@ -75,8 +87,20 @@ def _identity_if(test: typing.Callable[[Any], bool]) -> Converter:
     return convert
 
 
-def _is_finite_number(value: Any) -> bool:
-    return type(value) is int or (type(value) is float and math.isfinite(value))
+def _finite_number(value: Any) -> Any:
+    # One call per field: these run for every field of every frame received.
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return value
+    raise _Mismatch("has the wrong type")
+
+
+def _exactly(kind: type) -> Converter:
+    def convert(value: Any) -> Any:
+        if type(value) is not kind:
+            raise _Mismatch("has the wrong type")
+        return value
+    return convert
 
 
 def _converter(hint: Any) -> Converter:
@@ -99,11 +123,11 @@ def _converter(hint: Any) -> Converter:
     if hint is type(None):
         return _identity_if(lambda value: value is None)
     if hint is float:  # NaN and infinities are never meaningful here
-        return _identity_if(_is_finite_number)
+        return _finite_number
     if hint is int:
-        return _identity_if(lambda value: type(value) is int)
+        return _exactly(int)
     if hint is bool:
-        return _identity_if(lambda value: type(value) is bool)
+        return _exactly(bool)
     if origin is list:
         item = _converter((get_args(hint) or (Any,))[0])
 
@@ -163,11 +187,12 @@ def _schema(cls: type) -> _Schema:
 def _build(cls: type[M], wire: dict[str, Any]) -> M:
     tag = cls.TAG
     schema = _schema(cls)
+    converters = schema.converters
     values = {}
     for name, value in wire.items():
         if name == TYPE_KEY:
             continue
-        convert = schema.converters.get(name)
+        convert = converters.get(name)
         if convert is None:
             raise ProtocolError(f"{tag}: unexpected field {quoted(name)}")
         try:
@@ -294,9 +319,8 @@ class Heartbeat(Message):
     def problem(self) -> str | None:
         if len(self.load) != 3:
             return f"load has {len(self.load)} values, not 3"
-        figures = [self.seq, *self.load, self.cpu_percent, self.mem_available, self.mem_total,
-                   self.disk_free, self.processes]
-        if any(value < 0 for value in figures):
+        if min(self.seq, *self.load, self.cpu_percent, self.mem_available, self.mem_total,
+               self.disk_free, self.processes) < 0:  # every heartbeat: one call, no list
             return "a figure is negative"
         return None
 

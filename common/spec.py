@@ -49,6 +49,8 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.LINK_OUTSIDE: "a link inside a copied or pulled folder leads out of it "
                             "(without `follow`)",
     ErrorCode.DANGLING_LINK: "a link to follow points at nothing",
+    ErrorCode.MASTER_FULL: "sent instead of `hello`: the master has no room for another "
+                           "connection (its open-file limit); retry later (closes)",
 }
 
 

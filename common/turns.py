@@ -20,11 +20,18 @@ class Turns:
     def __init__(self, sleep: Callable[[float], object], slice_seconds: float = SLICE) -> None:
         self._sleep = sleep
         self._slice = slice_seconds
-        self._since = time.monotonic()
+        self._since = self._last = time.monotonic()
 
     def take(self) -> None:
-        """Yield to the loop if this code has been busy for a whole slice."""
+        """Yield to the loop if this code has been busy for a whole slice.
+
+        Busy means called again and again with less than a slice between calls: a read
+        loop that waited for its next message (a heartbeat a second) has given the loop
+        its turn already, and napping then cost every idle session a timer per message."""
         now = time.monotonic()
-        if now - self._since >= self._slice:
+        if now - self._last >= self._slice:
+            self._since = now  # it waited since the last call: a new busy stretch begins
+        elif now - self._since >= self._slice:
             self._sleep(NAP)
-            self._since = time.monotonic()
+            now = self._since = time.monotonic()
+        self._last = now

@@ -76,6 +76,16 @@ class MasterAPI:
     def config(self) -> MasterConfig:
         return self._engine.config
 
+    @property
+    def capacity(self) -> int:
+        """How many client connections the master can hold (its open-file limit)."""
+        return self._engine.capacity
+
+    @property
+    def capacity_warning(self) -> str | None:
+        """Why the nodes expected cannot all be held, or None."""
+        return self._engine.capacity_warning
+
     def shutdown(self) -> None:
         self._hub.call(self._engine.stop)
         self._hub.stop()

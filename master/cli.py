@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from common import auth, tls
+from common import auth, fdlimit, tls
 from common.argtypes import http_address
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http", type=http_address, metavar="[HOST:]PORT",
                         help="serve the web dashboard, /metrics and /healthz here (without "
                              "HOST: 127.0.0.1); HTTPS with --tls-cert/--tls-key")
+    parser.add_argument("--expect-nodes", type=int, default=0, metavar="N",
+                        help="how many nodes this master should hold: it warns at start if "
+                             "its open-file limit leaves room for fewer")
     parser.add_argument("--no-passthrough", dest="passthrough", action="store_false",
                         help="never run an unknown console word on the nodes (use run)")
     parser.add_argument("--job-calls", choices=JOB_CALLS, default="all",
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return certs.main(words[1:])
     args = parse_with_config(build_parser(), argv, "master")
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
+    open_files = fdlimit.raise_soft_limit()  # one socket per node: 1,024 is too few
     if args.heartbeat <= 0:
         print("corral-master: --heartbeat must be positive", file=sys.stderr)
         return 2
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
         tls=tls_files, state_dir=args.state_dir,
         control=args.control or args.state_dir / "control.sock", http=args.http,
-        job_calls=args.job_calls,
+        job_calls=args.job_calls, expect_nodes=args.expect_nodes, open_files=open_files,
     )
     try:
         api = MasterAPI.start(config, token)
@@ -166,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if (web_url := api.web_url) is not None:
         print(f"corral master dashboard on {web_url} (/metrics and /healthz need no login)",
               file=sys.stderr, flush=True)
+    if api.capacity_warning is not None:
+        print(f"corral-master: warning: {api.capacity_warning}", file=sys.stderr)
     print(f"corral master listening on {host}:{port} (token {token_path}, log {log_path}; "
-          f"{tls_note})", file=sys.stderr, flush=True)
+          f"{tls_note}; room for {api.capacity} clients)", file=sys.stderr, flush=True)
     try:
         if not args.console:
             serve_until_signalled()

@@ -14,9 +14,8 @@ from typing import Any
 
 import gevent
 import gevent.ssl
-from gevent.server import StreamServer
 
-from common import tls
+from common import fdlimit, tls
 from common.errors import CorralError
 from common.framing import DEFAULT_MAX_FRAME
 from common.landing import PartialLedger
@@ -28,6 +27,7 @@ from master.events import Event, NodeEvent
 from master.front.results import GroupResult, ProgressCallback, TransferResult
 from master.jobs import JobStore
 from master.known_nodes import KnownNodes
+from master.listener import Listener
 from master.processes import ExitTracker
 from master.refusals import Refusals
 from master.registry import NodeRegistry
@@ -55,6 +55,8 @@ class MasterConfig:
     control: Path | None = None  # the control socket (None: no socket)
     http: tuple[str, int] | None = None  # the dashboard and /metrics (None: not served)
     job_calls: str = "all"  # what jobs may ask through their clients (master.forwarded)
+    expect_nodes: int = 0  # how many nodes it should hold: a warning if it cannot
+    open_files: fdlimit.OpenFileLimit | None = None  # as raised at start (None: as it is)
 
 
 class MasterEngine:
@@ -76,8 +78,10 @@ class MasterEngine:
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
         self.shared = SharedState(config.state_dir or config.log_dir, self.registry)
-        self._server: StreamServer | None = None
+        self._server: Listener | None = None
+        self.capacity_warning: str | None = None  # set by start when the nodes cannot all fit
         self._ticker: gevent.Greenlet | None = None
+        self._pinger: gevent.Greenlet | None = None
         self.sessions: set[Session] = set()
         self.tls_context: Any = None
         self.control: Any = None  # a master.control.ControlServer with --control
@@ -94,16 +98,19 @@ class MasterEngine:
         return host, port
 
     def start(self) -> None:
-        self._server = StreamServer((self.config.host, self.config.port), self._handle,
-                                    backlog=2048)
-        self._server.max_accept = 1000  # drain a reconnect storm in big gulps
+        self._server = Listener((self.config.host, self.config.port), self._handle,
+                                self.sessions, self.config.open_files or fdlimit.current(),
+                                self.tls_context is not None,
+                                self._tell_refused)
         self._server.start()
         for leftover in self.pull_ledger.sweep():
             log.info("removed %s, left by a pull that was interrupted", leftover)
         self.registry.restore(self.known_nodes.load())
+        self._check_capacity()
         self.registry.subscribe(self._note_node_change)
         self.registry.subscribe(self.metrics.hear)
         self._ticker = gevent.spawn(self._check_liveness)
+        self._pinger = gevent.spawn(self._ping_sessions)
         log.info("listening on %s:%d", *self.address)
         from master.control import ControlServer  # it calls the operations, built on us
         self.calls = ControlServer(self, self.config.control)
@@ -123,13 +130,39 @@ class MasterEngine:
                 raise CorralError(f"cannot serve the dashboard on {host}:{port}: {reason}"
                                   ) from None
 
+    @property
+    def capacity(self) -> int:
+        """How many client connections this master can hold at once."""
+        assert self._server is not None
+        return self._server.capacity
+
+    def _check_capacity(self) -> None:
+        assert self._server is not None
+        limit = self._server.limit
+        log.info("can hold %d client connections (%s, %d kept for the master's own files)",
+                 self.capacity, limit.describe(), fdlimit.RESERVED)
+        wanted = max(self.config.expect_nodes, self.registry.size())
+        if wanted > self.capacity:
+            asked = (f"--expect-nodes {self.config.expect_nodes}"
+                     if self.config.expect_nodes >= self.registry.size()
+                     else "the nodes it knows from before")
+            self.capacity_warning = (
+                f"this master can hold {self.capacity} client connections ({limit.describe()})"
+                f" but {wanted} are expected ({asked}); the rest will be refused: raise the "
+                "limit (ulimit -n, LimitNOFILE=)")
+            log.warning("%s", self.capacity_warning)
+
+    def _tell_refused(self, source: str, reason: str) -> None:
+        self.registry.publish(NodeEvent(source, None, None, reason))
+
     def stop(self) -> None:
         if self.web is not None:
             self.web.stop()
         if self.control is not None:
             self.control.stop()
-        if self._ticker is not None:
-            self._ticker.kill()
+        for greenlet in (self._ticker, self._pinger):
+            if greenlet is not None:
+                greenlet.kill()
         for session in list(self.sessions):
             session.close("master shutting down")
         if self._server is not None:
@@ -170,6 +203,16 @@ class MasterEngine:
             if self._known_dirty or now - self._known_saved >= KNOWN_REFRESH:
                 self._known_dirty, self._known_saved = False, now
                 self.known_nodes.save(self.registry.known())
+
+    def _ping_sessions(self) -> None:
+        """Round-trip pings for every session whose turn it is, from one greenlet: a
+        greenlet per session sleeping between pings cost memory and wake-ups at 10,000
+        nodes."""
+        while True:
+            gevent.sleep(self.config.heartbeat)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                session.ping(now)
 
     def _note_node_change(self, event: Event) -> None:
         if isinstance(event, NodeEvent) and (

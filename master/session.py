@@ -84,12 +84,16 @@ class Session:
         self._ack_due: tuple[str, int] | None = None
         self._request_ids = itertools.count(1)
         self._closed_reason: str | None = None
-        self._greenlets: list[gevent.Greenlet] = []
         self._claimed_name = "?"  # the name a peer gave before it was admitted
         self._boot: str | None = None  # the client run this connection belongs to
         self._complaints = Complaints(log)
         self._went_silent = False
         self.calls = ForwardedCalls(self)  # what processes of this node ask the master
+        # The round-trip ping in flight (its request id and when it left), and when the
+        # next is due: one pinger greenlet of the engine serves every session.
+        self._ping_sent: tuple[int, float] | None = None
+        self._ping_due = 0.0
+        self._pinger: gevent.Greenlet | None = None
 
     @property
     def label(self) -> str:
@@ -105,7 +109,7 @@ class Session:
                 if self.engine.tls_context is not None:
                     self._start_tls()
                 self.node = self._handshake()
-            self._greenlets.append(gevent.spawn(self._measure_rtt))
+            self.ping(time.monotonic())  # a first RTT figure at once
             self._read_loop()
         except _HandshakeTimeout:
             reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
@@ -141,7 +145,8 @@ class Session:
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def _finish(self, reason: str) -> None:
-        gevent.killall(self._greenlets, block=False)
+        if self._pinger is not None:
+            self._pinger.kill(block=False)
         for result, _reply_type in self._pending.values():
             result.set_exception(
                 CorralError(f"connection lost: {reason}", ErrorCode.DISCONNECTED)
@@ -276,6 +281,8 @@ class Session:
             elif isinstance(message, Reply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
                     self._deliver(waiting, message.value)
+                elif self._ping_sent is not None and message.req == self._ping_sent[0]:
+                    self._pong(message)
             elif isinstance(message, FailReply):
                 if (waiting := self._pending.pop(message.req, None)) is not None:
                     waiting[0].set_exception(RemoteError(peer_message(message.message),
@@ -392,18 +399,60 @@ class Session:
             with contextlib.suppress(OSError):
                 self.send(Cancel(req=req))
 
-    def _measure_rtt(self) -> None:
-        interval = self.engine.config.heartbeat
-        while True:
-            started = time.perf_counter()
-            try:
-                self.request(lambda req: Ping(req=req), timeout=interval * 3)
-            except CorralError:
-                pass
-            else:
-                if self.node is not None:
-                    self.node.rtt_ms = (time.perf_counter() - started) * 1000
-            gevent.sleep(interval * PING_EVERY)
+    def ping(self, now: float) -> None:
+        """Measure the round trip if it is due (every PING_EVERY heartbeat intervals).
+
+        The caller (one pinger for all sessions) never waits. When nothing else is being
+        sent, a ping of a few dozen bytes goes out from here at once; otherwise, or when
+        the socket takes only part of it, a short-lived greenlet sends it (a greenlet per
+        ping cost as much as the rest of the pinging at 10,000 nodes). No new ping while
+        the last is still stuck behind a peer that does not read."""
+        if (self.node is None or self._closed_reason is not None or now < self._ping_due
+                or self._pinger is not None):
+            return
+        self._ping_due = now + self.engine.config.heartbeat * PING_EVERY
+        if self._write_lock.locked() or self.engine.tls_context is not None:
+            self._pinger = gevent.spawn(self._send_ping)
+            return
+        self._write_lock.acquire()  # free: taking it does not wait
+        try:
+            frame = self._channel.frame(Ping(req=self._next_ping()).to_wire())
+            sent = self.sock.send(frame, 0, 0.0)  # timeout 0: never waits
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._write_lock.release()
+            return
+        if sent == len(frame):
+            self._write_lock.release()
+        else:  # the rest must follow before any other frame: still under the lock
+            self._pinger = gevent.spawn(self._send_rest, frame[sent:])
+
+    def _next_ping(self) -> int:
+        req = next(self._request_ids)
+        self._ping_sent = (req, time.perf_counter())
+        return req
+
+    def _send_ping(self) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                self.send(Ping(req=self._next_ping()))
+        finally:
+            self._pinger = None  # a finished greenlet kept per session is 1 KiB each
+
+    def _send_rest(self, rest: bytes) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                send_whole(self.sock, rest)
+        finally:
+            self._write_lock.release()
+            self._pinger = None
+
+    def _pong(self, reply: Reply) -> None:
+        assert self._ping_sent is not None and self.node is not None
+        decode_as(REPLY_TYPES[Ping], reply.value)  # a ping's reply carries nothing
+        self.node.rtt_ms = (time.perf_counter() - self._ping_sent[1]) * 1000
+        self._ping_sent = None
 
 
 class BadName(ProtocolError):

@@ -115,11 +115,12 @@ class MasterProcess:
                 "--state-dir", str(self.base / "master-state"), *self.extra,
                 *commands]
 
-    def start(self, commands: list[str] | None = None, stdin: Any = subprocess.PIPE
-              ) -> MasterProcess:
+    def start(self, commands: list[str] | None = None, stdin: Any = subprocess.PIPE,
+              popen: dict[str, Any] | None = None) -> MasterProcess:
+        """``popen``: more subprocess.Popen options (``preexec_fn``...)."""
         self.proc = subprocess.Popen(
             self.argv(commands or []), stdin=stdin, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT,
+            stderr=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT, **(popen or {}),
         )
         assert self.proc.stderr is not None
         seen = []

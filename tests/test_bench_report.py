@@ -26,7 +26,12 @@ def test_report_from_results(tmp_path: Path) -> None:
         "local_floor_ms": [0.9, 5, 50]}))
     (tmp_path / "heartbeat_scale.json").write_text(json.dumps({
         "clients": [1000, 5000], "master_cpu_percent": [7.6, 27], "master_rss_mib": [73, 182],
-        "bare_cpu_percent": [3.7, 12.2], "bare_rss_mib": [20, 40]}))
+        "bare_cpu_percent": [3.7, 12.2], "bare_rss_mib": [20, 40],
+        "goals": [{"what": "10,000 clients: master RSS", "value": 315.2, "goal": 250,
+                   "unit": " MiB", "higher_is_better": False, "met": False}]}))
+    (tmp_path / "log_follow.json").write_text(json.dumps({"goals": [
+        {"what": "log -f / cat", "value": 52.0, "goal": 50, "unit": " %",
+         "higher_is_better": True, "met": True}]}))
     (tmp_path / "copy_throughput.json").write_text(json.dumps({
         "size_mib": 1024, "raw_socket_s": 2.46, "one_node_s": 2.3, "nodes": 5,
         "all_nodes_s": 10.5, "master_cpu_s": 3.1, "master_peak_mib": 34,
@@ -37,6 +42,9 @@ def test_report_from_results(tmp_path: Path) -> None:
     assert "## Machine" in text and " cores" in text and "Python 3." in text
     assert "### bench/spawn_rate.py\n\n```\nspawn rate of /bin/true\n  corral 1300 /s\n```" in text
     assert "### bench/log_follow.py\n\n(not run)" in text
+    assert ("| 10,000 clients: master RSS | 315.20 MiB | <= 250 MiB | **not met** | "
+            "`heartbeat_scale` |") in text
+    assert "| log -f / cat | 52.00 % | >= 50 % | met | `log_follow` |" in text
     assert "ssh fan-out" in text
     if not has_matplotlib():
         assert "Charts need matplotlib" in text

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from client.protocol import Identity, handshake
 from common.errors import ConnectionClosed, ErrorCode
@@ -234,7 +235,7 @@ def test_layout_is_as_the_specification_says() -> None:
     """docs/protocol.md's formulas, written out again here, give the very bytes we send."""
     token, master_nonce, client_nonce = b"the token", b"M" * 32, b"C" * 32
     prk = hmac.new(master_nonce + client_nonce, token, hashlib.sha256).digest()
-    client_key = hmac.new(prk, b"corral-v2 frames client to master\x01",
+    client_key = hmac.new(prk, b"corral-v3 frames client to master\x01",
                           hashlib.sha256).digest()
     writer = FrameWriter()
     writer.authenticate(FrameMac(session_keys(token, master_nonce, client_nonce)
@@ -243,6 +244,5 @@ def test_layout_is_as_the_specification_says() -> None:
     frame = writer.frame({"t": "ping", "req": 2})  # number 1
     body = msgpack.packb({"t": "ping", "req": 2}, use_bin_type=True)
     length = struct.pack(">I", len(body) + 16)
-    tag = hmac.new(client_key, struct.pack(">Q", 1) + length + body,
-                   hashlib.sha256).digest()[:16]
+    tag = AESGCM(client_key).encrypt((1).to_bytes(12, "big"), b"", body)
     assert frame == length + body + tag
