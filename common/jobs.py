@@ -14,6 +14,7 @@ import re
 JOB_PREFIX = "J"
 KEEP_JOBS = 1_000  # the newest jobs the master remembers; older ones are forgotten
 MAX_JOB = 10**12
+MAX_COPIES = 10_000  # of one program on one node in one exec (exec -n)
 _JOB = re.compile(r"J(\d{1,13})")
 _MEMBER = re.compile(r"J(\d{1,13})\.(\d{1,9})")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import KEEP_JOBS, job_name, parse_job
+from common.jobs import KEEP_JOBS, MAX_COPIES, MAX_JOB, job_name, parse_job
 from common.journal import Journal
 
 log = logging.getLogger("corral.master.jobs")
@@ -74,6 +74,17 @@ class Job:
 
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> Job:
+        """ValueError for a record this master could not have written (a hand-edited
+        file): a billion ranks would stall every command that looks at the job."""
+        job = cls._from_fields(data)
+        if not 0 < job.number < MAX_JOB:
+            raise ValueError(f"job number {job.number} is not 1 to {MAX_JOB - 1}")
+        if any(not 1 <= copies <= MAX_COPIES for _first, copies in job.placement.values()):
+            raise ValueError(f"copies per node are not 1 to {MAX_COPIES}")
+        return job
+
+    @classmethod
+    def _from_fields(cls, data: dict[str, Any]) -> Job:
         return cls(number=int(data["seq"]), command=str(data["command"]),
                    origin=str(data["origin"]), created=float(data["created"]),
                    placement={str(node): (int(first), int(copies))

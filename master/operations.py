@@ -16,7 +16,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import env_size, looks_like_job
+from common.jobs import MAX_COPIES, env_size, looks_like_job
 from common.messages import (
     Cancel,
     ExecRequest,
@@ -105,6 +105,9 @@ class Operations:
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
              env: dict[str, str], stdin: bytes | None, count: int
              ) -> GroupResult[list[ProcInfo]]:
+        if not 1 <= count <= MAX_COPIES:  # (a job of a billion ranks would stall the hub)
+            raise UsageError(f"-n COUNT must be 1 to {MAX_COPIES:,} copies per node, not "
+                             f"{count:,}")
         env = self.engine.environment.merged(env)  # (bad --env: refused before anything)
         # The environment rides in the same frame as the stdin bytes.
         room = self.engine.config.max_frame - FRAME_HEADROOM - env_size(env)

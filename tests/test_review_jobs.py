@@ -1,0 +1,51 @@
+"""A hostile review of jobs (issue 11, part A): what an operator, a script author or a
+hand-edited state file did to them, and what each must do. Real master and clients."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from master.api import MasterAPI
+from master.console import CorralConsole
+from tests.test_jobs import run_line
+
+
+@pytest.fixture
+def console(master: MasterAPI) -> CorralConsole:
+    return CorralConsole(master, interactive=False, stdout=io.StringIO())
+
+
+def test_exec_of_a_billion_copies_is_refused_before_it_becomes_a_job(
+        master: MasterAPI, spawn_client, console: CorralConsole,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Once a job of 10^9 ranks per node existed, `jobs`, `wait` and `log` on it walked every
+    # rank on the hub thread: the master stopped answering anything, heartbeats included.
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    capsys.readouterr()
+    _text, status = run_line(console, "exec -n 1000000000 -- true")
+    assert status == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: -n COUNT must be 1 to 10,000 copies per node, not 1,000,000,000")
+    assert master.job_names() == []
+    _text, status = run_line(console, "exec -n 10000 -- true")
+    assert status == 0 and len(master.jobs()[0].nodes) == 1
+
+
+def test_a_hand_edited_job_of_a_billion_ranks_is_skipped(tmp_path: Path) -> None:
+    from master.jobs import FILE_NAME, JobStore
+
+    def record(seq: int, copies: int) -> str:
+        return json.dumps({"seq": seq, "command": "true", "origin": "exec", "created": 0.0,
+                           "placement": [["n1", 0, copies]]})
+
+    (tmp_path / FILE_NAME).write_text(
+        "\n".join([record(1, 2), record(2, 10**9), record(3, 0), record(10**13, 1)]) + "\n")
+    store = JobStore(tmp_path)
+    assert [job.name for job in store.jobs()] == ["J1"]
+    assert store.create("next", "exec", ["n1"], 1).name == "J2"
+    store.close()
