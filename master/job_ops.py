@@ -56,7 +56,7 @@ class JobOps:
         found: dict[int, ProcInfo] = {}
         for name in tables.succeeded:
             for info in tables.results[name]:
-                if info.job == job.name and info.rank is not None:
+                if job.owns(name, info) and info.rank is not None:
                     found[info.rank] = info
         members = []
         for node in job.nodes:

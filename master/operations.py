@@ -132,7 +132,7 @@ class Operations:
         self.engine.jobs.settle(
             job, {info.rank: info.pid for infos in group.results.values() for info in infos
                   if info.rank is not None},
-            {name: group.errors[name].message for name in group.failed if name in job.placement})
+            {name: group.errors[name] for name in group.failed if name in job.placement})
         for name in group.succeeded:
             if any(info.pid for info in group.results[name]):
                 self.registry.publish(ProcessesStarted(name, group.results[name]))
@@ -160,7 +160,7 @@ class Operations:
             names = [name for name in names if name in wanted]
         tables = self.jobs.tables(names)
         chosen = {name: [info for info in tables.results[name]
-                         if info.job == found.name and (rank is None or info.rank == rank)]
+                         if found.owns(name, info) and (rank is None or info.rank == rank)]
                   for name in tables.succeeded}
         return dataclasses.replace(tables, results=chosen)
 
@@ -402,7 +402,7 @@ class Operations:
                 results[name] = reply.value
         self.engine.jobs.settle(
             job, {job.ranks(name).start: result.pid for name, result in results.items()},
-            {name: error.message for name, error in errors.items() if name in job.placement})
+            {name: error for name, error in errors.items() if name in job.placement})
         return gathered(results, errors, nodes)
 
     def _cancel_unanswered(self, asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]]

@@ -401,7 +401,8 @@ def test_job_store_keeps_numbers_and_the_newest(tmp_path: Path) -> None:
 
     store = JobStore(tmp_path, keep=3)
     jobs = [store.create(f"cmd {i}", "exec", ["n1", "n2"], 2) for i in range(5)]
-    store.settle(jobs[-1], {0: 11, 1: 12}, {"n2": "no reply within 10 s"})
+    store.settle(jobs[-1], {0: 11, 1: 12},
+                 {"n2": CorralError("no reply within 10 s", ErrorCode.NO_REPLY)})
     assert [j.name for j in store.jobs()] == ["J3", "J4", "J5"]
     assert jobs[-1].ranks("n2") == range(2, 4) and jobs[-1].size == 4
     store.close()

@@ -3,8 +3,11 @@ hand-edited state file did to them, and what each must do. Real master and clien
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,36 @@ def test_a_hand_edited_job_of_a_billion_ranks_is_skipped(tmp_path: Path) -> None
     assert [job.name for job in store.jobs()] == ["J1"]
     assert store.create("next", "exec", ["n1"], 1).name == "J2"
     store.close()
+
+
+@pytest.mark.slow
+def test_a_job_number_given_again_never_reaches_the_old_jobs_processes(
+        spawn_master, spawn_client) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    spawn_client("n1", master.address)
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+    started = corral(control, "--json", "exec", "--", "sleep", "600")
+    (old,) = json.loads(started.stdout)["result"]["results"]["n1"]
+    try:
+        assert old["job"] == "J1"
+        master.stop()
+        # jobs.jsonl lost (set aside as corrupt): the numbers start again at J1, while n1
+        # still runs the old J1's process.
+        (master.base / "master-state" / "jobs.jsonl").write_text("garbage\n")
+        master = spawn_master(extra=["--no-console"], port=master.port)
+        assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+        refused = corral(control, "exec", "--cwd", "nowhere", "--", "true")
+        assert refused.returncode == 1 and "no such folder" in refused.stderr
+        listed = corral(control, "jobs").stdout.splitlines()[-1].split()
+        assert listed[:2] == ["J1", "exec"] and listed[5:8] == ["0", "0", "1"], listed
+        killed = corral(control, "kill", "J1")
+        assert killed.returncode == 1 and "never started: no such folder" in killed.stderr
+        now = corral(control, "--json", "pid", "-w", "n1")
+        (info,) = json.loads(now.stdout)["result"]["results"]["n1"]
+        assert (info["pid"], info["state"]) == (old["pid"], "running"), info
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old["pid"], signal.SIGKILL)
