@@ -76,7 +76,7 @@ def test_a_job_number_given_again_never_reaches_the_old_jobs_processes(
         refused = corral(control, "exec", "--cwd", "nowhere", "--", "true")
         assert refused.returncode == 1 and "no such folder" in refused.stderr
         listed = corral(control, "jobs").stdout.splitlines()[-1].split()
-        assert listed[:2] == ["J1", "exec"] and listed[5:8] == ["0", "0", "1"], listed
+        assert listed[:2] == ["J1", "exec"] and listed[5:9] == ["0", "1", "0", "127"], listed
         killed = corral(control, "kill", "J1")
         assert killed.returncode == 1 and "never started: no such folder" in killed.stderr
         now = corral(control, "--json", "pid", "-w", "n1")
@@ -85,3 +85,24 @@ def test_a_job_number_given_again_never_reaches_the_old_jobs_processes(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(old["pid"], signal.SIGKILL)
+
+
+def test_a_job_its_node_refused_never_started(master: MasterAPI, spawn_client,
+                                              console: CorralConsole) -> None:
+    # README: a job's status is 127 for a process that never started. A node refusing the
+    # whole command (no such folder, a program not allowed) gave 255 "unknown", and `jobs`
+    # counted the process lost, as if it might still run somewhere.
+    spawn_client("n1", master.address)
+    second = spawn_client("n2", master.address)
+    assert master.wait_ready(2, timeout=30).reached
+    (second.workdir / "only-on-n2").mkdir()
+    started = master.exec(None, ["true"], cwd="only-on-n2")
+    assert sorted(started.errors) == ["n1"] and "no such folder" in started.errors["n1"].message
+    job = master.job_names()[0]
+    text, status = run_line(console, f"wait {job}")
+    assert status == 127, text
+    rows = [line.split()[:4] for line in text.splitlines()[2:4]]
+    assert rows == [["0", f"{job}.0", "never", "started"],
+                    ["1", f"n2:{started.results['n2'][0].pid}", "exited", "0"]], text
+    (view,) = master.jobs()
+    assert (view.running, view.ended, view.lost, view.worst) == (0, 2, 0, 127)
