@@ -7,13 +7,17 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from master.api import MasterAPI
 from master.console import CorralConsole
+from tests.harness import PATIENCE, ROOT, python_env
 from tests.test_jobs import run_line
 
 
@@ -106,3 +110,27 @@ def test_a_job_its_node_refused_never_started(master: MasterAPI, spawn_client,
                     ["1", f"n2:{started.results['n2'][0].pid}", "exited", "0"]], text
     (view,) = master.jobs()
     assert (view.running, view.ended, view.lost, view.worst) == (0, 2, 0, 127)
+
+
+@pytest.mark.slow
+def test_a_failed_select_inside_w_runs_nothing_and_fails(spawn_master, spawn_client) -> None:
+    # The README's own pattern. Under set -e a failed $(...) in another command's arguments
+    # does not stop the script, so `-w ""` reached exec, ran on no node and exited 0.
+    from tests.test_service import control_of
+
+    master = spawn_master(extra=["--no-console"])
+    client = spawn_client("n1", master.address)
+    corral = shlex.join([sys.executable, "-m", "master.front.cli", "--control",
+                         str(control_of(master))])
+    script = (f"set -e\n{corral} list --wait 1 --timeout 30 >/dev/null\n"
+              f'{corral} exec -w "$({corral} select --state MISSING)" -- touch ran\n'
+              f'{corral} run -w "" -- touch ran\n'
+              "echo went on\n")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                          env=python_env(), cwd=ROOT, timeout=PATIENCE * 2)
+    assert done.returncode == 2, done  # a usage error
+    assert "went on" not in done.stdout
+    assert done.stderr.splitlines() == ["error: no MISSING nodes",
+                                        "corral: error: empty node set '': name at least "
+                                        "one node"], done.stderr
+    assert not (client.workdir / "ran").exists()
