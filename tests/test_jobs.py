@@ -103,7 +103,7 @@ def test_bad_job_names(master: MasterAPI, nodes, console: CorralConsole,
     for line, message in [("wait J999", "unknown job J999"), ("kill J999", "unknown job"),
                           ("log J999.0", "unknown job"), ("wait J", "bad job 'J'"),
                           ("wait Jx", "bad job 'Jx'"), ("sKill J1.", "bad job"),
-                          ("pid --job 12", "bad job"), ("wait J0", "job numbers start")]:
+                          ("pid --job 12", "bad job"), ("wait J0", "job numbers are J1 to")]:
         capsys.readouterr()
         _text, status = run_line(console, line)
         assert status == 1, line

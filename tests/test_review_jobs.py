@@ -134,3 +134,20 @@ def test_a_failed_select_inside_w_runs_nothing_and_fails(spawn_master, spawn_cli
                                         "corral: error: empty node set '': name at least "
                                         "one node"], done.stderr
     assert not (client.workdir / "ran").exists()
+
+
+def test_job_words_take_ascii_digits_and_say_the_range(
+        master: MasterAPI, spawn_client, console: CorralConsole,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    job = master.exec("n1", ["true"]).results["n1"][0].job
+    assert job == "J1"
+    for line, message in [("wait J\u0661", "bad job 'J\u0661': expected J<number>"),  # Arabic 1
+                          ("kill J1.\u0660", "bad job 'J1.\u0660': expected J<number>"),
+                          ("wait J9999999999999",
+                           "bad job 'J9999999999999': job numbers are J1 to J999999999999")]:
+        capsys.readouterr()
+        _text, status = run_line(console, line)
+        assert status == 1, line
+        assert message in capsys.readouterr().err, line
