@@ -129,9 +129,9 @@ class Operations:
 
         # A big batch legitimately takes a while on a loaded node.
         group = fan_out(nodes, make, self.timeout + count * PER_COPY, _procs, errors)
-        self.engine.jobs.settle(
-            job, {info.rank: info.pid for infos in group.results.values() for info in infos
-                  if info.rank is not None},
+        self.engine.jobs.settle(  # (a node speaks only for its own ranks)
+            job, {info.rank: info.pid for name, infos in group.results.items() for info in infos
+                  if info.rank is not None and info.rank in job.ranks(name)},
             {name: group.errors[name] for name in group.failed if name in job.placement})
         for name in group.succeeded:
             if any(info.pid for info in group.results[name]):

@@ -11,10 +11,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from common.messages import ExecRequest, Message
+from common.procs import ProcInfo
 from master.api import MasterAPI
 from master.console import CorralConsole
 from tests.harness import PATIENCE, ROOT, python_env
@@ -151,3 +154,31 @@ def test_job_words_take_ascii_digits_and_say_the_range(
         _text, status = run_line(console, line)
         assert status == 1, line
         assert message in capsys.readouterr().err, line
+
+
+def test_a_forged_node_cannot_claim_another_nodes_ranks(master: MasterAPI,
+                                                         spawn_client) -> None:
+    # A peer holding the token answers exec with processes of every rank of the job; the
+    # master took their pids for the ranks of n1 too, and n1's real process no longer
+    # counted as the job's.
+    from tests.test_hardening import scripted
+
+    def answer(request: Message) -> object:
+        if isinstance(request, ExecRequest):
+            return [ProcInfo(seq=rank + 1, pid=4000 + rank, argv=request.argv, cwd="/",
+                             log="/dev/null", state="running", started=time.time(),
+                             job=request.job, rank=rank).to_wire()
+                    for rank in range(request.size)]
+        return []
+
+    forged = scripted(master, "m1", answer)  # before n1 in node order: rank 0
+    try:
+        spawn_client("n1", master.address)
+        assert master.wait_ready(2, timeout=30).reached
+        group = master.exec(None, ["sh", "-c", "exit 3"])
+        real = group.results["n1"][0]
+        results = master.wait([real.job], timeout=30)
+        assert [(r.rank, r.ref, r.status) for r in results][1] == (
+            1, f"n1:{real.pid}", 3), results
+    finally:
+        forged.stop()
