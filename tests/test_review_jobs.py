@@ -20,7 +20,7 @@ from common.messages import ExecRequest, Message
 from common.procs import ProcInfo
 from master.api import MasterAPI
 from master.console import CorralConsole
-from tests.harness import PATIENCE, ROOT, python_env
+from tests.harness import PATIENCE, ROOT, python_env, wait_until
 from tests.test_jobs import run_line
 
 
@@ -182,3 +182,33 @@ def test_a_forged_node_cannot_claim_another_nodes_ranks(master: MasterAPI,
             1, f"n1:{real.pid}", 3), results
     finally:
         forged.stop()
+
+
+@pytest.mark.slow
+def test_wait_says_the_master_stopped_rather_than_the_nodes_went(spawn_master,
+                                                                  spawn_client) -> None:
+    # Stopping the master during `corral wait J1` reported "n1 went GONE while waiting":
+    # the operator went looking for a dead node that was fine.
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    spawn_client("n1", master.address)
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+    started = corral(control, "--json", "exec", "--", "sleep", "600")
+    (info,) = json.loads(started.stdout)["result"]["results"]["n1"]
+    try:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "master.front.cli", "--control", str(control_of(master)),
+             "wait", "J1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=python_env(), cwd=ROOT)
+        wait_until(lambda: "waiting for J1" in master.log_text(), what="the wait to begin")
+        assert master.proc is not None
+        master.proc.terminate()
+        _out, err = waiting.communicate(timeout=PATIENCE)
+        assert waiting.returncode == 255
+        assert err.startswith(f"n1:{info['pid']}: error: lost: n1 went GONE while waiting "
+                              "(master shutting down); "), err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info["pid"], signal.SIGKILL)
