@@ -61,9 +61,8 @@ def test_a_hand_edited_job_of_a_billion_ranks_is_skipped(tmp_path: Path) -> None
     store.close()
 
 
-@pytest.mark.slow
-def test_a_job_number_given_again_never_reaches_the_old_jobs_processes(
-        spawn_master, spawn_client) -> None:
+def master_with_a_sleeper(spawn_master, spawn_client):  # type: ignore[no-untyped-def]
+    """A headless master, n1 READY, and J1: one `sleep 600` on n1 (the test kills it)."""
     from tests.test_service import control_of, corral
 
     master = spawn_master(extra=["--no-console"])
@@ -71,7 +70,16 @@ def test_a_job_number_given_again_never_reaches_the_old_jobs_processes(
     control = control_of(master)
     assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
     started = corral(control, "--json", "exec", "--", "sleep", "600")
-    (old,) = json.loads(started.stdout)["result"]["results"]["n1"]
+    (info,) = json.loads(started.stdout)["result"]["results"]["n1"]
+    return master, control, info
+
+
+@pytest.mark.slow
+def test_a_job_number_given_again_never_reaches_the_old_jobs_processes(
+        spawn_master, spawn_client) -> None:
+    from tests.test_service import corral
+
+    master, control, old = master_with_a_sleeper(spawn_master, spawn_client)
     try:
         assert old["job"] == "J1"
         master.stop()
@@ -189,17 +197,10 @@ def test_wait_says_the_master_stopped_rather_than_the_nodes_went(spawn_master,
                                                                   spawn_client) -> None:
     # Stopping the master during `corral wait J1` reported "n1 went GONE while waiting":
     # the operator went looking for a dead node that was fine.
-    from tests.test_service import control_of, corral
-
-    master = spawn_master(extra=["--no-console"])
-    spawn_client("n1", master.address)
-    control = control_of(master)
-    assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
-    started = corral(control, "--json", "exec", "--", "sleep", "600")
-    (info,) = json.loads(started.stdout)["result"]["results"]["n1"]
+    master, control, info = master_with_a_sleeper(spawn_master, spawn_client)
     try:
         waiting = subprocess.Popen(
-            [sys.executable, "-m", "master.front.cli", "--control", str(control_of(master)),
+            [sys.executable, "-m", "master.front.cli", "--control", str(control),
              "wait", "J1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=python_env(), cwd=ROOT)
         wait_until(lambda: "waiting for J1" in master.log_text(), what="the wait to begin")
