@@ -23,6 +23,7 @@ from client.sandbox import Sandbox
 from client.shell import run_shell
 from client.spawn import JobPlace, find_program
 from common.errors import CorralError, ErrorCode
+from common.jobs import MAX_COPIES
 from common.messages import (
     ExecRequest,
     ForgetRequest,
@@ -39,7 +40,6 @@ from common.placeholders import expand
 from common.procs import rusage_dict
 from common.turns import Turns
 
-MAX_COPIES = 10_000  # of one program in one exec request
 MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes of a log in one reply
 
 

@@ -14,8 +14,11 @@ import re
 JOB_PREFIX = "J"
 KEEP_JOBS = 1_000  # the newest jobs the master remembers; older ones are forgotten
 MAX_JOB = 10**12
-_JOB = re.compile(r"J(\d{1,13})")
-_MEMBER = re.compile(r"J(\d{1,13})\.(\d{1,9})")
+MAX_COPIES = 10_000  # of one program on one node in one exec (exec -n)
+# [0-9], not \d: \d takes any script's digits, and J followed by an Arabic-Indic one
+# would be J1.
+_JOB = re.compile(r"J([0-9]{1,13})")
+_MEMBER = re.compile(r"J([0-9]{1,13})\.([0-9]{1,9})")
 
 # Set by the client for every process it starts; never taken from a request.
 JOB_VARIABLES = ("CORRAL_NODE", "CORRAL_JOB", "CORRAL_RANK", "CORRAL_SIZE", "CORRAL_REF",
@@ -50,7 +53,7 @@ def parse_job(word: str) -> tuple[int, int | None]:
     assert match is not None
     number = int(match.group(1))
     if not 0 < number < MAX_JOB:
-        raise ValueError(f"bad job {word!r}: job numbers start at J1")
+        raise ValueError(f"bad job {word!r}: job numbers are J1 to J{MAX_JOB - 1}")
     return number, None if member is None else int(member.group(2))
 
 

@@ -36,6 +36,8 @@ def select(expression: str, names: Iterable[str]) -> list[str]:
         if unknown:
             raise UsageError(f"unknown node{'s' if len(unknown) > 1 else ''}: {fold(unknown)}")
         wanted.update(expanded)
+    if not wanted:  # -w "$(corral select ...)" once select has failed: run nowhere, loudly
+        raise UsageError(f"empty node set {expression!r}: name at least one node")
     return [name for name in known if name in wanted]
 
 

@@ -13,7 +13,13 @@ from common.jobs import looks_like_job
 from common.messages import ListRequest
 from common.procs import ProcInfo
 from master.fanout import fan_out
-from master.front.results import GroupResult, JobMember, JobView, process_status
+from master.front.results import (
+    NEVER_STARTED,
+    STATUS_NOT_STARTED,
+    GroupResult,
+    JobMember,
+    JobView,
+)
 from master.jobs import Job, JobStore
 from master.registry import Node, NodeRegistry
 
@@ -56,7 +62,7 @@ class JobOps:
         found: dict[int, ProcInfo] = {}
         for name in tables.succeeded:
             for info in tables.results[name]:
-                if info.job == job.name and info.rank is not None:
+                if job.owns(name, info) and info.rank is not None:
                     found[info.rank] = info
         members = []
         for node in job.nodes:
@@ -72,10 +78,12 @@ class JobOps:
         pid = info.pid if info is not None else job.pids.get(rank, 0)
         if info is not None:
             return JobMember(job.name, rank, node, pid, info)
-        if node in tables.errors:
+        if node in job.errors and job.pids.get(rank) == 0:  # the node refused the job
+            why = f"{NEVER_STARTED}{job.errors[node]}"
+        elif node in tables.errors:
             why = f"lost: {node} {tables.errors[node].message}"
         elif node in job.errors:
-            why = f"never started: {job.errors[node]}"
+            why = f"not known to {node}: {job.errors[node]}"
         elif pid:
             why = f"forgotten by {node} (forget, or beyond its --keep-ended)"
         else:
@@ -95,8 +103,9 @@ class JobOps:
     @staticmethod
     def _view(job: Job, members: list[JobMember]) -> JobView:
         running = [m for m in members if m.info is not None and not m.info.ended_state]
-        ended = [m for m in members if m.info is not None and m.info.ended_state]
-        statuses = [process_status(m.info) for m in ended]
+        ended = [m for m in members if (m.info is not None and m.info.ended_state)
+                 or m.status == STATUS_NOT_STARTED]
+        statuses = [m.status for m in ended]
         return JobView(job=job.name, command=job.command, origin=job.origin,
                        created=job.created, nodes=job.nodes, size=job.size,
                        running=len(running), ended=len(ended),

@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import KEEP_JOBS, job_name, parse_job
+from common.jobs import KEEP_JOBS, MAX_COPIES, MAX_JOB, job_name, parse_job
 from common.journal import Journal
+from common.procs import ProcInfo
 
 log = logging.getLogger("corral.master.jobs")
 
 FILE_NAME = "jobs.jsonl"
 COMPACT_SLACK = 2_000  # journal lines beyond the table's own before it is rewritten
+# Errors that leave open whether a node started its part of a job.
+NO_ANSWER = frozenset({ErrorCode.NO_REPLY, ErrorCode.DISCONNECTED, ErrorCode.CANCELLED,
+                       ErrorCode.PROTOCOL, ErrorCode.INTERNAL})
 
 
 class UnknownJob(CorralError):
@@ -64,6 +68,15 @@ class Job:
         raise UsageError(f"{self.name} has no rank {rank} (its ranks are 0 to "
                          f"{self.size - 1})")
 
+    def owns(self, node: str, info: ProcInfo) -> bool:
+        """Whether ``info``, from ``node``'s table, is a process of this job: its name and
+        rank, on the node of that rank, with the pid that node answered (0 for each rank
+        of a node that refused to start it). A job number comes back when jobs.jsonl was
+        lost, while the nodes still list the old job's processes: never take one of those."""
+        if info.job != self.name or info.rank is None or node not in self.placement:
+            return False
+        return info.rank in self.ranks(node) and self.pids.get(info.rank, info.pid) == info.pid
+
     def to_journal(self) -> dict[str, Any]:
         return {"seq": self.number, "command": self.command, "origin": self.origin,
                 "created": self.created,
@@ -74,6 +87,17 @@ class Job:
 
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> Job:
+        """ValueError for a record this master could not have written (a hand-edited
+        file): a billion ranks would stall every command that looks at the job."""
+        job = cls._from_fields(data)
+        if not 0 < job.number < MAX_JOB:
+            raise ValueError(f"job number {job.number} is not 1 to {MAX_JOB - 1}")
+        if any(not 1 <= copies <= MAX_COPIES for _first, copies in job.placement.values()):
+            raise ValueError(f"copies per node are not 1 to {MAX_COPIES}")
+        return job
+
+    @classmethod
+    def _from_fields(cls, data: dict[str, Any]) -> Job:
         return cls(number=int(data["seq"]), command=str(data["command"]),
                    origin=str(data["origin"]), created=float(data["created"]),
                    placement={str(node): (int(first), int(copies))
@@ -120,10 +144,15 @@ class JobStore:
         self._save(job)
         return job
 
-    def settle(self, job: Job, pids: dict[int, int], errors: dict[str, str]) -> None:
-        """What the nodes answered: the pid of each rank, why nothing ran on a node."""
+    def settle(self, job: Job, pids: dict[int, int], errors: dict[str, CorralError]) -> None:
+        """What the nodes answered: the pid of each rank, why nothing ran on a node. A node
+        that answered with a refusal runs none of its ranks (pid 0); one that did not
+        answer in time may run them, so their pids stay unknown."""
         job.pids.update(pids)
-        job.errors.update(errors)
+        for node, error in errors.items():
+            job.errors[node] = error.message
+            if error.code not in NO_ANSWER:
+                job.pids.update(dict.fromkeys(job.ranks(node), 0))
         if job.number in self._jobs:
             self._save(job)
 

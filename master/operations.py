@@ -16,7 +16,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import env_size, looks_like_job
+from common.jobs import MAX_COPIES, env_size, looks_like_job
 from common.messages import (
     Cancel,
     ExecRequest,
@@ -105,6 +105,9 @@ class Operations:
     def exec(self, nodeset: str | None, argv: list[str], cwd: str | None,
              env: dict[str, str], stdin: bytes | None, count: int
              ) -> GroupResult[list[ProcInfo]]:
+        if not 1 <= count <= MAX_COPIES:  # (a job of a billion ranks would stall the hub)
+            raise UsageError(f"-n COUNT must be 1 to {MAX_COPIES:,} copies per node, not "
+                             f"{count:,}")
         env = self.engine.environment.merged(env)  # (bad --env: refused before anything)
         # The environment rides in the same frame as the stdin bytes.
         room = self.engine.config.max_frame - FRAME_HEADROOM - env_size(env)
@@ -126,10 +129,10 @@ class Operations:
 
         # A big batch legitimately takes a while on a loaded node.
         group = fan_out(nodes, make, self.timeout + count * PER_COPY, _procs, errors)
-        self.engine.jobs.settle(
-            job, {info.rank: info.pid for infos in group.results.values() for info in infos
-                  if info.rank is not None},
-            {name: group.errors[name].message for name in group.failed if name in job.placement})
+        self.engine.jobs.settle(  # (a node speaks only for its own ranks)
+            job, {info.rank: info.pid for name, infos in group.results.items() for info in infos
+                  if info.rank is not None and info.rank in job.ranks(name)},
+            {name: group.errors[name] for name in group.failed if name in job.placement})
         for name in group.succeeded:
             if any(info.pid for info in group.results[name]):
                 self.registry.publish(ProcessesStarted(name, group.results[name]))
@@ -157,7 +160,7 @@ class Operations:
             names = [name for name in names if name in wanted]
         tables = self.jobs.tables(names)
         chosen = {name: [info for info in tables.results[name]
-                         if info.job == found.name and (rank is None or info.rank == rank)]
+                         if found.owns(name, info) and (rank is None or info.rank == rank)]
                   for name in tables.succeeded}
         return dataclasses.replace(tables, results=chosen)
 
@@ -399,7 +402,7 @@ class Operations:
                 results[name] = reply.value
         self.engine.jobs.settle(
             job, {job.ranks(name).start: result.pid for name, result in results.items()},
-            {name: error.message for name, error in errors.items() if name in job.placement})
+            {name: error for name, error in errors.items() if name in job.placement})
         return gathered(results, errors, nodes)
 
     def _cancel_unanswered(self, asked: dict[str, tuple[Session, int, gevent.event.AsyncResult]]

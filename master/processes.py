@@ -15,6 +15,7 @@ import gevent.event
 from common.errors import CorralError, ErrorCode
 from common.procs import ProcExited
 from common.states import NodeState
+from common.text import printable
 from master.events import Event, NodeEvent, ProcessEvent
 from master.registry import Node, NodeRegistry
 
@@ -63,7 +64,8 @@ class ExitTracker:
         never be reported (the machine may be down), so nobody waits on them for ever."""
         if not isinstance(event, NodeEvent) or event.new is not NodeState.GONE:
             return
-        lost = NodeLost(f"lost: {event.name} went GONE while waiting; its processes may "
+        why = f" ({printable(event.detail)})" if event.detail else ""  # the master stopping?
+        lost = NodeLost(f"lost: {event.name} went GONE while waiting{why}; its processes may "
                         "still run: wait again once it is back")
         for key in [key for key in self._waiters if key[0] == event.name]:
             for waiter in self._waiters.pop(key):

@@ -103,7 +103,7 @@ def test_bad_job_names(master: MasterAPI, nodes, console: CorralConsole,
     for line, message in [("wait J999", "unknown job J999"), ("kill J999", "unknown job"),
                           ("log J999.0", "unknown job"), ("wait J", "bad job 'J'"),
                           ("wait Jx", "bad job 'Jx'"), ("sKill J1.", "bad job"),
-                          ("pid --job 12", "bad job"), ("wait J0", "job numbers start")]:
+                          ("pid --job 12", "bad job"), ("wait J0", "job numbers are J1 to")]:
         capsys.readouterr()
         _text, status = run_line(console, line)
         assert status == 1, line
@@ -401,7 +401,8 @@ def test_job_store_keeps_numbers_and_the_newest(tmp_path: Path) -> None:
 
     store = JobStore(tmp_path, keep=3)
     jobs = [store.create(f"cmd {i}", "exec", ["n1", "n2"], 2) for i in range(5)]
-    store.settle(jobs[-1], {0: 11, 1: 12}, {"n2": "no reply within 10 s"})
+    store.settle(jobs[-1], {0: 11, 1: 12},
+                 {"n2": CorralError("no reply within 10 s", ErrorCode.NO_REPLY)})
     assert [j.name for j in store.jobs()] == ["J3", "J4", "J5"]
     assert jobs[-1].ranks("n2") == range(2, 4) and jobs[-1].size == 4
     store.close()

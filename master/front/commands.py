@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from common.argtypes import positive_int
 from common.errors import CorralError, ErrorCode, UsageError
-from common.jobs import KEEP_JOBS, env_entry_problem, looks_like_job, parse_job
+from common.jobs import KEEP_JOBS, MAX_COPIES, env_entry_problem, looks_like_job, parse_job
 from common.procs import parse_signal, signal_name
 from master.front import render
 from master.front.joblog import job_log
@@ -194,7 +194,7 @@ def _exec_parser(kit: Kit) -> argparse.ArgumentParser:
     parser.add_argument("--stdin", metavar="FILE", type=argparse.FileType("rb"),
                         help="a local file the program reads as its stdin")
     parser.add_argument("-n", dest="count", type=positive_int, default=1, metavar="COUNT",
-                        help="start COUNT copies on each node (default 1)")
+                        help=f"start COUNT copies on each node (default 1, at most {MAX_COPIES:,})")
     parser.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
     return parser
 

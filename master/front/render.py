@@ -12,6 +12,7 @@ from common.states import ProcState
 from common.text import printable, printable_bytes
 from master.events import short_command
 from master.front.results import (
+    STATUS_NOT_STARTED,
     GroupResult,
     JobView,
     NodeView,
@@ -226,7 +227,9 @@ def wait_table(results: list[WaitResult], status: int | None = None) -> Rendered
         return Rendered(_table(rows, ["ref", "state"]), errors)
     rows = [["-" if r.rank is None else str(r.rank), r.ref,
              r.info.describe() if r.info is not None else "lost" if r.error and
-             r.error.startswith("lost") else "unknown", str(r.status)] for r in results]
+             r.error.startswith("lost") else "never started"
+             if r.status == STATUS_NOT_STARTED else "unknown", str(r.status)]
+            for r in results]
     return Rendered(_table(rows, ["rank", "ref", "state", "status"]) + f"\nstatus {status}",
                     errors)
 

@@ -98,9 +98,11 @@ class WaitResult:
 
     @property
     def status(self) -> int:
-        return process_status(self.info)
+        return member_status(self.info, self.error)
 
 
+# How a job member's error begins when its node refused the job: nothing of it ran there.
+NEVER_STARTED = "never started: "
 # Exit statuses a job reports for what did not exit by itself, as shells do.
 STATUS_NOT_STARTED = 127  # the spawn failed (a shell's "command not found")
 STATUS_STILL_RUNNING = 124  # at wait's timeout (timeout(1)'s status)
@@ -124,6 +126,13 @@ def process_status(info: ProcInfo | None) -> int:
     return STATUS_STILL_RUNNING
 
 
+def member_status(info: ProcInfo | None, error: str | None) -> int:
+    """``process_status``, and 127 for a job member its node refused to start."""
+    if info is None and (error or "").startswith(NEVER_STARTED):
+        return STATUS_NOT_STARTED
+    return process_status(info)
+
+
 def overall_status(statuses: list[int]) -> int:
     """A job's status (WISH's pjoin): 0 only if every process exited 0, else the worst."""
     return max(statuses, default=0)
@@ -143,6 +152,10 @@ class JobMember:
     @property
     def ref(self) -> str:
         return f"{self.node}:{self.pid}" if self.pid else f"{self.job}.{self.rank}"
+
+    @property
+    def status(self) -> int:
+        return member_status(self.info, self.error)
 
     @property
     def unreachable(self) -> str | None:
