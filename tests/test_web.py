@@ -328,3 +328,25 @@ def test_metrics_count_timeouts_and_bytes_moved(tmp_path: Path, master_log: Path
         assert found["corral_transfer_bytes_total"][(("direction", "copied"),)] == 1000
         assert found["corral_transfer_bytes_total"][(("direction", "pulled"),)] == 1000
         assert found["corral_requests_timed_out_total"][(("command", "ps"),)] == 1  # pid's request
+
+
+def test_guesses_sent_at_once_are_slowed_down_too(web: WebClient) -> None:
+    """Forty connections each send a login's headers, wait until the server asks for the
+    body (100 Continue), then send a wrong token: only ten are tried."""
+    body = json.dumps({"token": "guess"}).encode()
+    head = (f"POST /login HTTP/1.1\r\nHost: {web.host_header}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n").encode()
+    guesses = [socket.create_connection(web.address, timeout=30) for _ in range(40)]
+    try:
+        for guess in guesses:
+            guess.sendall(head)
+        for guess in guesses:
+            assert guess.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        for guess in guesses:
+            guess.sendall(body)
+        statuses = [guess.makefile("rb").readline().split()[1] for guess in guesses]
+    finally:
+        for guess in guesses:
+            guess.close()
+    assert statuses.count(b"401") == 10 and statuses.count(b"429") == 30

@@ -187,10 +187,12 @@ class WebServer:
     # --- the session ----------------------------------------------------------------------
 
     def _login(self, request: Request, start: StartResponse) -> Any:
+        # The body first: reading it yields, and guesses parked there would all have
+        # passed a count taken before it.
+        token = request.json_body().get("token")
         now = time.monotonic()
         if (wait := self.sessions.wait_before_login(request.remote, now)) > 0:
             raise HttpError(429, f"too many wrong tokens; try again in {wait:.0f} s")
-        token = request.json_body().get("token")
         if not isinstance(token, str):
             raise HttpError(400, "give the token")
         session = self.sessions.login(token, request.remote, now)
