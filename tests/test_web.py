@@ -350,3 +350,13 @@ def test_guesses_sent_at_once_are_slowed_down_too(web: WebClient) -> None:
         for guess in guesses:
             guess.close()
     assert statuses.count(b"401") == 10 and statuses.count(b"429") == 30
+
+
+@pytest.mark.parametrize("query", ["offset=%C2%B2", "lines=%C2%B2"])
+def test_a_log_position_in_other_digits_is_a_clear_error(logged_in: WebClient,
+                                                         query: str) -> None:
+    """A superscript '²' passes str.isdigit but int() refuses it: 400, not 500."""
+    reply = logged_in.get(f"/api/log?ref=n1:1&{query}")
+    assert reply.status == 400
+    assert reply.json()["error"] in ("offset must be a whole number",
+                                     "lines must be a whole number")

@@ -370,7 +370,7 @@ def _signal_of(body: dict[str, Any]) -> tuple[str, int]:
 def _number(text: str | None, what: str) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise HttpError(400, f"{what} must be a whole number")
     return int(text)
 
