@@ -360,3 +360,11 @@ def test_a_log_position_in_other_digits_is_a_clear_error(logged_in: WebClient,
     assert reply.status == 400
     assert reply.json()["error"] in ("offset must be a whole number",
                                      "lines must be a whole number")
+
+
+def test_a_bad_node_name_is_said_once(logged_in: WebClient) -> None:
+    reply = logged_in.post("/api/run", {"nodes": ["n[1-2]"], "command": "true"})
+    assert reply.status == 400
+    assert reply.json()["error"].startswith("bad node name 'n[1-2]': a node name is 1 to")
+    missing = logged_in.get("/api/processes")
+    assert missing.status == 400 and missing.json()["error"].startswith("empty node name")

@@ -252,9 +252,10 @@ class WebServer:
     # --- what a node runs -----------------------------------------------------------------
 
     def _node_name(self, text: str | None) -> str:
-        if not text or (problem := name_problem(text)) is not None:
-            raise HttpError(400, f"bad node name: {problem or 'none given'}")
-        return self.engine.registry.by_name(text).name
+        name = text or ""
+        if (problem := name_problem(name)) is not None:
+            raise HttpError(400, problem)
+        return self.engine.registry.by_name(name).name
 
     def _processes(self, request: Request, start: StartResponse) -> Any:
         self._session(request)
