@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -185,3 +186,41 @@ def test_the_dashboard_is_served_over_https_with_the_masters_certificate(
             plain.getresponse()  # a TLS port answers no plain HTTP
     finally:
         api.shutdown()
+
+
+@pytest.fixture
+def https_dashboard(tmp_path: Path, pki: dict[str, Path], master_log: Path
+                    ) -> Iterator[tuple[MasterAPI, int]]:
+    handler = logging.FileHandler(master_log)
+    logging.getLogger("corral").addHandler(handler)
+    logging.getLogger("corral").setLevel(logging.INFO)
+    api = MasterAPI.start(
+        MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
+                     tls=TlsFiles(pki["master.pem"], pki["master.key"], pki["ca"]),
+                     http=("127.0.0.1", 0)), TOKEN.encode())
+    try:
+        assert api.web_url is not None
+        yield api, int(api.web_url.rstrip("/").rsplit(":", 1)[1])
+    finally:
+        api.shutdown()
+        logging.getLogger("corral").removeHandler(handler)
+        handler.close()
+
+
+def closed_by_peer(connection: socket.socket) -> bool:
+    try:
+        return connection.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_a_connection_that_never_starts_tls_is_let_go(
+        https_dashboard: tuple[MasterAPI, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle TCP connection on the HTTPS dashboard holds its place in the pool only as
+    long as one that sends no request: 256 of them would otherwise lock everyone out."""
+    monkeypatch.setattr("master.web.server.SOCKET_TIMEOUT", 0.5)
+    _api, port = https_dashboard
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as idle:
+        wait_until(lambda: closed_by_peer(idle), what="the idle connection closed")

@@ -87,7 +87,7 @@ class WebServer:
         # No access log: pywsgi's would print to stderr, which garbles the console. A pool:
         # connections beyond it wait in the backlog instead of taking the descriptors the
         # nodes' connections need.
-        self._server = WSGIServer(address, self.app, log=None, error_log=_ErrorLog(),
+        self._server = _Server(address, self.app, log=None, error_log=_ErrorLog(),
                                   spawn=gevent.pool.Pool(CONNECTIONS),
                                   handler_class=_Handler, **ssl_args)
         self._routes: dict[tuple[str, str], Handler] = {
@@ -374,6 +374,14 @@ def _number(text: str | None, what: str) -> int | None:
     if not (text.isascii() and text.isdigit()):
         raise HttpError(400, f"{what} must be a whole number")
     return int(text)
+
+
+class _Server(WSGIServer):
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        # The TLS handshake comes before _Handler's timeout: a peer that never starts it
+        # would hold its place in the pool for good.
+        client_socket.settimeout(SOCKET_TIMEOUT)
+        return super().wrap_socket_and_handle(client_socket, address)
 
 
 class _Handler(WSGIHandler):
