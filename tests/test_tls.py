@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -224,3 +225,25 @@ def test_a_connection_that_never_starts_tls_is_let_go(
     _api, port = https_dashboard
     with socket.create_connection(("127.0.0.1", port), timeout=0.2) as idle:
         wait_until(lambda: closed_by_peer(idle), what="the idle connection closed")
+
+
+def test_plain_http_on_the_https_dashboard_is_one_log_line(spawn_master,
+                                                           pki: dict[str, Path]) -> None:
+    """A browser that typed http:// (or a scanner) gets nothing, and the master's terminal
+    no traceback: one line in the log says who failed the handshake."""
+    master = spawn_master(extra=[
+        "--no-console", "--http", "0", "--tls-cert", str(pki["master.pem"]),
+        "--tls-key", str(pki["master.key"]), "--tls-ca", str(pki["ca"])])
+    port = int(re.search(r"dashboard on https://[\d.]+:(\d+)/", master.banner).group(1))
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        plain.request("GET", "/healthz")
+        plain.getresponse()
+    wait_until(lambda: "web: no TLS handshake from 127.0.0.1: " in master.log_text(),
+               what="the failed handshake logged")
+    trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+    secure = http.client.HTTPSConnection("127.0.0.1", port, context=trusted, timeout=PATIENCE)
+    secure.request("GET", "/healthz")
+    assert secure.getresponse().read() == b"ok\n"
+    master.stop()
+    assert "Traceback" not in master.proc.stderr.read()

@@ -381,7 +381,13 @@ class _Server(WSGIServer):
         # The TLS handshake comes before _Handler's timeout: a peer that never starts it
         # would hold its place in the pool for good.
         client_socket.settimeout(SOCKET_TIMEOUT)
-        return super().wrap_socket_and_handle(client_socket, address)
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as exc:  # plain HTTP, a scanner, a stall: not worth a traceback
+            log.info("web: no TLS handshake from %s: %s", address[0], exc)
+            return None
+        with contextlib.closing(tls_socket):
+            return self.handle(tls_socket, address)
 
 
 class _Handler(WSGIHandler):
