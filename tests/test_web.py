@@ -368,3 +368,20 @@ def test_a_bad_node_name_is_said_once(logged_in: WebClient) -> None:
     assert reply.json()["error"].startswith("bad node name 'n[1-2]': a node name is 1 to")
     missing = logged_in.get("/api/processes")
     assert missing.status == 400 and missing.json()["error"].startswith("empty node name")
+
+
+def test_a_lone_surrogate_in_a_command_is_a_clear_error(web_master: MasterAPI,
+                                                        logged_in: WebClient,
+                                                        spawn_client) -> None:
+    """JSON may spell '\\ud800', which no UTF-8 can carry to a node: 400, not 500."""
+    spawn_client("n1", web_master.address)
+    assert web_master.wait_ready(1, timeout=PATIENCE).reached
+    bad = logged_in.request("POST", "/api/run",
+                            raw=b'{"nodes": ["n1"], "command": "echo \\ud800"}',
+                            headers={"Content-Type": "application/json",
+                                     "X-CSRF-Token": logged_in.csrf or ""})
+    assert bad.status == 400
+    assert bad.json() == {"error": "body holds a lone surrogate (\\ud800 to \\udfff), "
+                                   "which is not text"}
+    ran = logged_in.post("/api/run", {"nodes": ["n1"], "command": "echo still here"})
+    assert ran.status == 200 and "still here" in ran.json()["text"]

@@ -80,6 +80,11 @@ class Request:
             raise HttpError(400, "body is not JSON") from None
         if not isinstance(body, dict):
             raise HttpError(400, "body is not a JSON object")
+        try:  # JSON may escape a lone surrogate, which no node's UTF-8 can carry
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise HttpError(400, "body holds a lone surrogate (\\ud800 to \\udfff), "
+                                 "which is not text") from None
         return body
 
 
