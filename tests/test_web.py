@@ -385,3 +385,24 @@ def test_a_lone_surrogate_in_a_command_is_a_clear_error(web_master: MasterAPI,
                                    "which is not text"}
     ran = logged_in.post("/api/run", {"nodes": ["n1"], "command": "echo still here"})
     assert ran.status == 200 and "still here" in ran.json()["text"]
+
+
+def test_a_hostile_peer_prints_nothing_on_the_masters_terminal(spawn_master) -> None:
+    """More than 100 headers, or a login that hangs up half-way through its body: each is
+    the peer's problem (400), never a traceback over the operator's console."""
+    master = spawn_master(extra=["--no-console", "--http", "0"])
+    address = dashboard_address(master.banner)
+    many = "".join(f"X-{n}: a\r\n" for n in range(200))
+    with socket.create_connection(address, timeout=PATIENCE) as peer:
+        peer.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n".encode())
+        assert peer.recv(100).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(address, timeout=PATIENCE) as peer:
+        peer.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 100\r\n\r\n{\"tok")
+        peer.shutdown(socket.SHUT_WR)
+        reply = peer.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 400") and reply.endswith(b'"the body ended early"}')
+    assert "got more than 100 headers" in master.log_text()
+    assert WebClient(address).get("/healthz").status == 200
+    master.stop()
+    assert "Traceback" not in master.proc.stderr.read()

@@ -73,7 +73,10 @@ class Request:
             raise HttpError(400, "bad Content-Length") from None
         if length > MAX_BODY:
             raise HttpError(413, f"body over {MAX_BODY} bytes")
-        raw = self.environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            raw = self.environ["wsgi.input"].read(length) if length > 0 else b""
+        except OSError:  # the peer hung up half-way
+            raise HttpError(400, "the body ended early") from None
         try:
             body = json.loads(raw or b"{}")
         except (ValueError, UnicodeDecodeError):

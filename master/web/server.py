@@ -398,6 +398,12 @@ class _Handler(WSGIHandler):
         self.socket.settimeout(SOCKET_TIMEOUT)
         super().handle()
 
+    def _handle_client_error(self, ex: Exception) -> Any:
+        # pywsgi prints a traceback for bad input other than a ValueError (more than 100
+        # headers): the peer's fault, worth one line in the log, not the console.
+        return super()._handle_client_error(ex if isinstance(ex, ValueError)
+                                            else ValueError(str(ex)))
+
 
 class _ErrorLog:
     """pywsgi's error log, into the master's log file."""
