@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.procs import RUSAGE_FIELDS, ProcInfo
+from common.replies import UsageAnswer
 from master.api import MasterAPI
 from tests.conftest import TOKEN, engine
 from tests.harness import PATIENCE, ROOT, python_env, wait_until
+from tests.test_hardening import scripted
 from tests.web_client import EventStream, WebClient
 
 
@@ -406,3 +409,21 @@ def test_a_hostile_peer_prints_nothing_on_the_masters_terminal(spawn_master) -> 
     assert WebClient(address).get("/healthz").status == 200
     master.stop()
     assert "Traceback" not in master.proc.stderr.read()
+
+
+def test_huge_rusage_figures_of_a_hostile_node_still_make_json(web_master: MasterAPI,
+                                                               logged_in: WebClient) -> None:
+    """Two finite CPU times whose sum overflows to infinity: Python's json would write
+    'Infinity', which no browser parses, and the node's process table would stay blank."""
+    usage = dict.fromkeys(RUSAGE_FIELDS, 0.0) | {"ru_utime": 1e308, "ru_stime": 1e308}
+    info = ProcInfo(seq=1, pid=7, argv=["x"], cwd="/", log="/l", state="exited",
+                    started=1.0, ended=2.0, exit_code=0, rusage=usage)
+    answer = UsageAnswer(children=dict.fromkeys(RUSAGE_FIELDS, 0.0), processes=[info])
+    evil = scripted(web_master, "evil", lambda request: answer.to_wire())
+    try:
+        reply = logged_in.get("/api/processes?node=evil")
+        assert reply.status == 200
+        row = json.loads(reply.body, parse_constant=lambda name: pytest.fail(name))["rows"][0]
+        assert row["ref"] == "evil:7" and row["cpu"] is None
+    finally:
+        evil.stop()
