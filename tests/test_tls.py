@@ -5,7 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -185,3 +187,63 @@ def test_the_dashboard_is_served_over_https_with_the_masters_certificate(
             plain.getresponse()  # a TLS port answers no plain HTTP
     finally:
         api.shutdown()
+
+
+@pytest.fixture
+def https_dashboard(tmp_path: Path, pki: dict[str, Path], master_log: Path
+                    ) -> Iterator[tuple[MasterAPI, int]]:
+    handler = logging.FileHandler(master_log)
+    logging.getLogger("corral").addHandler(handler)
+    logging.getLogger("corral").setLevel(logging.INFO)
+    api = MasterAPI.start(
+        MasterConfig(port=0, heartbeat=FAST_HEARTBEAT, log_dir=tmp_path,
+                     tls=TlsFiles(pki["master.pem"], pki["master.key"], pki["ca"]),
+                     http=("127.0.0.1", 0)), TOKEN.encode())
+    try:
+        assert api.web_url is not None
+        yield api, int(api.web_url.rstrip("/").rsplit(":", 1)[1])
+    finally:
+        api.shutdown()
+        logging.getLogger("corral").removeHandler(handler)
+        handler.close()
+
+
+def closed_by_peer(connection: socket.socket) -> bool:
+    try:
+        return connection.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_a_connection_that_never_starts_tls_is_let_go(
+        https_dashboard: tuple[MasterAPI, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle TCP connection on the HTTPS dashboard holds its place in the pool only as
+    long as one that sends no request: 256 of them would otherwise lock everyone out."""
+    monkeypatch.setattr("master.web.server.SOCKET_TIMEOUT", 0.5)
+    _api, port = https_dashboard
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as idle:
+        wait_until(lambda: closed_by_peer(idle), what="the idle connection closed")
+
+
+def test_plain_http_on_the_https_dashboard_is_one_log_line(spawn_master,
+                                                           pki: dict[str, Path]) -> None:
+    """A browser that typed http:// (or a scanner) gets nothing, and the master's terminal
+    no traceback: one line in the log says who failed the handshake."""
+    master = spawn_master(extra=[
+        "--no-console", "--http", "0", "--tls-cert", str(pki["master.pem"]),
+        "--tls-key", str(pki["master.key"]), "--tls-ca", str(pki["ca"])])
+    port = int(re.search(r"dashboard on https://[\d.]+:(\d+)/", master.banner).group(1))
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        plain.request("GET", "/healthz")
+        plain.getresponse()
+    wait_until(lambda: "web: no TLS handshake from 127.0.0.1: " in master.log_text(),
+               what="the failed handshake logged")
+    trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+    secure = http.client.HTTPSConnection("127.0.0.1", port, context=trusted, timeout=PATIENCE)
+    secure.request("GET", "/healthz")
+    assert secure.getresponse().read() == b"ok\n"
+    master.stop()
+    assert "Traceback" not in master.proc.stderr.read()

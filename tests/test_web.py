@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.procs import RUSAGE_FIELDS, ProcInfo
+from common.replies import UsageAnswer
 from master.api import MasterAPI
 from tests.conftest import TOKEN, engine
 from tests.harness import PATIENCE, ROOT, python_env, wait_until
+from tests.test_hardening import scripted
 from tests.web_client import EventStream, WebClient
 
 
@@ -329,3 +332,99 @@ def test_metrics_count_timeouts_and_bytes_moved(tmp_path: Path, master_log: Path
         assert found["corral_transfer_bytes_total"][(("direction", "copied"),)] == 1000
         assert found["corral_transfer_bytes_total"][(("direction", "pulled"),)] == 1000
         assert found["corral_requests_timed_out_total"][(("command", "ps"),)] == 1  # pid's request
+
+
+def test_guesses_sent_at_once_are_slowed_down_too(web: WebClient) -> None:
+    """Forty connections each send a login's headers, wait until the server asks for the
+    body (100 Continue), then send a wrong token: only ten are tried."""
+    body = json.dumps({"token": "guess"}).encode()
+    head = (f"POST /login HTTP/1.1\r\nHost: {web.host_header}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n").encode()
+    guesses = [socket.create_connection(web.address, timeout=30) for _ in range(40)]
+    try:
+        for guess in guesses:
+            guess.sendall(head)
+        for guess in guesses:
+            assert guess.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        for guess in guesses:
+            guess.sendall(body)
+        statuses = [guess.makefile("rb").readline().split()[1] for guess in guesses]
+    finally:
+        for guess in guesses:
+            guess.close()
+    assert statuses.count(b"401") == 10 and statuses.count(b"429") == 30
+
+
+@pytest.mark.parametrize("query", ["offset=%C2%B2", "lines=%C2%B2"])
+def test_a_log_position_in_other_digits_is_a_clear_error(logged_in: WebClient,
+                                                         query: str) -> None:
+    """A superscript '²' passes str.isdigit but int() refuses it: 400, not 500."""
+    reply = logged_in.get(f"/api/log?ref=n1:1&{query}")
+    assert reply.status == 400
+    assert reply.json()["error"] in ("offset must be a whole number",
+                                     "lines must be a whole number")
+
+
+def test_a_bad_node_name_is_said_once(logged_in: WebClient) -> None:
+    reply = logged_in.post("/api/run", {"nodes": ["n[1-2]"], "command": "true"})
+    assert reply.status == 400
+    assert reply.json()["error"].startswith("bad node name 'n[1-2]': a node name is 1 to")
+    missing = logged_in.get("/api/processes")
+    assert missing.status == 400 and missing.json()["error"].startswith("empty node name")
+
+
+def test_a_lone_surrogate_in_a_command_is_a_clear_error(web_master: MasterAPI,
+                                                        logged_in: WebClient,
+                                                        spawn_client) -> None:
+    """JSON may spell '\\ud800', which no UTF-8 can carry to a node: 400, not 500."""
+    spawn_client("n1", web_master.address)
+    assert web_master.wait_ready(1, timeout=PATIENCE).reached
+    bad = logged_in.request("POST", "/api/run",
+                            raw=b'{"nodes": ["n1"], "command": "echo \\ud800"}',
+                            headers={"Content-Type": "application/json",
+                                     "X-CSRF-Token": logged_in.csrf or ""})
+    assert bad.status == 400
+    assert bad.json() == {"error": "body holds a lone surrogate (\\ud800 to \\udfff), "
+                                   "which is not text"}
+    ran = logged_in.post("/api/run", {"nodes": ["n1"], "command": "echo still here"})
+    assert ran.status == 200 and "still here" in ran.json()["text"]
+
+
+def test_a_hostile_peer_prints_nothing_on_the_masters_terminal(spawn_master) -> None:
+    """More than 100 headers, or a login that hangs up half-way through its body: each is
+    the peer's problem (400), never a traceback over the operator's console."""
+    master = spawn_master(extra=["--no-console", "--http", "0"])
+    address = dashboard_address(master.banner)
+    many = "".join(f"X-{n}: a\r\n" for n in range(200))
+    with socket.create_connection(address, timeout=PATIENCE) as peer:
+        peer.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n".encode())
+        assert peer.recv(100).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(address, timeout=PATIENCE) as peer:
+        peer.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 100\r\n\r\n{\"tok")
+        peer.shutdown(socket.SHUT_WR)
+        reply = peer.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 400") and reply.endswith(b'"the body ended early"}')
+    assert "got more than 100 headers" in master.log_text()
+    assert WebClient(address).get("/healthz").status == 200
+    master.stop()
+    assert "Traceback" not in master.proc.stderr.read()
+
+
+def test_huge_rusage_figures_of_a_hostile_node_still_make_json(web_master: MasterAPI,
+                                                               logged_in: WebClient) -> None:
+    """Two finite CPU times whose sum overflows to infinity: Python's json would write
+    'Infinity', which no browser parses, and the node's process table would stay blank."""
+    usage = dict.fromkeys(RUSAGE_FIELDS, 0.0) | {"ru_utime": 1e308, "ru_stime": 1e308}
+    info = ProcInfo(seq=1, pid=7, argv=["x"], cwd="/", log="/l", state="exited",
+                    started=1.0, ended=2.0, exit_code=0, rusage=usage)
+    answer = UsageAnswer(children=dict.fromkeys(RUSAGE_FIELDS, 0.0), processes=[info])
+    evil = scripted(web_master, "evil", lambda request: answer.to_wire())
+    try:
+        reply = logged_in.get("/api/processes?node=evil")
+        assert reply.status == 200
+        row = json.loads(reply.body, parse_constant=lambda name: pytest.fail(name))["rows"][0]
+        assert row["ref"] == "evil:7" and row["cpu"] is None
+    finally:
+        evil.stop()

@@ -14,6 +14,7 @@ and gets a fresh snapshot instead (the page resynchronises), never slows the hub
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from typing import Any
@@ -52,6 +53,8 @@ def process_row(node: str, info: ProcInfo) -> dict[str, Any]:
     cpu = info.cpu_time
     if cpu is None and rusage:
         cpu = rusage["ru_utime"] + rusage["ru_stime"]
+        if not math.isfinite(cpu):  # two huge times overflow: JSON has no infinity
+            cpu = None
     rss = info.rss
     if rss is None and rusage:
         rss = int(rusage["ru_maxrss"]) * 1024

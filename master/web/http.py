@@ -73,13 +73,21 @@ class Request:
             raise HttpError(400, "bad Content-Length") from None
         if length > MAX_BODY:
             raise HttpError(413, f"body over {MAX_BODY} bytes")
-        raw = self.environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            raw = self.environ["wsgi.input"].read(length) if length > 0 else b""
+        except OSError:  # the peer hung up half-way
+            raise HttpError(400, "the body ended early") from None
         try:
             body = json.loads(raw or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise HttpError(400, "body is not JSON") from None
         if not isinstance(body, dict):
             raise HttpError(400, "body is not a JSON object")
+        try:  # JSON may escape a lone surrogate, which no node's UTF-8 can carry
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise HttpError(400, "body holds a lone surrogate (\\ud800 to \\udfff), "
+                                 "which is not text") from None
         return body
 
 

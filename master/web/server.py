@@ -87,7 +87,7 @@ class WebServer:
         # No access log: pywsgi's would print to stderr, which garbles the console. A pool:
         # connections beyond it wait in the backlog instead of taking the descriptors the
         # nodes' connections need.
-        self._server = WSGIServer(address, self.app, log=None, error_log=_ErrorLog(),
+        self._server = _Server(address, self.app, log=None, error_log=_ErrorLog(),
                                   spawn=gevent.pool.Pool(CONNECTIONS),
                                   handler_class=_Handler, **ssl_args)
         self._routes: dict[tuple[str, str], Handler] = {
@@ -187,10 +187,12 @@ class WebServer:
     # --- the session ----------------------------------------------------------------------
 
     def _login(self, request: Request, start: StartResponse) -> Any:
+        # The body first: reading it yields, and guesses parked there would all have
+        # passed a count taken before it.
+        token = request.json_body().get("token")
         now = time.monotonic()
         if (wait := self.sessions.wait_before_login(request.remote, now)) > 0:
             raise HttpError(429, f"too many wrong tokens; try again in {wait:.0f} s")
-        token = request.json_body().get("token")
         if not isinstance(token, str):
             raise HttpError(400, "give the token")
         session = self.sessions.login(token, request.remote, now)
@@ -250,9 +252,10 @@ class WebServer:
     # --- what a node runs -----------------------------------------------------------------
 
     def _node_name(self, text: str | None) -> str:
-        if not text or (problem := name_problem(text)) is not None:
-            raise HttpError(400, f"bad node name: {problem or 'none given'}")
-        return self.engine.registry.by_name(text).name
+        name = text or ""
+        if (problem := name_problem(name)) is not None:
+            raise HttpError(400, problem)
+        return self.engine.registry.by_name(name).name
 
     def _processes(self, request: Request, start: StartResponse) -> Any:
         self._session(request)
@@ -368,9 +371,23 @@ def _signal_of(body: dict[str, Any]) -> tuple[str, int]:
 def _number(text: str | None, what: str) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise HttpError(400, f"{what} must be a whole number")
     return int(text)
+
+
+class _Server(WSGIServer):
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        # The TLS handshake comes before _Handler's timeout: a peer that never starts it
+        # would hold its place in the pool for good.
+        client_socket.settimeout(SOCKET_TIMEOUT)
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as exc:  # plain HTTP, a scanner, a stall: not worth a traceback
+            log.info("web: no TLS handshake from %s: %s", address[0], exc)
+            return None
+        with contextlib.closing(tls_socket):
+            return self.handle(tls_socket, address)
 
 
 class _Handler(WSGIHandler):
@@ -380,6 +397,12 @@ class _Handler(WSGIHandler):
     def handle(self) -> None:
         self.socket.settimeout(SOCKET_TIMEOUT)
         super().handle()
+
+    def _handle_client_error(self, ex: Exception) -> Any:
+        # pywsgi prints a traceback for bad input other than a ValueError (more than 100
+        # headers): the peer's fault, worth one line in the log, not the console.
+        return super()._handle_client_error(ex if isinstance(ex, ValueError)
+                                            else ValueError(str(ex)))
 
 
 class _ErrorLog:
