@@ -332,3 +332,14 @@ def test_master_start_refusals(tmp_path: Path, token_file: Path) -> None:
     idle = start("--state-dir", str(tmp_path / "s"))  # no terminal, nothing to do
     assert idle.returncode == 2
     assert "no terminal and no commands" in idle.stderr and "--no-console" in idle.stderr
+
+
+def test_a_word_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
+    called = subprocess.run([sys.executable.encode(), b"-m", b"master.front.cli", b"--control",
+                             str(tmp_path / "none.sock").encode(), b"run", b"-w", b"n1",
+                             b"--", b"echo \xff"],
+                            capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                            timeout=PATIENCE)
+    assert called.returncode == 2
+    assert called.stderr == ("corral: error: 'echo \\udcff' is not UTF-8 text: corral sends "
+                             "commands and paths as text\n")

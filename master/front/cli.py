@@ -68,6 +68,12 @@ class CliOutput:
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
+    if (word := _undecodable(options.args)) is not None:
+        # Python keeps argv bytes that are not UTF-8 as lone surrogates, which no frame
+        # can carry: say which word, rather than fail while sending it.
+        print(f"corral: error: {word!a} is not UTF-8 text: corral sends commands and "
+              "paths as text", file=sys.stderr)
+        return USAGE
     backend = default_backend(options.control)
     try:
         if options.command == "console":
@@ -82,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("corral: cancelled", file=sys.stderr)
         return INTERRUPTED
+
+
+def _undecodable(words: list[str]) -> str | None:
+    for word in words:
+        try:
+            word.encode()
+        except UnicodeEncodeError:
+            return word
+    return None
 
 
 def _one_command(backend: SocketBackend, name: str, words: list[str], as_json: bool) -> int:
