@@ -15,8 +15,11 @@ from typing import Any
 import psutil
 import pytest
 
+from common.calls import ForwardedCall
 from master.front.control import NoMaster, SocketBackend
+from tests.conftest import TOKEN
 from tests.harness import ROOT, ClientProcess, MasterProcess, wait_until
+from tests.peers import ScriptedNode
 from tests.test_variables import control_of, corral
 
 CORRAL = f"{shlex.quote(sys.executable)} -m master.front.cli"  # as a job runs it
@@ -234,3 +237,22 @@ def test_a_job_that_does_not_read_its_stream_is_stopped(cluster) -> None:  # typ
     assert out.read_text() == ("error stopped: the calling process read too slowly (64 items "
                                "waited for it)\n")
     assert run_on(master, "n1", f"{CORRAL} var get big | wc -c")["stdout"].strip() == "60001"
+
+
+def test_a_client_cannot_pass_its_calls_off_as_another_nodes(spawn_master) -> None:  # type: ignore[no-untyped-def]
+    """A peer holding the token forwards a call whose ``ref`` names a process of n2: the
+    variable it sets is still recorded as set from its own node, not n2's."""
+    master = spawn_master(extra=["--no-console"])
+    control = control_of(master)
+    evil = ScriptedNode(master.address, "evil", TOKEN.encode()).start()
+    try:
+        assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+        evil.send(ForwardedCall(req=1, op="var_set", args={"name": "x", "value": "1"},
+                                pid=77, ref="n2:77", job="J1.0"))
+        wait_until(lambda: corral(control, "var", "get", "x").returncode == 0,
+                   what="x set by the scripted node")
+        set_by = json.loads(corral(control, "--json", "var", "get", "x").stdout)["result"][
+            "set_by"]
+        assert set_by.startswith("evil:"), set_by
+    finally:
+        evil.stop()
