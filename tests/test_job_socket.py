@@ -256,3 +256,39 @@ def test_a_client_cannot_pass_its_calls_off_as_another_nodes(spawn_master) -> No
         assert set_by.startswith("evil:"), set_by
     finally:
         evil.stop()
+
+
+@pytest.mark.slow
+def test_a_job_holding_many_idle_connections_leaves_its_node_working(cluster) -> None:  # type: ignore[no-untyped-def]
+    """A job opens connections to CORRAL_SOCKET and never sends a call: the client keeps
+    descriptors enough to start other processes, and the call over the limit is told why."""
+    master, (n1, _n2) = cluster
+    limit = 1_400  # the client's descriptors: a little above the job socket's 1,000
+    psutil.Process(n1.pid).rlimit(psutil.RLIMIT_NOFILE, (limit, 20_000))
+    held = n1.workdir / "held"
+    script = (
+        "import resource, socket, sys, time\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (20_000, 20_000))\n"
+        f"path, held = {str(job_socket(n1))!r}, {str(held)!r}\n"
+        "kept = []\n"
+        f"for _ in range({limit}):\n"
+        "    s = socket.socket(socket.AF_UNIX); s.connect(path); kept.append(s)\n"
+        "open(held, 'w').close()\n"
+        "time.sleep(600)\n")
+    job = corral(control_of(master), "exec", "-w", "n1", "--", sys.executable, "-c", script)
+    assert job.returncode == 0, job.stderr
+    try:
+        wait_until(held.exists, what="the job holding its connections")
+        done = corral(control_of(master), "--json", "run", "-w", "n1", "--",
+                      f"echo started; {CORRAL} var set after 1")
+        assert done.returncode in (0, 1), done.stderr
+        assert "n1" in json.loads(done.stdout)["result"]["results"], done.stdout
+        answer = json.loads(done.stdout)["result"]["results"]["n1"]
+        assert answer["stdout"] == "started\n"
+        assert answer["stderr"] == ("corral: error: 1,000 connections to the job socket of "
+                                    "node n1 are open already; try again when some have "
+                                    "ended\n")
+    finally:
+        corral(control_of(master), "kill", "-s", "KILL", "-w", "n1", "--all")
+    wait_until(lambda: run_on(master, "n1", f"{CORRAL} var set after 1")["exit_code"] == 0,
+               what="calls again once the job has gone")
