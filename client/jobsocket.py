@@ -46,6 +46,10 @@ MAX_ANCESTRY = 256  # parent links followed before a peer is judged a stranger
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 MAX_PATH = 107
 FORWARD_MARGIN = 4096  # bytes a forwarded call adds around what the caller sent
+# Open at once, as the master takes calls in flight from one node: a job that opens
+# connections and never sends (or never reads) must not use up the client's descriptors,
+# which it needs to start and follow every other process of its node.
+MAX_CONNECTIONS = 1_000
 
 Answer = CallItem | CallResult | CallError | None  # None: the connection to the master went
 
@@ -88,6 +92,7 @@ class JobSocket:
         self.procs: ProcTable | None = None
         self.connection: Callable[[], Forwarder | None] = lambda: None
         self._server: StreamServer | None = None
+        self._open = 0  # connections being served
 
     def serve(self, procs: ProcTable, connection: Callable[[], Forwarder | None]) -> None:
         """``connection`` gives the live connection to the master, if there is one."""
@@ -136,6 +141,18 @@ class JobSocket:
 
     def _handle(self, sock: Any, _address: Any) -> None:
         channel = FrameChannel(sock, self.max_frame)
+        if self._open >= MAX_CONNECTIONS:
+            _send_error(channel, ErrorCode.BAD_REQUEST, (
+                f"{MAX_CONNECTIONS:,} connections to the job socket of node {self.node} are "
+                "open already; try again when some have ended"))
+            return
+        self._open += 1
+        try:
+            self._serve_one(sock, channel)
+        finally:
+            self._open -= 1
+
+    def _serve_one(self, sock: Any, channel: FrameChannel) -> None:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         pid = _PEERCRED.unpack(creds)[0]
         ancestor = self.started_ancestor(pid)

@@ -6,6 +6,7 @@ the same thing sooner.
 
 from __future__ import annotations
 
+import math
 import re
 
 MAX_NAME = 128
@@ -36,4 +37,15 @@ def value_problem(value: str) -> str | None:
         return "the value is not valid UTF-8 text"
     if size > MAX_VALUE:
         return f"the value is {size:,} bytes; at most {MAX_VALUE:,} (64 KiB) are allowed"
+    return None
+
+
+def timeout_problem(timeout: object) -> str | None:
+    """A wait's timeout: None (wait forever) or a finite number of seconds; nan would never
+    time out."""
+    if timeout is None:
+        return None
+    if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+            or not math.isfinite(timeout) or timeout < 0):
+        return "--timeout must be a finite number of seconds, not negative"
     return None

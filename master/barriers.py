@@ -17,7 +17,7 @@ import gevent.event
 
 from common.errors import CorralError, ErrorCode
 from common.states import NodeState
-from common.varnames import var_name_problem
+from common.varnames import timeout_problem, var_name_problem
 from master.caller import Caller
 from master.events import Event, NodeEvent
 from master.front.sharing import BarrierOutcome, BarrierView
@@ -54,7 +54,9 @@ class Barriers:
             raise CorralError(problem, ErrorCode.BAD_REQUEST)
         if type(count) is not int or not 1 <= count <= MAX_COUNT:
             raise CorralError(f"--count must be 1 to {MAX_COUNT:,}", ErrorCode.BAD_REQUEST)
-        if timeout is not None and (type(timeout) not in (int, float) or timeout <= 0):
+        if (problem := timeout_problem(timeout)) is not None:
+            raise CorralError(problem, ErrorCode.BAD_REQUEST)
+        if timeout == 0:
             raise CorralError("--timeout must be positive", ErrorCode.BAD_REQUEST)
         meeting = self._meetings.get(name)
         if meeting is None:

@@ -57,7 +57,9 @@ class ForwardedCalls:
                 f"{MAX_CALLS:,} calls from node {node.name} are already in flight",
                 ErrorCode.BAD_REQUEST))
             return
-        label = call.ref or f"{node.name}:{call.pid}"
+        # A client names only its own processes: a ref naming another node's is a forgery.
+        ref = call.ref if call.ref.startswith(f"{node.name}:") else ""
+        label = ref or f"{node.name}:{call.pid}"
         if call.job:
             label += f" ({call.job})"
         caller = Caller(label=printable(label), node=node.name)

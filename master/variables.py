@@ -23,7 +23,13 @@ import gevent.event
 import gevent.queue
 
 from common.errors import CorralError, ErrorCode
-from common.varnames import MAX_TOTAL_BYTES, MAX_VARIABLES, value_problem, var_name_problem
+from common.varnames import (
+    MAX_TOTAL_BYTES,
+    MAX_VARIABLES,
+    timeout_problem,
+    value_problem,
+    var_name_problem,
+)
 from master.front.sharing import CasOutcome, VarChange, VarEntry
 
 log = logging.getLogger("corral.master.variables")
@@ -48,6 +54,8 @@ class VariableStore:
 
     def get(self, name: str, wait: bool = False, timeout: float | None = None) -> VarEntry:
         _check_name(name)
+        if wait and (problem := timeout_problem(timeout)) is not None:
+            raise CorralError(problem, ErrorCode.BAD_REQUEST)
         deadline = None if timeout is None else time.monotonic() + timeout
         while (entry := self._entries.get(name)) is None:
             if not wait:

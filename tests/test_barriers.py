@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import CorralError
 from master.front.control import SocketBackend
 from tests.harness import PATIENCE, ROOT, python_env, wait_until
 from tests.test_job_socket import CORRAL, start_cluster
@@ -154,3 +155,20 @@ def test_a_job_killed_at_a_barrier_leaves_it(  # type: ignore[no-untyped-def]
     wait_until(lambda: arrived(control, "k") == 0, what="the killed job gone from it")
     alone = corral(control, "barrier", "k", "--count", "2", "--timeout", "0.2")
     assert alone.returncode == 1 and "1 of 2 arrived (operator)" in alone.stderr
+
+
+def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(control: Path) -> None:
+    """``--timeout nan`` (a typo, or a job's own frame) would wait forever, never timing
+    out: it is bad input, said at once, by the CLI and by the master alike."""
+    for words in (["barrier", "b", "--count", "2", "--timeout", "nan"],
+                  ["var", "get", "v", "--wait", "--timeout", "nan"],
+                  ["barrier", "b", "--count", "2", "--timeout", "inf"]):
+        done = corral(control, *words)
+        assert done.returncode == 2, (words, done.stderr)
+        assert "--timeout" in done.stderr and "finite" in done.stderr, (words, done.stderr)
+    backend = SocketBackend(control)
+    for op, args in (("barrier", {"name": "b", "count": 2, "timeout": float("nan")}),
+                     ("var_get", {"name": "v", "wait": True, "timeout": float("nan")})):
+        with pytest.raises(CorralError, match="finite"):
+            backend.call(op, args)
+    assert corral(control, "barrier").stdout.strip() == "no barrier is waited at"

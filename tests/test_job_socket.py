@@ -15,8 +15,11 @@ from typing import Any
 import psutil
 import pytest
 
+from common.calls import ForwardedCall
 from master.front.control import NoMaster, SocketBackend
+from tests.conftest import TOKEN
 from tests.harness import ROOT, ClientProcess, MasterProcess, wait_until
+from tests.peers import ScriptedNode
 from tests.test_variables import control_of, corral
 
 CORRAL = f"{shlex.quote(sys.executable)} -m master.front.cli"  # as a job runs it
@@ -234,3 +237,58 @@ def test_a_job_that_does_not_read_its_stream_is_stopped(cluster) -> None:  # typ
     assert out.read_text() == ("error stopped: the calling process read too slowly (64 items "
                                "waited for it)\n")
     assert run_on(master, "n1", f"{CORRAL} var get big | wc -c")["stdout"].strip() == "60001"
+
+
+def test_a_client_cannot_pass_its_calls_off_as_another_nodes(spawn_master) -> None:  # type: ignore[no-untyped-def]
+    """A peer holding the token forwards a call whose ``ref`` names a process of n2: the
+    variable it sets is still recorded as set from its own node, not n2's."""
+    master = spawn_master(extra=["--no-console"])
+    control = control_of(master)
+    evil = ScriptedNode(master.address, "evil", TOKEN.encode()).start()
+    try:
+        assert corral(control, "list", "--wait", "1", "--timeout", "30").returncode == 0
+        evil.send(ForwardedCall(req=1, op="var_set", args={"name": "x", "value": "1"},
+                                pid=77, ref="n2:77", job="J1.0"))
+        wait_until(lambda: corral(control, "var", "get", "x").returncode == 0,
+                   what="x set by the scripted node")
+        set_by = json.loads(corral(control, "--json", "var", "get", "x").stdout)["result"][
+            "set_by"]
+        assert set_by.startswith("evil:"), set_by
+    finally:
+        evil.stop()
+
+
+@pytest.mark.slow
+def test_a_job_holding_many_idle_connections_leaves_its_node_working(cluster) -> None:  # type: ignore[no-untyped-def]
+    """A job opens connections to CORRAL_SOCKET and never sends a call: the client keeps
+    descriptors enough to start other processes, and the call over the limit is told why."""
+    master, (n1, _n2) = cluster
+    limit = 1_400  # the client's descriptors: a little above the job socket's 1,000
+    psutil.Process(n1.pid).rlimit(psutil.RLIMIT_NOFILE, (limit, 20_000))
+    held = n1.workdir / "held"
+    script = (
+        "import resource, socket, sys, time\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (20_000, 20_000))\n"
+        f"path, held = {str(job_socket(n1))!r}, {str(held)!r}\n"
+        "kept = []\n"
+        f"for _ in range({limit}):\n"
+        "    s = socket.socket(socket.AF_UNIX); s.connect(path); kept.append(s)\n"
+        "open(held, 'w').close()\n"
+        "time.sleep(600)\n")
+    job = corral(control_of(master), "exec", "-w", "n1", "--", sys.executable, "-c", script)
+    assert job.returncode == 0, job.stderr
+    try:
+        wait_until(held.exists, what="the job holding its connections")
+        done = corral(control_of(master), "--json", "run", "-w", "n1", "--",
+                      f"echo started; {CORRAL} var set after 1")
+        assert done.returncode in (0, 1), done.stderr
+        assert "n1" in json.loads(done.stdout)["result"]["results"], done.stdout
+        answer = json.loads(done.stdout)["result"]["results"]["n1"]
+        assert answer["stdout"] == "started\n"
+        assert answer["stderr"] == ("corral: error: 1,000 connections to the job socket of "
+                                    "node n1 are open already; try again when some have "
+                                    "ended\n")
+    finally:
+        corral(control_of(master), "kill", "-s", "KILL", "-w", "n1", "--all")
+    wait_until(lambda: run_on(master, "n1", f"{CORRAL} var set after 1")["exit_code"] == 0,
+               what="calls again once the job has gone")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import math
 import os
 import time
 from collections.abc import Callable
@@ -139,6 +140,8 @@ def count(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
+    if not math.isfinite(value):  # nan would never time out
+        raise argparse.ArgumentTypeError("must be a finite number of seconds")
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
