@@ -117,6 +117,7 @@ class ByteRelay:
         self._passing.set()
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -133,7 +134,9 @@ class ByteRelay:
         self._passing.set()
 
     def close(self) -> None:
+        self._closed = True
         self.cut()
+        self._passing.set()  # connections held back are let go, and closed
         self.listener.close()
 
     def _accept(self) -> None:
@@ -146,6 +149,9 @@ class ByteRelay:
 
     def _link(self, near: socket.socket) -> None:
         self._passing.wait()
+        if self._closed:
+            near.close()
+            return
         try:
             far = socket.create_connection(self.target)
         except OSError:
