@@ -75,7 +75,7 @@ def test_healthz_and_metrics_need_no_login(web_master: MasterAPI, web: WebClient
     assert web_master.wait_ready(2, timeout=PATIENCE).reached
     web_master.exec("n1", ["sh", "-c", "exit 3"])
     wait_until(lambda: samples(web.get("/metrics").text).get(
-        "corral_process_exits_total", {}).get((("outcome", "exit_nonzero"),)) == 1.0,
+        "corral_process_exits_total", {}).get((("node", "n1"), ("outcome", "exit_nonzero"))) == 1.0,
         what="the exit counted")
     found = samples(web.get("/metrics").text)
     assert found["corral_nodes"][(("state", "READY"),)] == 2

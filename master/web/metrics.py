@@ -53,8 +53,8 @@ class EngineMetrics:
             "corral_requests_timed_out", "Requests a node did not answer in time, by type",
             ["command"], registry=self.registry)
         self.exits = Counter(
-            "corral_process_exits", "Process ends reported by the nodes, by outcome",
-            ["outcome"], registry=self.registry)
+            "corral_process_exits", "Process ends reported by the nodes, by node and outcome",
+            ["node", "outcome"], registry=self.registry)
         self.transferred = Counter(
             "corral_transfer_bytes", "Bytes of files landed by copy (to the nodes, counted "
             "once per node) and by pull (from them)", ["direction"], registry=self.registry)
@@ -74,7 +74,7 @@ class EngineMetrics:
     def hear(self, event: Event) -> None:
         """A registry listener: counts process ends."""
         if isinstance(event, ProcessEvent) and (outcome := exit_outcome(event.info)):
-            self.exits.labels(outcome).inc()
+            self.exits.labels(event.node, outcome).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
