@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -428,3 +429,26 @@ def test_huge_rusage_figures_of_a_hostile_node_still_make_json(web_master: Maste
         assert row["ref"] == "evil:7" and row["cpu"] is None
     finally:
         evil.stop()
+
+
+def test_a_request_head_that_drips_is_cut_off(web_master: MasterAPI, monkeypatch) -> None:
+    """A peer that sends its headers a byte at a time (each read well within the socket
+    timeout) is closed at the head's deadline instead of holding its place for ever."""
+    from master.web import server
+    monkeypatch.setattr(server, "HEAD_DEADLINE", 1.0)
+    with socket.create_connection(web_address(web_master), timeout=PATIENCE) as peer:
+        peer.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < PATIENCE and not closed:
+            try:
+                peer.sendall(b"X")
+                peer.settimeout(0.2)
+                closed = peer.recv(100) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed
+    healthy = WebClient(web_address(web_master)).get("/healthz")
+    assert healthy.status == 200

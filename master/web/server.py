@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -53,6 +54,7 @@ KEEPALIVE = 15.0  # seconds between comments on an idle event stream (finds dead
 MAX_STREAMS = 100  # event streams open at once
 CONNECTIONS = 256  # connections served at once (streams included)
 SOCKET_TIMEOUT = 60.0  # seconds a connection may send nothing or take nothing we send
+HEAD_DEADLINE = 10.0  # seconds a request line and its headers may take, however they drip
 PROCESS_ROWS = 500  # processes of one node shown, the newest first
 JOB_ROWS = 200  # jobs shown, the newest first
 LOG_LINES_MAX = 5000
@@ -394,9 +396,40 @@ class _Handler(WSGIHandler):
     """A connection that sends nothing (or takes nothing of a stream) for SOCKET_TIMEOUT
     is closed: idle or stalled peers do not hold the pool's places."""
 
+    _head_timer: Any = None
+
     def handle(self) -> None:
         self.socket.settimeout(SOCKET_TIMEOUT)
-        super().handle()
+        try:
+            super().handle()
+        finally:
+            self._stop_head_timer()
+
+    # A peer sending a header byte every 59 s would pass every per-read timeout and hold its
+    # place for ever: the whole head has a deadline, after which the connection is shut.
+    def read_requestline(self) -> Any:
+        self._stop_head_timer()
+        self._head_timer = gevent.get_hub().loop.timer(HEAD_DEADLINE)
+        self._head_timer.start(self._head_too_slow)
+        return super().read_requestline()
+
+    def read_request(self, raw_requestline: Any) -> Any:
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._stop_head_timer()
+
+    def _head_too_slow(self) -> None:
+        log.info("web: %s took over %.0f s to send a request head; closed",
+                 self.client_address[0] if self.client_address else "?", HEAD_DEADLINE)
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.stop()
+            self._head_timer.close()
+            self._head_timer = None
 
     def _handle_client_error(self, ex: Exception) -> Any:
         # pywsgi prints a traceback for bad input other than a ValueError (more than 100
