@@ -41,6 +41,7 @@ from common.messages import (
 from common.text import peer_message
 from common.tickets import NotAnnounced, Ticket, TicketGate
 from common.tls import TlsFiles
+from common.turns import Turns
 
 log = logging.getLogger("corral.client.chain")
 
@@ -235,8 +236,12 @@ class DataLinks:
             sock.settimeout(None)  # a stalled sender is the master's to cut out
             log.info("data link from %s (%s) for copy %s", ticket.sender, peer,
                      ticket.transfer)
+            # A link whose data is always there never enters the event loop by itself:
+            # turns keep the heartbeats and the master connection going meanwhile.
+            turns = Turns(gevent.sleep)
             while not ended:
                 message = decode(channel.read())
+                turns.take()
                 if not isinstance(message, (PutEntry, PutChunk, PutEnd)):
                     raise ProtocolError(f"unexpected {message.TAG} on a data link")
                 ended = sinks.frame(ticket.transfer, message)

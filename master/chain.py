@@ -40,6 +40,7 @@ from common.replies import PutAnswer
 from common.stream_digest import StreamDigest
 from common.text import peer_message
 from common.tree import Tree
+from common.turns import Turns
 from master.front.results import Progress, ProgressCallback
 from master.registry import Node
 from master.session import Session
@@ -112,6 +113,7 @@ class _Chain:
         self.hops = hops
         self.meter = meter
         self.transfer = uuid.uuid4().hex
+        self._turns = Turns(gevent.sleep)
         self._heard = time.monotonic()
 
     def run(self) -> None:
@@ -202,6 +204,7 @@ class _Chain:
         head = self.hops[0]
         if head.cut:
             return
+        self._turns.take()  # a first node that takes all at once must not starve the hub
         watchdog = gevent.spawn_later(self._stall_at(-1), self._head_stalled)
         try:
             head.session.send(message)
