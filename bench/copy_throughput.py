@@ -110,6 +110,21 @@ class PeakMemory:
         return [p / 2**20 for p in self.peak]
 
 
+def timed_copy(api: MasterAPI, nodeset: str, source: Path, folder: Path, star: bool
+               ) -> tuple[float, float]:
+    """Seconds for one copy to ``nodeset`` (through a chain, or ``star``), and the master's
+    CPU seconds meanwhile."""
+    before = os.times()
+    started = time.perf_counter()
+    group = api.copy(nodeset, [str(source)], "copy.bin", star=star)
+    seconds = time.perf_counter() - started
+    after = os.times()
+    assert group.ok, group.errors
+    for copied in folder.glob("n*/work/copy.bin"):
+        copied.unlink()
+    return seconds, after.user + after.system - before.user - before.system
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--receive":
         receiver(sys.argv[2], sys.argv[3])
@@ -158,20 +173,20 @@ def main() -> None:
             print(f"  corral against the baseline, per round: {spread(ratios, ' %', 100)}")
             print(f"  peak RSS during it: master process {master_peak:.0f} MiB, "
                   f"client {client_peak:.0f} MiB")
+            nodeset = f"n[1-{args.fanout}]"
             settle()
-            before = os.times()
-            started = time.perf_counter()
-            group = api.copy(f"n[1-{args.fanout}]", [str(source)], "copy.bin")
-            many = time.perf_counter() - started
-            after = os.times()
-            assert group.ok, group.errors
-            cpu = after.user + after.system - before.user - before.system
-            print(f"  corral copy to {args.fanout} nodes:                {many:6.2f} s  "
-                  f"master CPU {cpu:.2f} s ({100 * cpu / many:.0f} % of one core)")
+            star, star_cpu = timed_copy(api, nodeset, source, folder, star=True)
+            settle()
+            many, cpu = timed_copy(api, nodeset, source, folder, star=False)
+            for name, seconds, used in (("star (--star)", star, star_cpu),
+                                        ("chain (default)", many, cpu)):
+                print(f"  corral copy to {args.fanout} nodes, {name:16}{seconds:6.2f} s  "
+                      f"master CPU {used:.2f} s ({100 * used / seconds:.0f} % of one core)")
             print("goals: 1 node >= 70 % of the baseline; memory flat, under 100 MiB each")
             record("copy_throughput", {
                 "size_mib": args.size_mib, "raw_socket_s": raw, "one_node_s": one,
                 "nodes": args.fanout, "all_nodes_s": many, "master_cpu_s": cpu,
+                "star_s": star, "star_master_cpu_s": star_cpu,
                 "master_peak_mib": master_peak, "client_peak_mib": client_peak},
                 [goal("copy to 1 node / raw socket + write + fsync",
                       100 * statistics.median(ratios), 70, " %", higher_is_better=True),

@@ -3,9 +3,10 @@ network namespace behind a link shaped to 100 Mbit/s with ``tc tbf`` (both direc
 all joined by a bridge; the master in a namespace of its own. The master's egress is read
 from its link's interface counters, so it counts every byte it put on the wire.
 
-Today every copy is a star (the master sends each byte to each node), so N nodes cost
-about N times one node and N times the file in master egress; issue 13's pipelined
-distribution (not built yet) aims at N nodes within 1.3x one node, and 1x the file.
+A copy to N nodes goes through a chain of them (the master sends each byte once, to the
+first node, and each node forwards it to the next); the same run measures it as a star
+(``--star``: the master sends each byte to each node) for the baseline. Goal for the chain:
+N nodes within 1.3x one node, and master egress about 1x the file.
 
     sudo .venv/bin/python bench/shaped_copy.py [--size-mib 100] [--nodes 10] [--rate 100mbit]
 """
@@ -31,14 +32,19 @@ from tests.test_multihost import NetLab, start_master_inside  # noqa: E402
 
 def shape(lab: NetLab, rate: str) -> None:
     """A token bucket on both ends of every host's link: what leaves the host, and what
-    the bridge sends to it."""
+    the bridge sends to it. Under it, pfifo_fast, a host's default queue here, whose bands
+    follow the traffic class (``common.traffic_class``): under tbf's own single FIFO, a
+    chained copy's data link keeps the queue full and a node's heartbeats are dropped
+    from it again and again, until the master takes the node for gone."""
+    tbf = ["root", "handle", "1:", "tbf", "rate", rate, "burst", "64kb", "latency", "50ms"]
+    fair = ["parent", "1:1", "pfifo_fast"]
     for index, host in enumerate(lab.hosts, 1):
         inner = f"p{lab.tag}{index}"
-        tbf = ["root", "tbf", "rate", rate, "burst", "64kb", "latency", "50ms"]
-        subprocess.run(["ip", "netns", "exec", lab.namespaces[host], "tc", "qdisc", "add",
-                        "dev", inner, *tbf], check=True, capture_output=True)
-        subprocess.run(["tc", "qdisc", "add", "dev", lab.host_links[host], *tbf], check=True,
-                       capture_output=True)
+        for qdisc in (tbf, fair):
+            subprocess.run(["ip", "netns", "exec", lab.namespaces[host], "tc", "qdisc",
+                            "add", "dev", inner, *qdisc], check=True, capture_output=True)
+            subprocess.run(["tc", "qdisc", "add", "dev", lab.host_links[host], *qdisc],
+                           check=True, capture_output=True)
 
 
 def master_egress(lab: NetLab) -> int:
@@ -55,11 +61,11 @@ def start_client(lab: NetLab, host: str, folder: Path, port: int) -> subprocess.
         cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
-def timed_copy(api: MasterAPI, lab: NetLab, nodeset: str, source: Path, dest: str
-               ) -> tuple[float, int]:
+def timed_copy(api: MasterAPI, lab: NetLab, nodeset: str, source: Path, dest: str,
+               star: bool = False) -> tuple[float, int]:
     before = master_egress(lab)
     started = time.perf_counter()
-    group = api.copy(nodeset, [str(source)], dest)
+    group = api.copy(nodeset, [str(source)], dest, star=star)
     elapsed = time.perf_counter() - started
     assert group.ok, group.errors
     return elapsed, master_egress(lab) - before
@@ -70,6 +76,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--rate", default="100mbit")
+    parser.add_argument("--no-star", action="store_true",
+                        help="skip the star baseline (N times slower than the chain)")
     args = parser.parse_args()
     size = args.size_mib << 20
     hosts = [f"h{i}" for i in range(1, args.nodes + 1)]
@@ -93,17 +101,25 @@ def main() -> None:
         try:
             clients = [start_client(lab, host, folder, api.address[1]) for host in hosts]
             assert api.wait_ready(args.nodes, 60).reached
+            nodeset = f"h[1-{args.nodes}]"
             one, one_bytes = timed_copy(api, lab, "h1", source, "one.bin")
-            many, many_bytes = timed_copy(api, lab, f"h[1-{args.nodes}]", source, "many.bin")
+            chain, chain_bytes = timed_copy(api, lab, nodeset, source, "chain.bin")
+            star = star_bytes = 0.0
+            if not args.no_star:
+                star, star_bytes = timed_copy(api, lab, nodeset, source, "star.bin", star=True)
             print(f"{args.size_mib} MiB over links shaped to {args.rate} (tc tbf), "
                   f"master and {args.nodes} nodes in network namespaces")
-            print(f"  to 1 node:   {one:6.1f} s  {size / one / 1e6:5.1f} MB/s  "
+            print(f"  to 1 node:                {one:6.1f} s  {size / one / 1e6:5.1f} MB/s  "
                   f"master egress {one_bytes / size:.2f}x the file")
-            print(f"  to {args.nodes} nodes: {many:6.1f} s  ({many / one:.1f}x one node)  "
-                  f"master egress {many_bytes / size:.2f}x the file  (star: the only way "
-                  "built so far)")
-            print("goal (pipelined distribution, not built yet): N nodes <= 1.3x one node, "
-                  "master egress about 1x the file")
+            print(f"  to {args.nodes} nodes, chain:       {chain:6.1f} s  "
+                  f"({chain / one:.2f}x one node)  master egress {chain_bytes / size:.2f}x "
+                  "the file")
+            if star:
+                print(f"  to {args.nodes} nodes, star (--star): {star:6.1f} s  "
+                      f"({star / one:.2f}x one node)  master egress {star_bytes / size:.2f}x "
+                      "the file  (baseline)")
+            print("goal for the chain: N nodes <= 1.3x one node, master egress about 1x "
+                  "the file")
         finally:
             for client in clients:
                 client.terminate()

@@ -23,7 +23,7 @@ from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
-from common.argtypes import positive_int
+from common.argtypes import port_number, positive_int
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.journal import Journal
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", type=Path, help="this client's certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     parser.add_argument("--tls-ca", type=Path, help="the CA that signs the master's certificate")
+    parser.add_argument("--data-port", type=port_number, default=0, metavar="PORT",
+                        help="where other nodes send chained copies (default: any free port, "
+                        "told to the master)")
     parser.add_argument("--allow", action="append", default=[], metavar="PROGRAM",
                         help="run only these programs (repeatable; a name on PATH or a path)")
     parser.add_argument("--allow-file", type=Path, metavar="FILE",
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = ClientConfig(
         master=args.master, name=args.name, workdir=workdir, log_dir=log_dir,
-        state_dir=state_dir, tls=tls_files,
+        state_dir=state_dir, tls=tls_files, data_port=args.data_port,
     )
     # Made before anything touches the state folder: a second client on the same folder
     # stops here.
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
                               sandbox)
+        daemon.listen_for_links()
     except CorralError as exc:
         print(f"corral-client: {exc.message}", file=sys.stderr)
         return 2
@@ -180,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if too_long is None:
         procs.give_job_socket(job_socket_path)
     log = logging.getLogger("corral.client")
-    log.info("node %s (id %s) work folder %s, master %s:%d",
-             args.name, identity.node_id, workdir, *args.master)
+    log.info("node %s (id %s) work folder %s, master %s:%d, data port %d",
+             args.name, identity.node_id, workdir, *args.master, daemon.data_port)
     runner = gevent.spawn(daemon.run_forever)
 
     def stop(signum: int) -> None:

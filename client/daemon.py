@@ -25,10 +25,11 @@ import gevent.socket
 import gevent.ssl
 
 from client import metrics
+from client.chain import DataLinks, LinkSinks
 from client.files import Uploads, stream_out
 from client.protocol import Identity, handshake, send_error_quietly
 from client.sandbox import Sandbox
-from common import tcp_probe, tls
+from common import tcp_probe, tls, traffic_class
 from common.calls import CallCancel, CallError, CallItem, CallResult, ForwardedCall
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
 from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
@@ -37,6 +38,7 @@ from common.liveness import PING_EVERY, UNACKNOWLEDGED_INTERVALS
 from common.messages import (
     Ack,
     Cancel,
+    DataPort,
     ErrorFrame,
     FailReply,
     GetRequest,
@@ -73,6 +75,8 @@ class ClientConfig:
     state_dir: Path
     max_frame: int = DEFAULT_MAX_FRAME
     tls: TlsFiles | None = None
+    data_port: int = 0  # where other nodes open data links (0: any free port)
+    data_host: str = ""  # the address it listens on ("": every address)
 
 
 class Backoff:
@@ -98,6 +102,7 @@ class ClientDaemon:
         self.config = config
         self.sandbox = sandbox
         self.identity = identity
+        self.links = DataLinks(identity.name, token, config.tls, config.max_frame)
         self.token = token
         self.handlers = handlers
         self.running_processes = running_processes
@@ -110,6 +115,7 @@ class ClientDaemon:
         self._ended: list[ProcInfo] = []
         self._tls_context: Any = None
         self.call_ids = itertools.count(1)  # calls forwarded for processes, never reused
+        self.data_port = 0  # 0 until listen_for_links
         self.master_fingerprint = ""  # of the certificate the master showed, with TLS
         # Temporary files of copies in progress; a killed client removes them at start.
         self.partials = PartialLedger(config.state_dir / "partial-files")
@@ -123,6 +129,19 @@ class ClientDaemon:
         """The connection that forwards calls of processes to the master, if one is up."""
         connection = self._connection
         return connection if connection is not None and connection.authenticated else None
+
+    @property
+    def token(self) -> bytes:
+        return self.links.token
+
+    @token.setter
+    def token(self, value: bytes) -> None:
+        self.links.token = value  # the ticket gate checks with the token in use
+
+    def listen_for_links(self) -> int:
+        """Open the data port; the port number, which the master learns at registration."""
+        self.data_port = self.links.listen(self.config.data_host, self.config.data_port)
+        return self.data_port
 
     @property
     def tls_enabled(self) -> bool:
@@ -214,7 +233,8 @@ class _Connection:
         self._write_lock = gevent.lock.Semaphore()
         self._workers = gevent.pool.Group()
         self.authenticated = False
-        self.uploads = Uploads(daemon.sandbox, daemon.partials)
+        self.uploads = Uploads(daemon.sandbox, daemon.partials, daemon.links,
+                               self.send_quietly)
         self._in_flight: dict[int, gevent.Greenlet] = {}
         self._calls: dict[int, gevent.queue.Queue[Any]] = {}  # forwarded, by req
         self.last_heard = time.monotonic()
@@ -223,6 +243,7 @@ class _Connection:
         """Serve until the connection ends; True if the handshake had succeeded."""
         daemon = self.daemon
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        traffic_class.mark(self.sock, traffic_class.LOW_DELAY)
         try:
             self.sock.settimeout(HANDSHAKE_TIMEOUT)
             welcome = handshake(self.channel, daemon.identity, daemon.token)
@@ -236,6 +257,11 @@ class _Connection:
                 f", TLS, master certificate SHA-256 {daemon.master_fingerprint}"
                 if daemon.tls_enabled else "",
             )
+            if daemon.data_port:
+                # Before the first heartbeat: the node is ready only with its data port known.
+                self.send(DataPort(port=daemon.data_port))
+                daemon.links.sinks = LinkSinks(self.uploads.attach, self.uploads.from_link,
+                                               self.uploads.link_lost)
             self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
             self._workers.spawn(self._watch_master, welcome.heartbeat, gevent.getcurrent())
             for event in list(daemon.outbox.values()):
@@ -264,6 +290,7 @@ class _Connection:
             log.info("connection to master lost: %s", exc.strerror or exc)
         finally:
             self._workers.kill(block=False)
+            daemon.links.sinks = None
             self.uploads.abort_all()
             self.sock.close()
             for answers in self._calls.values():

@@ -9,15 +9,20 @@ leaves none of its files at the destination.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hmac
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
 
+from client.chain import DataLinks, Inbound, Relay
 from client.sandbox import OutsideSandbox, Sandbox
 from common.errors import CorralError, ErrorCode
 from common.landing import (
@@ -35,19 +40,23 @@ from common.messages import (
     GetFile,
     GetFileEnd,
     GetRequest,
+    LinkLost,
     Message,
     PutBegin,
     PutChunk,
     PutEnd,
     PutEntry,
+    PutProgress,
     RemoveRequest,
     Reply,
 )
+from common.stream_digest import StreamDigest
 from common.tree import scan
 
 log = logging.getLogger("corral.client.files")
 
 CHUNK = 1024 * 1024
+PROGRESS_EVERY = 0.25  # seconds between a chained copy's progress reports to the master
 
 
 def make_folder(path: Path) -> None:
@@ -87,6 +96,8 @@ class _Push:
         self._checked: dict[Path, Path] = {}  # folders found inside the sandbox, resolved
         self._made: set[Path] = set()  # folders known to exist
         self.files = self.bytes = 0
+        # A chained copy passed through other nodes: checked end to end before it lands.
+        self.digest = StreamDigest() if begin.transfer else None
 
     def landing(self, relpath: str) -> Path:
         """Where an entry is written, by ``cp``'s rules: inside DEST, or, when the one
@@ -118,6 +129,8 @@ class _Push:
 
     def entry(self, entry: PutEntry) -> None:
         self._finish_current()
+        if self.digest is not None:
+            self.digest.entry(entry.relpath, entry.kind, entry.mode, entry.size, entry.target)
         target = self.landing(entry.relpath)
         if (entry.kind == "dir" and "/" not in entry.relpath and not os.path.lexists(target)
                 and entry.relpath not in self.staged):
@@ -153,6 +166,8 @@ class _Push:
     def chunk(self, data: bytes) -> None:
         if self.current is None:
             raise CorralError("file data outside a file", ErrorCode.BAD_REQUEST)
+        if self.digest is not None:
+            self.digest.data(data)
         self.current.write(data)
 
     def _finish_current(self) -> None:
@@ -162,8 +177,13 @@ class _Push:
             self.files += 1
             self.bytes += current.size
 
-    def end(self) -> dict[str, Any]:
+    def end(self, digest: bytes) -> dict[str, Any]:
         self._finish_current()
+        if self.digest is not None and not hmac.compare_digest(self.digest.digest(), digest):
+            self.discard()
+            raise CorralError("what came through the chain does not match the master's "
+                              "SHA-256 (altered on the way); nothing landed",
+                              ErrorCode.PROTOCOL)
         gevent.get_hub().threadpool.apply(self._land_all)
         log.info("received %d files (%d bytes) into %s", self.files, self.bytes, self.dest)
         return {"path": str(self.dest), "files": self.files, "bytes": self.bytes}
@@ -193,17 +213,151 @@ class _Push:
         self.staged.clear()
 
 
-class Uploads:
-    """The receiving end of pushes on one connection."""
+@dataclasses.dataclass
+class _Leg:
+    """This node's part in a chained copy: where its data comes from, where it goes on,
+    and what of the stream's end has come (the master's digest, the last frame)."""
 
-    def __init__(self, sandbox: Sandbox, ledger: PartialLedger | None = None) -> None:
+    transfer: str
+    upstream: str  # the node that feeds it ("" for the master)
+    relay: Relay | None
+    inbound: Inbound | None = None
+    seal: bytes | None = None
+    streamed: bool = False
+    received: int = 0
+    reported: float = 0.0
+
+
+class Uploads:
+    """The receiving end of pushes on one connection, and this node's legs of chained
+    copies: each frame of a leg is forwarded to the next node first, then written here
+    (a node that cannot write a copy still forwards it)."""
+
+    def __init__(self, sandbox: Sandbox, ledger: PartialLedger | None = None,
+                 links: DataLinks | None = None,
+                 notify: Callable[[Message], None] | None = None) -> None:
         self.sandbox = sandbox
         self.ledger = ledger
+        self.links = links
+        self.notify = notify or (lambda message: None)  # to the master, unsolicited
         self._open: dict[int, _Push] = {}
         self._failed: set[int] = set()
+        self._legs: dict[int, _Leg] = {}
+        self._by_transfer: dict[str, int] = {}
 
     def handle(self, message: PutBegin | PutEntry | PutChunk | PutEnd) -> Message | None:
-        """Apply one frame of a push; return the reply to send, if this frame ends it."""
+        """Apply one frame of a push from the master; return the reply to send, if this
+        frame ends it."""
+        req = message.req
+        if isinstance(message, PutBegin) and message.transfer:
+            problem = self._begin_leg(message)
+            if problem is not None:
+                self._failed.add(req)
+                return FailReply(req=req, code=int(ErrorCode.BAD_REQUEST), message=problem)
+        leg = self._legs.get(req)
+        if leg is None or isinstance(message, PutBegin):
+            return self._apply(message)
+        if isinstance(message, PutEnd) and leg.upstream:  # the seal; data comes by link
+            leg.seal = message.digest
+            return self._finish_leg(req, leg) if leg.streamed else None
+        if leg.upstream:
+            self.cancel(req)
+            return FailReply(req=req, code=int(ErrorCode.PROTOCOL),
+                             message="copy data from the master for a node fed by a link")
+        if isinstance(message, PutEnd):
+            leg.seal = message.digest
+        return self._stream_frame(req, leg, message)
+
+    def _begin_leg(self, begin: PutBegin) -> str | None:
+        if self.links is None:
+            return "this client has no data port for chained copies"
+        if begin.req in self._legs or begin.transfer in self._by_transfer:
+            return f"chained copy {begin.transfer} is already open"
+        relay = (None if begin.downstream is None
+                 else self.links.relay(begin.downstream, begin.stall))
+        self._legs[begin.req] = _Leg(begin.transfer, begin.upstream, relay)
+        self._by_transfer[begin.transfer] = begin.req
+        if begin.upstream:
+            self.links.gate.expect(begin.transfer, begin.upstream, begin.clock or None)
+        return None
+
+    def attach(self, inbound: Inbound) -> bool:
+        """A data link admitted for ``inbound.transfer``: True if it feeds a leg here
+        that has no link yet."""
+        leg = self._leg_of(inbound.transfer)
+        if leg is None or leg.inbound is not None or not leg.upstream:
+            return False
+        leg.inbound = inbound
+        return True
+
+    def from_link(self, transfer: str, message: PutEntry | PutChunk | PutEnd) -> bool:
+        """One frame from the data link of ``transfer``; True once the stream has ended
+        (or the copy is gone here: the link has nothing more to bring)."""
+        req = self._by_transfer.get(transfer)
+        leg = None if req is None else self._legs.get(req)
+        if req is None or leg is None:
+            return True
+        reply = self._stream_frame(req, leg, dataclasses.replace(message, req=req))
+        if reply is not None:
+            self.notify(reply)
+        return leg.streamed
+
+    def link_lost(self, transfer: str, reason: str) -> None:
+        """The link feeding ``transfer`` ended before the stream did: this node's copy
+        fails (the master retries it in a chain re-formed without the node before), and
+        the nodes after it lose their link too."""
+        req = self._by_transfer.get(transfer)
+        leg = None if req is None else self._legs.get(req)
+        if req is None or leg is None or leg.streamed:
+            return
+        upstream = leg.upstream
+        self.cancel(req)
+        self._failed.add(req)  # the master's seal or cancel may still come
+        self.notify(FailReply(req=req, code=int(ErrorCode.UPSTREAM_LOST),
+                              message=f"the data link from {upstream} ended: {reason}"))
+
+    def _stream_frame(self, req: int, leg: _Leg,
+                      message: PutEntry | PutChunk | PutEnd) -> Message | None:
+        relay = leg.relay
+        if relay is not None and not relay.forward(message):
+            leg.relay = None
+            self.notify(LinkLost(req=req, node=relay.node, reason=relay.error or "failed"))
+        if isinstance(message, PutEnd):
+            leg.streamed = True
+            self._report(req, leg, force=True)
+            return self._finish_leg(req, leg) if leg.seal is not None else None
+        leg.received += len(message.data)
+        self._report(req, leg)
+        return self._apply(message)
+
+    def _report(self, req: int, leg: _Leg, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - leg.reported >= PROGRESS_EVERY:
+            leg.reported = now
+            self.notify(PutProgress(req=req, received=leg.received))
+
+    def _finish_leg(self, req: int, leg: _Leg) -> Message | None:
+        self._drop_leg(req)
+        return self._apply(PutEnd(req=req, digest=leg.seal or b""))
+
+    def _leg_of(self, transfer: str) -> _Leg | None:
+        req = self._by_transfer.get(transfer)
+        return None if req is None else self._legs.get(req)
+
+    def _drop_leg(self, req: int) -> None:
+        leg = self._legs.pop(req, None)
+        if leg is None:
+            return
+        self._by_transfer.pop(leg.transfer, None)
+        if self.links is not None:
+            self.links.gate.forget(leg.transfer)
+        if leg.relay is not None:
+            leg.relay.close()  # after the last frame: the next node has it all
+        if leg.inbound is not None and not leg.streamed:
+            with contextlib.suppress(OSError):
+                leg.inbound.sock.close()
+
+    def _apply(self, message: PutBegin | PutEntry | PutChunk | PutEnd) -> Message | None:
         req = message.req
         if req in self._failed:
             if isinstance(message, PutEnd):
@@ -222,7 +376,7 @@ class Uploads:
                 push = self._push(req)
                 del self._open[req]
                 try:
-                    return Reply(req=req, value=push.end())
+                    return Reply(req=req, value=push.end(message.digest))
                 except BaseException:
                     push.discard()
                     raise
@@ -242,6 +396,7 @@ class Uploads:
         return push
 
     def cancel(self, req: int) -> None:
+        self._drop_leg(req)
         push = self._open.pop(req, None)
         if push is not None:
             push.discard()
@@ -249,6 +404,8 @@ class Uploads:
 
     def abort_all(self) -> None:
         """The connection ended: nothing half-received may stay behind."""
+        for req in list(self._legs):
+            self._drop_leg(req)
         for push in self._open.values():
             push.discard()
         self._open.clear()

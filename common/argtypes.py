@@ -22,3 +22,14 @@ def http_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}")
     return host, int(port)
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on; 0 means any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be 0 to 65535")
+    return value

@@ -31,6 +31,7 @@ class ErrorCode(enum.IntEnum):
     LINK_OUTSIDE = 21  # a link in a copied folder that leads outside it (see common.links)
     DANGLING_LINK = 22  # a link to follow (-L) that points at nothing
     MASTER_FULL = 23  # the master holds all the connections its open-file limit allows
+    UPSTREAM_LOST = 24  # the node that fed this one a chained copy went away (see chain)
 
 
 class CorralError(Exception):

@@ -504,6 +504,98 @@ class PutBegin(Message):
     req: int
     dest: str
     into: bool
+    # A chained copy (docs/chain-design.md): its id; the node whose data link feeds this
+    # node ("" for the master); and the node this one forwards every frame to, if any.
+    transfer: str = ""
+    upstream: str = ""
+    downstream: NextHop | None = None
+    stall: float = 0.0  # seconds the next node may accept nothing before it is cut out
+    clock: float = 0.0  # the master's time (Unix) when it sent this: tickets expire by it
+
+    def problem(self) -> str | None:
+        return None if self.stall >= 0 else "negative stall time"
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LinkTicket(Message):
+    """The master's one-time permission for ``sender`` to open a data link to ``receiver``
+    for chained copy ``transfer`` (see ``common.tickets``). Travels to the sender inside its
+    ``put``, and from the sender to the receiver as the first frame of the link."""
+
+    TAG: ClassVar[str] = "ticket"
+
+    transfer: str
+    sender: str
+    receiver: str
+    expires: float
+    nonce: str
+    mac: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class NextHop(Message):
+    """Where a node forwards a chained copy: the next node's data port, and its ticket."""
+
+    TAG: ClassVar[str] = "hop"
+
+    host: str
+    port: int
+    ticket: LinkTicket
+
+    def problem(self) -> str | None:
+        return None if 0 < self.port < 65536 else f"port {self.port} out of range"
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LinkWelcome(Message):
+    """receiver -> sender on a data link: the ticket is admitted; both sides now MAC every
+    frame with keys made from the token, the ticket's nonce and this one."""
+
+    TAG: ClassVar[str] = "lwelcome"
+
+    nonce: bytes
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class DataPort(Message):
+    """client -> master, right after the handshake: the port its data links are accepted
+    on, for chained copies."""
+
+    TAG: ClassVar[str] = "dport"
+
+    port: int
+
+    def problem(self) -> str | None:
+        return None if 0 < self.port < 65536 else f"port {self.port} out of range"
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PutProgress(Message):
+    """client -> master, a few times a second during a chained copy: bytes of push
+    ``req`` written so far (the progress line shows the slowest node)."""
+
+    TAG: ClassVar[str] = "putp"
+
+    req: int
+    received: int
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LinkLost(Message):
+    """client -> master: forwarding push ``req`` to ``node`` failed or stalled; this node
+    carries on without it, and the master re-forms the chain after it."""
+
+    TAG: ClassVar[str] = "llost"
+
+    req: int
+    node: str
+    reason: str
 
 
 @register
@@ -547,6 +639,7 @@ class PutEnd(Message):
     TAG: ClassVar[str] = "pute"
 
     req: int
+    digest: bytes = b""  # chained copies: the master's SHA-256 of the stream (StreamDigest)
 
 
 @register

@@ -51,6 +51,7 @@ ERROR_MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.DANGLING_LINK: "a link to follow points at nothing",
     ErrorCode.MASTER_FULL: "sent instead of `hello`: the master has no room for another "
                            "connection (its open-file limit); retry later (closes)",
+    ErrorCode.UPSTREAM_LOST: "a chained copy lost the node that fed it; the master retries",
 }
 
 

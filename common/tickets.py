@@ -53,37 +53,56 @@ def issue(token: bytes, transfer: str, sender: str, receiver: str,
                   _mac(token, transfer, sender, receiver, expires, nonce))
 
 
+class NotAnnounced(AuthError):
+    """A ticket that is sound but for a link the master has not announced (yet: its
+    announcement may still be on the way, over another connection)."""
+
+
 class TicketGate:
     """The receiving node's side: which links the master announced, and which tickets
     were already used (kept until they expire, so the memory stays bounded)."""
 
     def __init__(self, token: bytes, me: str, clock: Callable[[], float] = time.time) -> None:
-        self._token = token
+        self.token = token  # replaced when the client re-reads its token (SIGHUP)
         self._me = me
         self._clock = clock
-        self._expected: dict[str, str] = {}  # transfer -> the sender the master announced
-        self._used: dict[str, float] = {}  # nonce -> expiry
+        # transfer -> the sender the master announced, and how far the master's clock is
+        # ahead of ours (tickets expire by the master's clock: nodes' clocks may differ)
+        self._expected: dict[str, tuple[str, float]] = {}
+        self._used: dict[str, float] = {}  # nonce -> expiry, by our clock
+        self._over: dict[str, float] = {}  # transfers forgotten -> until when to say so
 
-    def expect(self, transfer: str, sender: str) -> None:
-        self._expected[transfer] = sender
+    def expect(self, transfer: str, sender: str, master_clock: float | None = None) -> None:
+        """The master announces ``sender`` for ``transfer``; ``master_clock`` is the
+        master's time when it sent the announcement."""
+        offset = 0.0 if master_clock is None else master_clock - self._clock()
+        self._expected[transfer] = (sender, offset)
 
     def forget(self, transfer: str) -> None:
-        self._expected.pop(transfer, None)
+        """The copy is over here: a ticket for it is refused at once from now on."""
+        if self._expected.pop(transfer, None) is not None:
+            self._over[transfer] = self._clock() + TICKET_LIFETIME
 
     def admit(self, ticket: Ticket) -> None:
         """Accept ``ticket`` once, or raise AuthError saying why not."""
         now = self._clock()
         self._used = {nonce: expires for nonce, expires in self._used.items() if expires > now}
-        expected = _mac(self._token, ticket.transfer, ticket.sender, ticket.receiver,
+        self._over = {transfer: until for transfer, until in self._over.items() if until > now}
+        expected = _mac(self.token, ticket.transfer, ticket.sender, ticket.receiver,
                         ticket.expires, ticket.nonce)
         if not hmac.compare_digest(expected, ticket.mac):
             raise AuthError("data link refused: the ticket's MAC is wrong (forged or altered)")
         if ticket.receiver != self._me:
             raise AuthError(f"data link refused: the ticket is for {ticket.receiver!r}")
-        if ticket.expires <= now:
-            raise AuthError("data link refused: the ticket has expired")
         if ticket.nonce in self._used:
             raise AuthError("data link refused: the ticket was used already (a replay)")
-        if self._expected.get(ticket.transfer) != ticket.sender:
-            raise AuthError("data link refused: no such transfer from that sender announced")
-        self._used[ticket.nonce] = ticket.expires
+        if ticket.transfer in self._over:
+            raise AuthError("data link refused: that copy is over on this node (cancelled "
+                            "or done)")
+        sender, offset = self._expected.get(ticket.transfer, ("", 0.0))
+        if sender != ticket.sender:
+            raise NotAnnounced("data link refused: no such transfer from that sender "
+                               "announced")
+        if ticket.expires <= now + offset:
+            raise AuthError("data link refused: the ticket has expired")
+        self._used[ticket.nonce] = ticket.expires - offset

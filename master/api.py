@@ -224,13 +224,14 @@ class MasterAPI:
     # --- files -------------------------------------------------------------------------
 
     def copy(self, nodeset: str | None, sources: list[str], dest: str, recursive: bool = False,
-             progress: ProgressCallback | None = None, follow: bool = False
-             ) -> GroupResult[TransferResult]:
-        """Push local files (folders with ``recursive``) to DEST on each node at once, by
-        ``cp``'s rules; ``follow`` follows links inside folders (``-L``). ``progress`` is
-        called on the hub thread now and then."""
+             progress: ProgressCallback | None = None, follow: bool = False,
+             star: bool = False) -> GroupResult[TransferResult]:
+        """Push local files (folders with ``recursive``) to DEST on each node, by ``cp``'s
+        rules, through a chain of the nodes (each forwards to the next), or with ``star``
+        from the master to each; ``follow`` follows links inside folders (``-L``).
+        ``progress`` is called on the hub thread now and then."""
         return self._hub.call(self._engine.push, nodeset, sources, dest, recursive, progress,
-                              follow)
+                              follow, star)
 
     def pull(self, nodeset: str | None, remote_paths: list[str], local_dir: str,
              progress: ProgressCallback | None = None, follow: bool = False

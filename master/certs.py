@@ -104,7 +104,7 @@ def init(folder: Path, hosts: list[str], ips: list[ipaddress.IPv4Address | ipadd
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
     sans += [x509.IPAddress(ip) for ip in ips]
     common_name = hosts[0] if hosts else str(ips[0])
-    master_cert = _leaf(folder, "master", common_name, sans, ExtendedKeyUsageOID.SERVER_AUTH,
+    master_cert = _leaf(folder, "master", common_name, sans, [ExtendedKeyUsageOID.SERVER_AUTH],
                         (ca, key), days)
     names = ", ".join([f"DNS:{h}" for h in hosts] + [f"IP:{ip}" for ip in ips])
     print(f"made {ca_cert} (the CA; keep {ca_key} safe) and {master_cert} for {names}\n"
@@ -124,8 +124,9 @@ def issue(folder: Path, node: str, days: int, force: bool) -> None:
         raise CertsError(f"{target} exists already (add --force to replace it)")
     ca = _load_ca(folder)
     # The name goes in the subject and, for verifiers that read only those, as a DNS name.
-    made = _leaf(folder, node, node, [x509.DNSName(node)], ExtendedKeyUsageOID.CLIENT_AUTH,
-                 ca, days)
+    # A client to the master, and a server to the nodes that send it chained copies.
+    made = _leaf(folder, node, node, [x509.DNSName(node)],
+                 [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH], ca, days)
     print(f"made {made} for node {node}\n"
           f"copy {made}, {made.with_suffix('.key')} and {folder / 'ca.crt'} to that machine "
           f"and start its client with --name {node} --tls-cert {made.name} --tls-key "
@@ -147,7 +148,7 @@ def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
 
 
 def _leaf(folder: Path, stem: str, common_name: str, sans: list[x509.GeneralName],
-          usage: x509.ObjectIdentifier,
+          usages: list[x509.ObjectIdentifier],
           ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], days: int) -> Path:
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
@@ -156,7 +157,7 @@ def _leaf(folder: Path, stem: str, common_name: str, sans: list[x509.GeneralName
     cert = (_builder(subject, ca_cert.subject, key.public_key(), now, days)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))

@@ -173,7 +173,7 @@ class ControlServer:
             return self._events(emit)
         if op_name == "copy":
             return self.engine.push(args["nodeset"], args["sources"], args["dest"],
-                                    args["recursive"], emit, args["follow"])
+                                    args["recursive"], emit, args["follow"], args["star"])
         if op_name == "pull":
             return self.engine.pull(args["nodeset"], args["remote_paths"], args["local_dir"],
                                     emit, args["follow"])

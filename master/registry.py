@@ -50,6 +50,7 @@ class Node:
     rtt_ms: float | None = None
     gone_at: float = 0.0  # monotonic time it last went GONE
     seen_at: float = 0.0  # wall-clock time it was last known connected
+    data_address: tuple[str, int] | None = None  # where other nodes reach its data port
 
     def view(self, now: float) -> NodeView:
         hb = self.heartbeat

@@ -50,6 +50,7 @@ class MasterConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     handshake_timeout: float = 5.0
     request_timeout: float = 10.0  # how long a node may take to answer a request
+    stall_timeout: float = 30.0  # how long a node in a chained copy may take nothing
     tls: TlsFiles | None = None
     state_dir: Path | None = None  # the master's own files (default: the log folder)
     control: Path | None = None  # the control socket (None: no socket)
@@ -171,10 +172,13 @@ class MasterEngine:
         self.jobs.close()
 
     def push(self, nodeset: str | None, sources: list[str], dest: str, recursive: bool,
-             progress: ProgressCallback | None, follow: bool) -> GroupResult[TransferResult]:
-        """``copy``, whichever front end asks, with its bytes counted for /metrics."""
+             progress: ProgressCallback | None, follow: bool, star: bool = False
+             ) -> GroupResult[TransferResult]:
+        """``copy``, whichever front end asks, with its bytes counted for /metrics: through
+        a chain of the nodes, whose tickets the token signs, unless ``star``."""
         group = transfers.push(self.registry, nodeset, sources, dest, recursive, progress,
-                               follow)
+                               follow, token=self.token, star=star,
+                               stall=self.config.stall_timeout)
         self.metrics.moved("copied", sum(r.bytes for r in group.results.values()))
         return group
 

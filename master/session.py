@@ -22,7 +22,7 @@ import gevent.event
 import gevent.lock
 import gevent.socket
 
-from common import PROTOCOL_VERSION, auth, frame_auth, tls
+from common import PROTOCOL_VERSION, auth, frame_auth, tls, traffic_class
 from common.calls import CallCancel, ForwardedCall
 from common.errors import (
     AuthError,
@@ -37,6 +37,7 @@ from common.liveness import PING_EVERY
 from common.messages import (
     Ack,
     Cancel,
+    DataPort,
     ErrorFrame,
     FailReply,
     GetChunk,
@@ -44,8 +45,10 @@ from common.messages import (
     GetFileEnd,
     Heartbeat,
     Hello,
+    LinkLost,
     Message,
     Ping,
+    PutProgress,
     Register,
     Reply,
     Welcome,
@@ -74,6 +77,7 @@ class Session:
     def __init__(self, sock: Any, address: tuple[str, int], engine: MasterEngine) -> None:
         self.sock = sock
         self.address = f"{address[0]}:{address[1]}"
+        self.peer_host = address[0]  # as the node's peers reach it too, on a flat network
         self.engine = engine
         self.node: Node | None = None
         self._channel = FrameChannel(sock, engine.config.max_frame)
@@ -103,6 +107,7 @@ class Session:
 
     def run(self) -> None:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        traffic_class.mark(self.sock, traffic_class.LOW_DELAY)
         reason = "connection closed by peer"
         try:
             with gevent.Timeout(self.engine.config.handshake_timeout, _HandshakeTimeout):
@@ -139,7 +144,8 @@ class Session:
         (rather than lost a connection that was working)."""
         self._went_silent = silent
         if self._closed_reason is None:
-            self._send_ack()  # a delayed ack still owed goes out first: nothing twice
+            if not self._write_lock.locked():  # else a send is stuck: the node resends
+                self._send_ack()  # a delayed ack still owed goes out first: nothing twice
             self._closed_reason = reason
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -287,10 +293,12 @@ class Session:
                 if (waiting := self._pending.pop(message.req, None)) is not None:
                     waiting[0].set_exception(RemoteError(peer_message(message.message),
                                                          error_code(message.code)))
-            elif isinstance(message, (GetFile, GetChunk, GetFileEnd)):
+            elif isinstance(message, (GetFile, GetChunk, GetFileEnd, PutProgress, LinkLost)):
                 sink = self._sinks.get(message.req)
                 if sink is not None:  # else: the pull was cancelled; drop the rest
                     sink(message)
+            elif isinstance(message, DataPort):
+                self.node.data_address = (self.peer_host, message.port)
             elif isinstance(message, ProcExited):
                 self._on_exit(message)
             elif isinstance(message, ForwardedCall):

@@ -1,10 +1,12 @@
 """copy, pull and remove on the hub thread: files streamed in chunks, each in an
 authenticated frame, landed only when whole.
 
-A push reads each local file once and sends every chunk to all target nodes at once; the
-slowest node sets the pace (TCP back-pressure), so memory stays flat however large the
-file. A node that fails drops out with its reason; the others carry on. A pull writes each
-node's files under ``LOCAL_DIR/<node>/`` through a temporary file, verified, then renamed.
+A push to several nodes goes through a chain of them (``master.chain``). To one node, or
+as a star (``--star``), it reads each local file once and sends every chunk to all target
+nodes at once; the slowest node sets the pace (TCP back-pressure), so memory stays flat
+however large the file. A node that fails drops out with its reason; the others carry on.
+A pull writes each node's files under ``LOCAL_DIR/<node>/`` through a temporary file,
+verified, then renamed.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from common.messages import (
 )
 from common.names import name_problem
 from common.placeholders import expand
-from common.replies import PutAnswer, RemoveAnswer
+from common.replies import RemoveAnswer
 from common.text import peer_message
 from common.tree import NOTE_LIMIT, Tree, scan
+from master.chain import PushTarget, push_chain
 from master.fanout import fan_out, resolve_targets
 from master.front.results import (
     GroupResult,
@@ -49,7 +52,6 @@ from master.front.results import (
     natural_key,
 )
 from master.registry import Node, NodeRegistry
-from master.session import Session
 
 log = logging.getLogger("corral.master.files")
 
@@ -125,27 +127,22 @@ def _check_readable(path: Path) -> None:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-@dataclasses.dataclass
-class _Target:
-    node: Node
-    session: Session
-    req: int = 0
-    result: gevent.event.AsyncResult | None = None
-    answer: PutAnswer | None = None
-    error: CorralError | None = None
-
-
 def push(registry: NodeRegistry, nodeset: str | None, sources: list[str], dest: str,
          recursive: bool, progress: ProgressCallback | None, follow: bool = False,
-         file_mode: int | None = None) -> GroupResult[TransferResult]:
-    """``file_mode``: every file lands with these permission bits instead of its own (a
-    script pushed to be run)."""
+         file_mode: int | None = None, token: bytes = b"", star: bool = False,
+         stall: float = STALL_TIMEOUT) -> GroupResult[TransferResult]:
+    """Copy to the target nodes: through a chain (``master.chain``) to several nodes when
+    given the token to sign the chain's tickets with, else (one node, ``star``, no token) as
+    a star: every byte from the master to each node. ``file_mode``: every file lands with
+    these permission bits instead of its own (a script pushed to be run)."""
     plan = plan_push(sources, dest, recursive, follow)
     if file_mode is not None:
         plan.tree.entries[:] = [dataclasses.replace(e, mode=file_mode) if e.kind == "file"
                                 else e for e in plan.tree.entries]
     nodes, errors = resolve_targets(registry, nodeset)
-    targets = [_Target(node, node.session) for node in nodes if node.session is not None]
+    if len(nodes) > 1 and token and not star:
+        return _push_chained(plan, nodes, errors, token, progress, stall)
+    targets = [PushTarget(node, node.session) for node in nodes if node.session is not None]
     meter = _Meter(progress, plan.tree.size * len(targets))
     started = time.monotonic()
     for index, target in enumerate(targets):
@@ -176,7 +173,22 @@ def push(registry: NodeRegistry, nodeset: str | None, sources: list[str], dest: 
                        order=sorted(set(results) | set(errors), key=natural_key))
 
 
-def _send_entries(tree: Tree, targets: list[_Target], meter: _Meter) -> None:
+def _push_chained(plan: PushPlan, nodes: list[Node], errors: dict[str, CorralError],
+                  token: bytes, progress: ProgressCallback | None, stall: float
+                  ) -> GroupResult[TransferResult]:
+    started = time.monotonic()
+    answers, failed = push_chain(token, plan.dest, plan.into, plan.tree, nodes, progress,
+                                 stall)
+    seconds = time.monotonic() - started
+    errors.update(failed)
+    results = {name: TransferResult(answer.files, answer.bytes, seconds, list(plan.tree.notes))
+               for name, answer in answers.items()}
+    log.info("chained copy -> %s on %d nodes: %d failed", plan.dest, len(nodes), len(failed))
+    return GroupResult(results=results, errors=errors,
+                       order=sorted(set(results) | set(errors), key=natural_key))
+
+
+def _send_entries(tree: Tree, targets: list[PushTarget], meter: _Meter) -> None:
     """Each entry once to every node still in the copy; a file's first chunk rides in its
     entry, so a small file costs one frame."""
     for entry in tree.entries:
@@ -206,7 +218,7 @@ def _send_entries(tree: Tree, targets: list[_Target], meter: _Meter) -> None:
             raise CorralError(f"{entry.path}: {exc.strerror or exc}", ErrorCode.IO) from None
 
 
-def _broadcast(targets: list[_Target], message_for: Callable[[int], Message]) -> None:
+def _broadcast(targets: list[PushTarget], message_for: Callable[[int], Message]) -> None:
     """Send one frame to every node still in the copy; with several, at once, so the
     slowest sets the pace without holding up the others' sends."""
     live = [t for t in targets if t.error is None]
@@ -216,7 +228,7 @@ def _broadcast(targets: list[_Target], message_for: Callable[[int], Message]) ->
         gevent.joinall([gevent.spawn(_deliver, t, message_for) for t in live])
 
 
-def _deliver(target: _Target, message_for: Callable[[int], Message]) -> None:
+def _deliver(target: PushTarget, message_for: Callable[[int], Message]) -> None:
     assert target.result is not None
     if target.result.ready():  # the node refused early (sandbox, disk full): its reason
         try:
@@ -234,11 +246,11 @@ def _deliver(target: _Target, message_for: Callable[[int], Message]) -> None:
         _fail(target, exc)
 
 
-def _await_answers(targets: list[_Target], size: int) -> None:
+def _await_answers(targets: list[PushTarget], size: int) -> None:
     """Each node's answer, which comes after it has synced and renamed everything."""
     timeout = STALL_TIMEOUT + size / SLOWEST_DISK
 
-    def wait(target: _Target) -> None:
+    def wait(target: PushTarget) -> None:
         assert target.result is not None
         try:
             target.answer = target.result.get(timeout=timeout)
@@ -250,7 +262,7 @@ def _await_answers(targets: list[_Target], size: int) -> None:
     gevent.joinall([gevent.spawn(wait, t) for t in targets if t.error is None])
 
 
-def _fail(target: _Target, exc: BaseException) -> None:
+def _fail(target: PushTarget, exc: BaseException) -> None:
     if target.error is None:
         if isinstance(exc, CorralError):
             target.error = exc

@@ -202,9 +202,9 @@ def test_client_killed_mid_transfer_leaves_no_partial_file(master: MasterAPI, no
     victim = nodes[1]
 
     def kill_part_way(progress: Progress) -> None:
-        # The first report comes with the first chunk (later ones are throttled to 4 a
-        # second, and a fast machine can finish 128 MiB between two of them).
-        if progress.done > 0 and victim.proc.poll() is None:
+        # At the first report, which comes with the first chunk a node reports (later ones
+        # are throttled to 4 a second, and a fast machine can finish 128 MiB between two).
+        if victim.proc.poll() is None:
             victim.signal(signal.SIGKILL)
 
     group = master.copy("n[1-2]", [str(source)], "big.bin", progress=kill_part_way)

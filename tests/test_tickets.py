@@ -67,5 +67,20 @@ def test_misdirected_stale_or_unannounced_tickets_are_refused(gate: TicketGate,
     with pytest.raises(AuthError, match="expired"):
         gate.admit(stale)
     gate.forget("t1")
-    with pytest.raises(AuthError, match="no such transfer"):
+    with pytest.raises(AuthError, match="that copy is over"):  # at once: no waiting for it
+        gate.admit(issue(TOKEN, "t1", "n1", "n2", clock=clock))
+
+
+def test_tickets_expire_by_the_master_s_clock(clock: Clock) -> None:
+    master_clock = Clock()
+    master_clock.now = clock.now + 3600  # the node's clock is an hour behind the master's
+    gate = TicketGate(TOKEN, "n2", clock)
+    gate.expect("t1", "n1", master_clock())
+    gate.admit(issue(TOKEN, "t1", "n1", "n2", lifetime=5, clock=master_clock))
+    stale = issue(TOKEN, "t1", "n1", "n2", lifetime=5, clock=master_clock)
+    clock.now += 6
+    with pytest.raises(AuthError, match="expired"):
+        gate.admit(stale)
+    gate.forget("t1")
+    with pytest.raises(AuthError, match="that copy is over"):
         gate.admit(issue(TOKEN, "t1", "n1", "n2", clock=clock))

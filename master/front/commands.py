@@ -500,6 +500,8 @@ def _copy_parser(kit: Kit) -> argparse.ArgumentParser:
     add_nodeset(parser, kit)
     parser.add_argument("-r", dest="recursive", action="store_true", help="folders too")
     add_follow(parser)
+    parser.add_argument("--star", action="store_true",
+                        help="send to each node from the master, not through a chain of them")
     parser.add_argument("sources", nargs="+", metavar="SRC", **kit.hint(Hint.LOCAL_PATH))
     parser.add_argument("dest", metavar="DEST",
                         help="path on the nodes, relative to their work folder; "
@@ -527,7 +529,7 @@ def _copy(args: argparse.Namespace, backend: Backend, out: Output) -> Report:
     group = backend.call("copy", {"nodeset": args.nodeset,
                                   "sources": [_local(s) for s in args.sources],
                                   "dest": args.dest, "recursive": args.recursive,
-                                  "follow": args.follow},
+                                  "follow": args.follow, "star": args.star},
                          out.progress)
     return _transfer_report(group)
 

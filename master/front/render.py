@@ -332,6 +332,8 @@ def progress_line(progress: Progress) -> str:
     text += f"  {human_bytes(int(rate))}/s"
     if progress.total and rate > 0:
         text += f"  {duration((progress.total - progress.done) / rate)} left"
+    if progress.slowest:
+        text += f"  (slowest: {printable(progress.slowest)})"
     return text
 
 

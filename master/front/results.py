@@ -186,6 +186,7 @@ class Progress:
     done: int  # bytes sent to (or received from) all nodes so far
     total: int  # bytes expected; 0 when not known in advance (a pull)
     elapsed: float
+    slowest: str = ""  # a chained copy: the node furthest behind, whose bytes ``done`` is
 
 
 @dataclasses.dataclass(frozen=True)
