@@ -155,6 +155,7 @@ def test_unknown_message_type_after_handshake(master: MasterAPI, healthy,
     assert {n.name: n.state for n in master.nodes()}["healthy"] is NodeState.READY
 
 
+@pytest.mark.slow
 def test_silent_connection_times_out(master: MasterAPI, healthy, master_log: Path) -> None:
     _sock, channel = connect(master)
     assert isinstance(decode(channel.read()), Hello)

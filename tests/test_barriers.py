@@ -60,6 +60,7 @@ def test_release_when_the_last_arrives_and_reuse(control: Path) -> None:
     assert corral(control, "barrier").stdout.strip() == "no barrier is waited at"
 
 
+@pytest.mark.slow
 def test_timeout_names_who_arrived_and_leaves(control: Path) -> None:
     waiting = arrive(control, "t", 3)
     try:
@@ -91,6 +92,7 @@ def test_a_participant_interrupted_leaves_without_releasing(control: Path) -> No
     assert alone.returncode == 1 and "1 of 2 arrived" in alone.stderr
 
 
+@pytest.mark.slow
 def test_bad_input(control: Path) -> None:
     waiting = arrive(control, "c", 3)
     try:
@@ -157,6 +159,7 @@ def test_a_job_killed_at_a_barrier_leaves_it(  # type: ignore[no-untyped-def]
     assert alone.returncode == 1 and "1 of 2 arrived (operator)" in alone.stderr
 
 
+@pytest.mark.slow
 def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(control: Path) -> None:
     """``--timeout nan`` (a typo, or a job's own frame) would wait forever, never timing
     out: it is bad input, said at once, by the CLI and by the master alike."""

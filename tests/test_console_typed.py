@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.harness import PATIENCE
 
 
@@ -13,6 +15,7 @@ def batch(spawn_master, spawn_client, *commands: str) -> tuple[str, str, int]:
     return out, err, master.proc.returncode
 
 
+@pytest.mark.slow
 def test_quotes_spacing_and_separators_reach_the_shell(spawn_master, spawn_client) -> None:
     out, err, code = batch(
         spawn_master, spawn_client,
@@ -24,6 +27,7 @@ def test_quotes_spacing_and_separators_reach_the_shell(spawn_master, spawn_clien
     assert "[one  two]\n" in out
 
 
+@pytest.mark.slow
 def test_pipe_is_the_consoles_and_sh_c_sends_it(spawn_master, spawn_client, tmp_path) -> None:
     local = tmp_path / "local.txt"
     out, err, code = batch(

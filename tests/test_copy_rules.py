@@ -211,6 +211,7 @@ def test_remove_takes_the_link_never_its_target(master: MasterAPI, node, tmp_pat
     assert not refused.ok and "outside the sandbox" in refused.message
 
 
+@pytest.mark.slow
 def test_a_new_folder_lands_whole_or_not_at_all(master: MasterAPI, spawn_client,
                                                 tmp_path: Path) -> None:
     """A copy that makes a new folder builds it under a hidden name and renames it once: a

@@ -6,6 +6,7 @@ import re
 import signal
 
 import psutil
+import pytest
 
 from master.api import MasterAPI
 from tests.harness import PATIENCE, wait_until
@@ -18,6 +19,7 @@ def log_pids(client, program: str) -> list[int]:  # type: ignore[no-untyped-def]
             if (m := re.search(r"-(\d+)\.log$", p.name))]
 
 
+@pytest.mark.slow
 def test_master_killed_while_50_processes_run(spawn_master, spawn_client) -> None:
     first = spawn_master(["list --wait 3 --timeout 30", "exec -n 10 -- sleep 60",
                           f"exec -n 7 -- sh -c '{GATE}'"])
@@ -113,6 +115,7 @@ def test_truncated_last_line_is_dropped_with_a_warning(master: MasterAPI,
                == ["exited 4"], what="the table kept")
 
 
+@pytest.mark.slow
 def test_journal_stays_compact(master: MasterAPI, spawn_client) -> None:
     client = spawn_client("n1", master.address)
     assert master.wait_ready(1, timeout=30).reached

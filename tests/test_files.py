@@ -55,6 +55,7 @@ def partials(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [0, 1, 64 * 1024 * 1024])
 def test_copy_to_three_nodes_verified_by_hash(console: CorralConsole, nodes, tmp_path: Path,
                                               size: int) -> None:
@@ -196,6 +197,7 @@ def test_explicit_root_widens_the_sandbox(master: MasterAPI, spawn_client,
     assert client.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_client_killed_mid_transfer_leaves_no_partial_file(master: MasterAPI, nodes,
                                                            tmp_path: Path) -> None:
     source = random_file(tmp_path / "big.bin", 128 * 1024 * 1024)

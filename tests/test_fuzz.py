@@ -87,6 +87,7 @@ def test_reader_fails_only_with_protocol_errors(data: bytes, cuts: list[int],
 @FUZZ
 @given(st.dictionaries(st.text(max_size=12), values, max_size=8),
        st.sampled_from(sorted(_REGISTRY)))
+@pytest.mark.slow
 def test_decode_accepts_only_well_typed_messages(wire: dict[str, typing.Any], tag: str) -> None:
     for candidate in (wire, {**wire, "t": tag}):
         try:
@@ -215,6 +216,7 @@ def _storm_beside_a_healthy_client(master: MasterAPI, peer: typing.Callable[[int
     return sent, healthy_runs
 
 
+@pytest.mark.slow
 def test_storm_of_bad_frames(master: MasterAPI, spawn_client, master_log: Path) -> None:
     spawn_client("healthy", master.address)
     assert master.wait_ready(1, timeout=30).reached

@@ -116,6 +116,7 @@ def test_setuid_bits_never_land(master: MasterAPI, n1: ClientProcess, tmp_path: 
     assert stat.S_IMODE((tmp_path / "out" / "evil" / "planted").stat().st_mode) == 0o777
 
 
+@pytest.mark.slow
 def test_control_characters_from_peers_are_escaped(spawn_master, spawn_client) -> None:
     master = spawn_master(["list --wait 1 --timeout 30",
                            "run -w n1 -- echo a\x1b[2Jb\x07c",
@@ -296,6 +297,7 @@ def unreadable_file(tmp_path: Path) -> Path:
     pytest.skip("no file here that this user cannot read")
 
 
+@pytest.mark.slow
 def test_failures_are_one_line_and_fail_the_batch(spawn_master, spawn_client,
                                                   tmp_path: Path) -> None:
     source = unreadable_file(tmp_path)

@@ -50,6 +50,7 @@ def run_on(master: MasterProcess, node: str, command: str) -> dict[str, Any]:
     return json.loads(done.stdout)["result"]["results"][node]
 
 
+@pytest.mark.slow
 def test_a_job_sets_and_gets_through_its_client(cluster) -> None:  # type: ignore[no-untyped-def]
     master, (n1, _n2) = cluster
     answer = run_on(master, "n1", f'echo "$CORRAL_SOCKET"; {CORRAL} var set from_job "a b"'
@@ -70,6 +71,7 @@ def test_job_socket_is_private(cluster) -> None:  # type: ignore[no-untyped-def]
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
 
 
+@pytest.mark.slow
 def test_a_process_the_client_did_not_start_is_refused(cluster) -> None:  # type: ignore[no-untyped-def]
     """Same user, but not a process of that client: this test's own process."""
     master, (n1, _n2) = cluster
@@ -81,6 +83,7 @@ def test_a_process_the_client_did_not_start_is_refused(cluster) -> None:  # type
     assert "job socket: refused pid" in n1.log_text()
 
 
+@pytest.mark.slow
 def test_forged_corral_socket(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     master, (n1, n2) = cluster
     (tmp_path / "plain").write_text("not a socket")
@@ -239,6 +242,7 @@ def test_a_job_that_does_not_read_its_stream_is_stopped(cluster) -> None:  # typ
     assert run_on(master, "n1", f"{CORRAL} var get big | wc -c")["stdout"].strip() == "60001"
 
 
+@pytest.mark.slow
 def test_a_client_cannot_pass_its_calls_off_as_another_nodes(spawn_master) -> None:  # type: ignore[no-untyped-def]
     """A peer holding the token forwards a call whose ``ref`` names a process of n2: the
     variable it sets is still recorded as set from its own node, not n2's."""

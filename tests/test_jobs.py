@@ -45,6 +45,7 @@ def run_line(console: CorralConsole, line: str) -> tuple[str, int]:
 ENV_DUMP = 'echo "$CORRAL_NODE $CORRAL_JOB $CORRAL_RANK $CORRAL_SIZE $CORRAL_REF"'
 
 
+@pytest.mark.slow
 def test_exec_is_a_job_with_ranks_and_its_variables(master: MasterAPI, nodes) -> None:
     group = master.exec("n[1-2]", ["sh", "-c", ENV_DUMP], count=2)
     assert group.ok, group.errors
@@ -173,6 +174,7 @@ def test_jobs_survive_a_master_restart(spawn_master, spawn_client, tmp_path: Pat
     assert json.loads(ran.stdout)["result"]["results"]["n1"]["stdout"] == "two J3\n"
 
 
+@pytest.mark.slow
 def test_kill_skill_and_log_a_job(master: MasterAPI, nodes, console: CorralConsole,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     script = 'echo "first of $CORRAL_REF"; printf "no newline"; [ "$CORRAL_RANK" = 1 ] || sleep 60'

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pexpect
+import pytest
 
 from tests.harness import PATIENCE, ROOT, python_env, wait_until
 
@@ -23,6 +24,7 @@ def ready_rows(text: str) -> dict[str, str]:
     return rows
 
 
+@pytest.mark.slow
 def test_commands_as_arguments(spawn_master, spawn_client) -> None:
     # The master listens first (port 0), so start it waiting, then the clients.
     master = spawn_master(["list --wait 3 --timeout 30", "quit"])
@@ -32,6 +34,7 @@ def test_commands_as_arguments(spawn_master, spawn_client) -> None:
     assert ready_rows(out) == {c.name: c.node_id[:8] for c in clients}
 
 
+@pytest.mark.slow
 def test_failed_command_gives_nonzero_exit(spawn_master) -> None:
     master = spawn_master(["list --wait 1 --timeout 0.3", "quit"])
     _out, err = master.proc.communicate(timeout=PATIENCE)
@@ -47,6 +50,7 @@ def test_commands_on_stdin(spawn_master, spawn_client) -> None:
     assert out.count("READY") == 2  # both tables; EOF then ends the master cleanly
 
 
+@pytest.mark.slow
 def test_master_restart_keeps_node_ids(spawn_master, spawn_client) -> None:
     first = spawn_master()
     clients = [spawn_client(name, first.address) for name in ("n1", "n2", "n3")]
@@ -59,6 +63,7 @@ def test_master_restart_keeps_node_ids(spawn_master, spawn_client) -> None:
     assert ready_rows(out) == {c.name: c.node_id[:8] for c in clients}
 
 
+@pytest.mark.slow
 def test_bad_port_is_a_clear_error(spawn_master) -> None:
     busy = spawn_master()
     result = subprocess.run(
@@ -80,6 +85,7 @@ def spawn_console(master_argv: list[str]) -> pexpect.spawn:
     return child
 
 
+@pytest.mark.slow
 def test_interactive_console_in_a_terminal(tmp_path, token_file, spawn_client) -> None:
     from tests.harness import MasterProcess
 
@@ -125,6 +131,7 @@ def _idle(child: pexpect.spawn, seconds: float) -> bool:
     raise AssertionError(f"node lost while console idle: {child.before!r}{child.after!r}")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_wait_and_log_follow(tmp_path, token_file, spawn_client) -> None:
     from tests.harness import MasterProcess
 

@@ -127,6 +127,7 @@ def lab_clients(lab: NetLab, lab_master: MasterAPI, tmp_path: Path,
         client.stop()
 
 
+@pytest.mark.slow
 def test_full_cycle_across_hosts(lab: NetLab, lab_master: MasterAPI, lab_clients,
                                  tmp_path: Path) -> None:
     assert lab_master.wait_ready(3, timeout=30).reached
@@ -168,6 +169,7 @@ def test_link_down_then_up(lab: NetLab, lab_master: MasterAPI, lab_clients) -> N
     assert lab_master.signal([f"h2:{sleeper.pid}"], 9)[0].ok
 
 
+@pytest.mark.slow
 def test_a_client_notices_its_link_went_down_and_comes_back_by_itself(
         lab: NetLab, lab_master: MasterAPI, lab_clients) -> None:
     assert lab_master.wait_ready(3, timeout=30).reached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from ClusterShell.NodeSet import NodeSet
 
 from master.front.results import natural_key
@@ -20,6 +21,7 @@ def test_order_is_nodesets() -> None:
         assert sorted(names, key=natural_key) == list(NodeSet.fromlist(names))
 
 
+@pytest.mark.slow
 def test_tables_list_nodes_in_natural_order(spawn_master, spawn_client) -> None:
     names = ["n10", "n001", "n2", "n1"]
     master = spawn_master([f"list --wait {len(names)} --timeout 30", "run -- true", "quit"])

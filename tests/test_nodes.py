@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from common.states import NodeState
 from master.api import MasterAPI
 from tests.harness import wait_until
@@ -46,6 +48,7 @@ def test_sigkilled_client_goes_gone(master: MasterAPI, spawn_client) -> None:
     assert states(master)["n2"] is NodeState.READY
 
 
+@pytest.mark.slow
 def test_stopped_client_goes_missing_then_ready(master: MasterAPI, spawn_client,
                                                master_log) -> None:
     victim = spawn_client("n1", master.address)
@@ -59,6 +62,7 @@ def test_stopped_client_goes_missing_then_ready(master: MasterAPI, spawn_client,
     assert "n1: MISSING -> READY" in log
 
 
+@pytest.mark.slow
 def test_silent_client_goes_gone_after_ten_intervals(master: MasterAPI, spawn_client) -> None:
     victim = spawn_client("n1", master.address)
     assert master.wait_ready(1, timeout=30).reached

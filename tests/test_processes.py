@@ -51,6 +51,7 @@ def test_exit_code_comes_back(master: MasterAPI, nodes) -> None:
     wait_until(lambda: state_of(master, ref) == "exited 3", what="exited 3")
 
 
+@pytest.mark.slow
 def test_cpu_burner_shows_user_time(master: MasterAPI, nodes) -> None:
     burn = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
     info = only(master.exec("n2", ["sh", "-c", burn], ), "n2")
@@ -71,6 +72,7 @@ def test_running_process_shows_live_usage(master: MasterAPI, nodes) -> None:
 
 @pytest.mark.parametrize(("command", "signum", "expected"),
                          [("kill", 2, "killed SIGINT"), ("sKill", 9, "killed SIGKILL")])
+@pytest.mark.slow
 def test_kill_and_skill(console: CorralConsole, master: MasterAPI, nodes, command: str,
                         signum: int, expected: str) -> None:
     info = only(master.exec("n1", ["sleep", "60"]))
@@ -94,6 +96,7 @@ def test_kill_all_on_a_node_set(master: MasterAPI, nodes) -> None:
         wait_until(lambda n=name, i=info: state_of(master, f"{n}:{i.pid}") == "killed SIGTERM")
 
 
+@pytest.mark.slow
 def test_missing_program_is_a_spawn_error(console: CorralConsole, master: MasterAPI,
                                           nodes, capsys) -> None:
     console.onecmd_plus_hooks("exec -w n1 -- no-such-program-xyz")
@@ -119,6 +122,7 @@ def test_unknown_node_is_a_clear_error(console: CorralConsole, nodes, capsys) ->
     assert "unknown node: n9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_many_short_processes_leave_no_zombie(master: MasterAPI, nodes) -> None:
     client_pid = nodes[0].pid
     refs = []
@@ -150,6 +154,7 @@ def test_log_keeps_stdout_and_stderr_in_order(console: CorralConsole, master: Ma
     assert console.last_result.tail.decode().splitlines() == ["out3", "err3"]
 
 
+@pytest.mark.slow
 def test_log_follow_until_the_process_ends(console: CorralConsole, master: MasterAPI,
                                            nodes) -> None:
     script = "for i in 1 2 3 4 5; do echo tick$i; sleep 0.1; done"
@@ -177,6 +182,7 @@ def test_run_on_three_nodes(console: CorralConsole, nodes) -> None:
     assert console.exit_code == 0
 
 
+@pytest.mark.slow
 def test_run_reports_failures_and_stderr(console: CorralConsole, nodes) -> None:
     console.onecmd_plus_hooks("run -w n[1-2] -- sh -c 'echo oops >&2; test $(hostname) = nope'")
     text = console.stdout.getvalue()  # type: ignore[attr-defined]
@@ -185,12 +191,14 @@ def test_run_reports_failures_and_stderr(console: CorralConsole, nodes) -> None:
     assert console.exit_code == 1
 
 
+@pytest.mark.slow
 def test_run_timeout_kills_the_command(master: MasterAPI, nodes) -> None:
     group = master.run("n1", "echo started; sleep 30", timeout=0.5)
     result = group.results["n1"]
     assert result.timed_out and not result.ok and result.stdout == b"started\n"
 
 
+@pytest.mark.slow
 def test_wait_states_and_status(console: CorralConsole, master: MasterAPI, nodes) -> None:
     good = only(master.exec("n1", ["true"]))
     bad = only(master.exec("n2", ["sh", "-c", "exit 4"]), "n2")
@@ -202,6 +210,7 @@ def test_wait_states_and_status(console: CorralConsole, master: MasterAPI, nodes
     assert console.exit_code == 1
 
 
+@pytest.mark.slow
 def test_wait_times_out_on_a_running_process(master: MasterAPI, nodes) -> None:
     info = only(master.exec("n1", ["sleep", "30"]))
     result = master.wait([f"n1:{info.pid}"], timeout=0.3)[0]
@@ -293,6 +302,7 @@ def test_exec_several_copies(console: CorralConsole, master: MasterAPI, nodes) -
     assert [r.info.describe() for r in master.wait(refs, timeout=30)] == ["exited 5"] * 6
 
 
+@pytest.mark.slow
 def test_pipe_given_to_sh_runs_on_the_node(console: CorralConsole, nodes) -> None:
     console.onecmd_plus_hooks("run -w n1 -- sh -c 'echo a | tr a b'")
     assert console.last_result.results["n1"].stdout == b"b\n"

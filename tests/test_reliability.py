@@ -44,6 +44,7 @@ def test_allow_list_refuses_other_programs(master: MasterAPI, spawn_client,
     assert "only simple commands may run on lab" in sneaky.errors["lab"].message
 
 
+@pytest.mark.slow
 def test_stopped_client_never_blocks_the_others(quick_master: MasterAPI, spawn_client,
                                                 capsys) -> None:
     console = CorralConsole(quick_master, interactive=False, stdout=io.StringIO())
@@ -62,6 +63,7 @@ def test_stopped_client_never_blocks_the_others(quick_master: MasterAPI, spawn_c
     clients[1].signal(signal.SIGCONT)
 
 
+@pytest.mark.slow
 def test_slow_and_hostile_connections_cost_nothing_else(master: MasterAPI, spawn_client,
                                                         master_log: Path) -> None:
     spawn_client("healthy", master.address)

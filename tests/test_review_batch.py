@@ -14,6 +14,7 @@ from tests.harness import PATIENCE, ROOT, MasterProcess, python_env
 @pytest.mark.parametrize("command", ["set notices bogus", "set bogus 1", "help bogus",
                                      "run_script /nonexistent/script", "shell false",
                                      "alias delete nosuch"])
+@pytest.mark.slow
 def test_a_failing_builtin_fails_the_batch(tmp_path: Path, token_file: Path,
                                           command: str) -> None:
     # Run whole, not through the harness: its readline of the first line may buffer the
@@ -35,6 +36,7 @@ def test_a_builtin_that_works_leaves_the_batch_ok(spawn_master, command: str) ->
     assert master.proc.returncode == 0, (out, err)
 
 
+@pytest.mark.slow
 def test_text_that_reorders_or_hides_itself_is_escaped(spawn_master, spawn_client) -> None:
     # U+202E (right-to-left override) and U+200B (zero-width space), as printf octal bytes.
     master = spawn_master(["list --wait 1 --timeout 30",

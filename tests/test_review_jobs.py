@@ -42,7 +42,11 @@ def test_exec_of_a_billion_copies_is_refused_before_it_becomes_a_job(
     assert capsys.readouterr().err.strip() == (
         "error: -n COUNT must be 1 to 10,000 copies per node, not 1,000,000,000")
     assert master.job_names() == []
-    _text, status = run_line(console, "exec -n 10000 -- true")
+    _text, status = run_line(console, "exec -n 10001 -- true")
+    assert status == 1
+    assert capsys.readouterr().err.strip().endswith("not 10,001")
+    assert master.job_names() == []
+    _text, status = run_line(console, "exec -n 2 -- true")
     assert status == 0 and len(master.jobs()[0].nodes) == 1
 
 

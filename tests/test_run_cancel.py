@@ -35,6 +35,7 @@ def children_running(client: Any, name: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_on_the_nodes(tmp_path, token_file, spawn_client) -> None:
     child = spawn_console(MasterProcess(tmp_path, token_file, 0).argv([]))
     try:

@@ -45,6 +45,7 @@ def service(spawn_master, spawn_client):  # type: ignore[no-untyped-def]
     return master, clients
 
 
+@pytest.mark.slow
 def test_state_folder_and_socket_are_private(service) -> None:
     master, _clients = service
     control = control_of(master)
@@ -53,6 +54,7 @@ def test_state_folder_and_socket_are_private(service) -> None:
     assert stat.S_IMODE(control.stat().st_mode) == 0o600
 
 
+@pytest.mark.slow
 def test_every_exit_status(service, tmp_path: Path) -> None:
     master, _clients = service
     control = control_of(master)
@@ -74,6 +76,7 @@ def test_every_exit_status(service, tmp_path: Path) -> None:
     assert "corral-master --no-console" in nowhere.stderr
 
 
+@pytest.mark.slow
 def test_json_for_every_command(service, tmp_path: Path) -> None:
     master, _clients = service
     control = control_of(master)
@@ -151,6 +154,7 @@ def as_nobody(control: Path) -> str:
     return answer
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to become nobody")
 def test_a_process_of_another_user_is_refused(service) -> None:
     master, _clients = service
@@ -179,6 +183,7 @@ def test_a_process_of_another_user_is_refused(service) -> None:
         open_dir.rmdir()
 
 
+@pytest.mark.slow
 def test_master_killed_during_a_call(service) -> None:
     master, clients = service
     control = control_of(master)
@@ -211,6 +216,7 @@ def test_master_killed_during_a_call(service) -> None:
                what="the clients to stop the command")
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_processes_and_the_next_master_hears_their_ends(
         spawn_master, spawn_client) -> None:
     first = spawn_master(extra=["--no-console"])
@@ -232,6 +238,7 @@ def test_sigterm_keeps_processes_and_the_next_master_hears_their_ends(
     assert client.proc is not None and client.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_a_console_attached_beside_the_cli_sees_notices(service) -> None:
     master, _clients = service
     control = control_of(master)
@@ -261,6 +268,7 @@ def _hear_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_cli_cancels_run_on_the_nodes(service) -> None:
     master, _clients = service
     control = control_of(master)
@@ -294,6 +302,7 @@ def test_cli_doc_has_a_parseable_example_for_every_command() -> None:
     assert commands == set(COMMANDS)
 
 
+@pytest.mark.slow
 def test_a_second_master_on_the_same_socket_refuses_to_start(service, spawn_master) -> None:
     master, _clients = service
     second = subprocess.run(MasterProcess(master.base, master.token_file).argv(
@@ -304,6 +313,7 @@ def test_a_second_master_on_the_same_socket_refuses_to_start(service, spawn_mast
     assert corral(control_of(master), "list").returncode == 0  # the first one serves on
 
 
+@pytest.mark.slow
 def test_a_call_with_bad_arguments_is_a_usage_error(service) -> None:
     master, _clients = service
     with pytest.raises(CorralError) as caught:
@@ -313,6 +323,7 @@ def test_a_call_with_bad_arguments_is_a_usage_error(service) -> None:
     assert corral(control_of(master), "list").returncode == 0
 
 
+@pytest.mark.slow
 def test_master_start_refusals(tmp_path: Path, token_file: Path) -> None:
     def start(*words: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "master", "--port", "0", "--token-file",

@@ -75,6 +75,7 @@ def group_members(leader: int) -> list[int]:
     return members
 
 
+@pytest.mark.slow
 def test_stop_and_continue(master: MasterAPI, node, console: CorralConsole,
                            notices: list[str]) -> None:
     ref = start(master, ["sleep", "60"])
@@ -108,6 +109,7 @@ def test_a_process_that_stops_itself_then_exits(master: MasterAPI, node,
     assert [r.info.describe() for r in master.wait([ref], timeout=30)] == ["exited 3"]
 
 
+@pytest.mark.slow
 def test_kill_reports_the_group_left_behind(master: MasterAPI, node,
                                             console: CorralConsole) -> None:
     # A non-interactive shell starts its background job with SIGINT ignored.

@@ -79,12 +79,14 @@ def tls_args(pki: dict[str, Path], who: str = "client", ca: str = "ca") -> list[
             "--tls-ca", str(pki[ca])]
 
 
+@pytest.mark.slow
 def test_tls_client_works(tls_master: MasterAPI, spawn_client, pki) -> None:
     spawn_client("n1", tls_master.address, extra=tls_args(pki))
     assert tls_master.wait_ready(1, timeout=30).reached
     assert tls_master.run("n1", "echo over tls").results["n1"].stdout == b"over tls\n"
 
 
+@pytest.mark.slow
 def test_client_without_tls_is_refused(tls_master: MasterAPI, spawn_client,
                                        master_log: Path) -> None:
     plain = spawn_client("plain", tls_master.address)
@@ -121,6 +123,7 @@ def master_tls_args(pki: dict[str, Path]) -> list[str]:
             "--tls-ca", str(pki["ca"])]
 
 
+@pytest.mark.slow
 def test_tls_client_against_a_plain_master(spawn_master, spawn_client, pki) -> None:
     master = spawn_master()
     client = spawn_client("n1", master.address, extra=tls_args(pki))
@@ -134,6 +137,7 @@ def test_tls_client_against_a_plain_master(spawn_master, spawn_client, pki) -> N
     assert client.proc.poll() is None  # it keeps trying, in case the master is restarted
 
 
+@pytest.mark.slow
 def test_plain_client_against_a_tls_master(spawn_master, spawn_client, pki) -> None:
     master = spawn_master(extra=[*master_tls_args(pki), "--handshake-timeout", "1"])
     client = spawn_client("n1", master.address)

@@ -88,6 +88,7 @@ def test_healthz_and_metrics_need_no_login(web_master: MasterAPI, web: WebClient
     assert "corral_requests_timed_out_total" not in found  # none timed out
 
 
+@pytest.mark.slow
 def test_metrics_match_list(spawn_master, spawn_client, tmp_path: Path) -> None:
     """What /metrics says of each node is what `corral list` says, read between two
     heartbeats (a slow interval leaves the figures still for a while)."""
@@ -243,6 +244,7 @@ def next_of(stream: EventStream, kind: str, match: Any = lambda data: True) -> A
             return data
 
 
+@pytest.mark.slow
 def test_stream_shows_joins_processes_and_their_ends(web_master: MasterAPI,
                                                      logged_in: WebClient,
                                                      spawn_client) -> None:
@@ -315,6 +317,7 @@ def test_jobs_from_the_page(web_master: MasterAPI, logged_in: WebClient,
                what="both members ended")
 
 
+@pytest.mark.slow
 def test_metrics_count_timeouts_and_bytes_moved(tmp_path: Path, master_log: Path,
                                                 spawn_client) -> None:
     with engine(tmp_path, master_log, http=("127.0.0.1", 0), request_timeout=1.0) as api:
