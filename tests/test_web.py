@@ -5,6 +5,7 @@ stream; the actions. A real master engine with --http and real client processes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -455,3 +456,24 @@ def test_a_request_head_that_drips_is_cut_off(web_master: MasterAPI, monkeypatch
         assert closed
     healthy = WebClient(web_address(web_master)).get("/healthz")
     assert healthy.status == 200
+
+
+def test_metrics_count_stopped_processes_per_node(web_master: MasterAPI, web: WebClient,
+                                                   spawn_client) -> None:
+    spawn_client("n1", web_master.address)
+    assert web_master.wait_ready(1, timeout=PATIENCE).reached
+    started = web_master.exec("n1", ["sleep", "60"])
+    assert not started.errors, started.errors
+    pid = started.results["n1"][0].pid
+
+    def stopped() -> float | None:
+        return samples(web.get("/metrics").text)["corral_node_processes"].get(
+            (("node", "n1"), ("state", "stopped")))
+
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        wait_until(lambda: stopped() == 1, what="the stopped process counted")
+        os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: stopped() == 0, what="the continued process no longer counted")
+    finally:
+        os.kill(pid, signal.SIGKILL)

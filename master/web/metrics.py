@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from common.procs import ProcInfo
 from common.states import NodeState, ProcState
-from master.events import Event, ProcessEvent
+from master.events import Event, NodeEvent, ProcessEvent
 from master.front.results import NodeView
 
 # Seconds: a ping on a LAN takes well under a millisecond; a big exec or a log chunk from a
@@ -60,7 +60,9 @@ class EngineMetrics:
             "once per node) and by pull (from them)", ["direction"], registry=self.registry)
         for direction in ("copied", "pulled"):
             self.transferred.labels(direction)  # present, at 0, before the first transfer
-        self.registry.register(NodeCollector(views))
+        # Heartbeats count running processes only; stops and continues come as events.
+        self._stopped: dict[str, set[int]] = {}
+        self.registry.register(NodeCollector(views, self.stopped_count))
 
     def request_done(self, command: str, seconds: float) -> None:
         self.latency.labels(command).observe(seconds)
@@ -72,9 +74,20 @@ class EngineMetrics:
         self.transferred.labels(direction).inc(count)
 
     def hear(self, event: Event) -> None:
-        """A registry listener: counts process ends."""
-        if isinstance(event, ProcessEvent) and (outcome := exit_outcome(event.info)):
-            self.exits.labels(event.node, outcome).inc()
+        """A registry listener: counts process ends, keeps which processes are stopped."""
+        if isinstance(event, ProcessEvent):
+            stopped = self._stopped.setdefault(event.node, set())
+            if event.info.proc_state is ProcState.STOPPED:
+                stopped.add(event.info.pid)
+            else:
+                stopped.discard(event.info.pid)
+            if outcome := exit_outcome(event.info):
+                self.exits.labels(event.node, outcome).inc()
+        elif isinstance(event, NodeEvent) and event.new is NodeState.GONE:
+            self._stopped.pop(event.name, None)  # its processes are no longer watched
+
+    def stopped_count(self, node: str) -> int:
+        return len(self._stopped.get(node, ()))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -83,8 +96,10 @@ class EngineMetrics:
 class NodeCollector(Collector):
     """The node list as gauges, read at scrape time."""
 
-    def __init__(self, views: Callable[[], list[NodeView]]) -> None:
+    def __init__(self, views: Callable[[], list[NodeView]],
+                 stopped_count: Callable[[str], int]) -> None:
         self._views = views
+        self._stopped_count = stopped_count
 
     def describe(self) -> list[Any]:
         return []  # the families are known only when collected
@@ -101,10 +116,11 @@ class NodeCollector(Collector):
             for each in NodeState:
                 states.add_metric([node.name, each.value], 1.0 if node.state is each else 0.0)
         yield states
-        yield from self._figures(nodes)
+        yield from self._figures(nodes, self._stopped_count)
 
     @staticmethod
-    def _figures(nodes: list[NodeView]) -> Iterator[GaugeMetricFamily]:
+    def _figures(nodes: list[NodeView], stopped_count: Callable[[str], int]
+                 ) -> Iterator[GaugeMetricFamily]:
         age = _family("heartbeat_age_seconds", "Seconds since the node's last heartbeat")
         rtt = _family("rtt_seconds", "Round-trip time of the master's last ping")
         load = GaugeMetricFamily("corral_node_load", "Load average over 1, 5 and 15 minutes",
@@ -113,8 +129,10 @@ class NodeCollector(Collector):
         available = _family("memory_available_bytes", "Memory available")
         total = _family("memory_total_bytes", "Memory installed")
         disk = _family("disk_free_bytes", "Free space where the node's work folder is")
-        procs = GaugeMetricFamily("corral_node_processes", "Processes corral started on the "
-                                  "node, by state (running, from its last heartbeat)",
+        procs = GaugeMetricFamily("corral_node_processes",
+                                  "Processes corral started on the node, by state (running: "
+                                  "from its last heartbeat; stopped: from stop and continue "
+                                  "events)",
                                   labels=["node", "state"])
         for node in nodes:
             if node.since_heartbeat is not None:
@@ -132,6 +150,7 @@ class NodeCollector(Collector):
                     family.add_metric([node.name], figure)
             if node.processes is not None:
                 procs.add_metric([node.name, "running"], node.processes)
+                procs.add_metric([node.name, "stopped"], stopped_count(node.name))
         yield from (age, rtt, load, cpu, available, total, disk, procs)
 
 
