@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,14 @@ from common.text import EscapingFormatter
 from master.api import MasterAPI
 from master.server import MasterConfig
 from tests.harness import ClientProcess, MasterProcess
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background (`make test &`, some CI runners) inherits SIGINT
+    # ignored, and an ignored signal stays ignored across exec: the CLIs and consoles these
+    # tests interrupt would never hear their Ctrl-C. Heard here, it is default again in them.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TOKEN = "test-token-0123456789"
 FAST_HEARTBEAT = 0.2

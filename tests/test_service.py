@@ -262,12 +262,6 @@ def test_a_console_attached_beside_the_cli_sees_notices(service) -> None:
     assert corral(control, "list").returncode == 0  # leaving the console leaves the master
 
 
-def _hear_ctrl_c() -> None:
-    # A suite started in the background inherits SIGINT ignored, and Python keeps it so:
-    # the CLI must hear it as a user's Ctrl-C would be heard.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
 def test_ctrl_c_in_the_cli_cancels_run_on_the_nodes(service) -> None:
     master, _clients = service
@@ -275,7 +269,7 @@ def test_ctrl_c_in_the_cli_cancels_run_on_the_nodes(service) -> None:
     call = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
                              str(control), "run", "-w", "n1", "--", "sleep 30"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=python_env(), cwd=ROOT, preexec_fn=_hear_ctrl_c)
+                            env=python_env(), cwd=ROOT)
     try:
         wait_until(lambda: "sleep 30" in corral(control, "pid", "--state", "running").stdout,
                    what="the command to run on n1")
