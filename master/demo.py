@@ -7,6 +7,7 @@ them) and are stopped when the prompt exits. Everything they write lands under l
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     demo_dir.mkdir(parents=True, exist_ok=True)
     token_file = demo_dir / "token"
     load_master_token(token_file)
+    # The demo's jobs, variables and known nodes stay with the demo, never in the state of
+    # the master the user runs for real; its control socket stays where `corral` looks.
+    state_dir = demo_dir / "master-state"
+    state_dir.mkdir(mode=0o700, exist_ok=True)
+    # Processes the demo clients start find `corral` (for var and barrier) beside Python.
+    client_env = {**os.environ, "PATH": os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])}
     names = [f"n{i}" for i in range(1, args.clients + 1)]
     clients = []
     for name in names:
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--name", name, "--token-file", str(token_file),
                  "--state-dir", str(node_dir / "state"), "--workdir", str(node_dir / "work"),
                  "--log-dir", str(node_dir / "logs"), "--spawn", args.spawn],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=client_env,
             ))
     print(f"started demo clients {', '.join(names)} with --spawn {args.spawn} "
           f"(their logs: {demo_dir}/NAME.log)")
@@ -51,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         web = ["--http", args.http] if args.http else []
         return cli.main(["--port", str(args.port), "--token-file", str(token_file),
-                         "--log-dir", "logs", *web, *commands])
+                         "--log-dir", "logs", "--state-dir", str(state_dir),
+                         "--control", str(cli.default_state_dir() / "control.sock"),
+                         *web, *commands])
     finally:
         stop_clients(clients)
 
