@@ -91,6 +91,13 @@ def stop(pid: int) -> None:
 
 # --- the checks ------------------------------------------------------------------------------
 
+def _target(pid: int, fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError as exc:
+        return f"? ({exc.strerror})"
+
+
 def check_descriptors(spawner: Spawner, tmp_path: Path) -> None:
     """Only 0, 1, 2 in the child: stdin /dev/null, stdout and stderr the log."""
     leak = os.open(tmp_path, os.O_RDONLY)
@@ -102,7 +109,7 @@ def check_descriptors(spawner: Spawner, tmp_path: Path) -> None:
     try:
         running_program(pid, SLEEP)
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
-        extra = [fd for fd in fds if fd > 2]
+        extra = {fd: _target(pid, fd) for fd in fds if fd > 2}
         assert not extra, (
             f"the child still has descriptors {extra} open ({leak} was an inheritable "
             "descriptor of the parent): exec keeps every descriptor that is not close-on-exec. "
