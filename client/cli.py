@@ -32,6 +32,7 @@ from common.malloc import keep_big_buffers
 from common.names import NAME_RULE, name_problem
 from common.paths import absolute_path_options
 from common.procs import signal_name
+from common.standard_fds import ensure_standard_streams
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ensure_standard_streams()  # before anything opens a descriptor
     args = parse_with_config(build_parser(), argv, "client")
     absolute_path_options(args)  # before any chdir: relative paths are the operator's
     keep_big_buffers()  # chunks of logs and files reuse freed buffers

@@ -126,6 +126,10 @@ def find_program(name: str, folder: Path) -> str | None:
     return fallback
 
 
+# Past any descriptor number: os.closerange clamps it to the process's real maximum.
+DESCRIPTOR_CEILING = 2**31 - 1
+
+
 def inherited_descriptors() -> list[int]:
     """Descriptors above 2 that this process has open without close-on-exec: every one
     would leak into a child. (Those with close-on-exec are closed by exec itself.)"""
@@ -203,13 +207,12 @@ def spawn_fork(spec: SpawnSpec) -> int:
     # The pipe is close-on-exec: a successful exec closes the child's end, so the parent
     # reads EOF. If anything fails first, the child writes its errno and exits.
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
-    leaking = inherited_descriptors()
     # Block every signal across the fork, so none of the parent's handlers can run in the
     # child before the child has put every signal back to its default.
     parent_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
     pid = os.fork()
     if pid == 0:
-        _become_child(spec, error_read, error_write, leaking)  # never returns
+        _become_child(spec, error_read, error_write)  # never returns
     signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
     os.close(error_write)
     try:
@@ -228,8 +231,7 @@ def spawn_fork(spec: SpawnSpec) -> int:
     raise SpawnFailed(_reason(OSError(error_number, os.strerror(error_number), where or None)))
 
 
-def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
-                  leaking: list[int]) -> None:
+def _become_child(spec: SpawnSpec, error_read: int, error_write: int) -> None:
     try:
         os.close(error_read)
         stage = "signals"
@@ -246,9 +248,11 @@ def _become_child(spec: SpawnSpec, error_read: int, error_write: int,
         os.dup2(out_fd, 1)
         # stderr onto stdout shares one file offset, so the lines stay in the order written.
         os.dup2(spec.stderr_fd if spec.stderr_fd is not None else out_fd, 2)
-        for fd in {stdin_fd, out_fd, *leaking}:
-            if fd > 2:
-                os.close(fd)  # only 0, 1, 2 (and the close-on-exec error pipe) remain
+        # Close every descriptor above 2 but the error pipe (close-on-exec: exec closes
+        # it). All of them, not a list made before the fork: another thread of the parent
+        # may have opened one since. Linux does each range in one close_range(2) call.
+        os.closerange(3, error_write)
+        os.closerange(error_write + 1, DESCRIPTOR_CEILING)
         stage = str(spec.cwd)
         os.chdir(spec.cwd)
         stage = spec.program
@@ -286,8 +290,8 @@ def spawn_student(spec: SpawnSpec) -> int:
     ``make check-spawn`` runs the spawn tests against this function, and a real client
     started with ``--spawn student``; each failure says what is missing and why it matters.
     Use only ``os`` and ``signal`` calls (``os.pipe2``, ``os.fork``, ``os.setsid``,
-    ``os.open``, ``os.dup2``, ``os.close``, ``os.chdir``, ``os.execve``, ``os._exit``,
-    ``os.waitpid``, ``signal.signal``, ``signal.pthread_sigmask``). The steps:
+    ``os.open``, ``os.dup2``, ``os.close``, ``os.closerange``, ``os.chdir``, ``os.execve``,
+    ``os._exit``, ``os.waitpid``, ``signal.signal``, ``signal.pthread_sigmask``). The steps:
 
     1. Make a pipe with ``os.O_CLOEXEC``: the child will report a failed exec through it.
     2. Block every signal (``ALL_SIGNALS``) before forking, and restore the parent's mask
@@ -300,8 +304,10 @@ def spawn_student(spec: SpawnSpec) -> int:
          stdout: open ``spec.stdout_path`` with ``LOG_FLAGS, LOG_MODE`` (or take
          ``spec.stdout_fd``) and ``dup2`` onto 1; stderr: ``dup2`` onto 2 the same
          descriptor (or ``spec.stderr_fd``);
-       - close what you opened above 2, and every descriptor ``inherited_descriptors()``
-         listed *in the parent, before the fork*;
+       - close every descriptor above 2 except the pipe's write end: ``os.closerange(3,
+         w)`` and ``os.closerange(w + 1, DESCRIPTOR_CEILING)`` (a list made in the parent
+         before the fork, as ``inherited_descriptors()`` makes for posix_spawn, can miss
+         one another thread opened in between);
        - ``os.chdir(spec.cwd)``, then ``os.execve(spec.program, spec.argv, spec.env)``;
        - if anything raised: write ``struct.pack("i", errno)`` and the file's name to the
          pipe. Never return into the parent's code, never ``sys.exit``.

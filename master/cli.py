@@ -22,6 +22,7 @@ from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.logfiles import DEFAULT_KEEP, add_log_options, log_file_handler
 from common.malloc import keep_big_buffers
+from common.standard_fds import ensure_standard_streams
 from common.text import EscapingFormatter
 from common.tls import TlsFiles
 from master import certs, hangup
@@ -112,6 +113,7 @@ def setup_logging(log_dir: Path, max_bytes: int = 0, keep: int = DEFAULT_KEEP) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    ensure_standard_streams()  # before anything opens a descriptor
     words = sys.argv[1:] if argv is None else argv
     if words[:1] == ["certs"]:
         return certs.main(words[1:])

@@ -113,9 +113,8 @@ def check_descriptors(spawner: Spawner, tmp_path: Path) -> None:
         assert not extra, (
             f"the child still has descriptors {extra} open ({leak} was an inheritable "
             "descriptor of the parent): exec keeps every descriptor that is not close-on-exec. "
-            "List them in the parent before fork (inherited_descriptors()) and close them in "
-            "the child after the dup2s, and close what the child opened itself once it is "
-            "dup2'd. A leaked pipe end keeps its reader from ever seeing EOF; a leaked socket "
+            "In the child, after the dup2s, close every descriptor above 2 but the error "
+            "pipe (os.closerange), which also closes what the child opened itself. A leaked pipe end keeps its reader from ever seeing EOF; a leaked socket "
             "keeps a connection open")
         for fd in (0, 1, 2):
             assert fd in fds, f"the child has no descriptor {fd}: dup2 something onto it"
