@@ -164,8 +164,13 @@ def test_ctrl_c_during_a_pull_stops_the_client_cleanly(master: MasterAPI, spawn_
     with open(client.workdir / "big.bin", "wb") as out:
         out.truncate(512 * 1024 * 1024)  # sparse: quick to make, long to send
 
+    interrupted = []
+
     def interrupt_once(_progress: object) -> None:
-        if client.proc is not None and client.proc.poll() is None:
+        # Once: progress may still arrive while the client stops, and a second Ctrl-C
+        # then (the client's signal handlers already gone) would kill it outright.
+        if not interrupted:
+            interrupted.append(True)
             client.signal(signal.SIGINT)
 
     group = master.pull("n1", ["big.bin"], str(tmp_path / "got"), progress=interrupt_once)
