@@ -114,8 +114,9 @@ def check_descriptors(spawner: Spawner, tmp_path: Path) -> None:
             f"the child still has descriptors {extra} open ({leak} was an inheritable "
             "descriptor of the parent): exec keeps every descriptor that is not close-on-exec. "
             "In the child, after the dup2s, close every descriptor above 2 but the error "
-            "pipe (os.closerange), which also closes what the child opened itself. A leaked pipe end keeps its reader from ever seeing EOF; a leaked socket "
-            "keeps a connection open")
+            "pipe (os.closerange), which also closes what the child opened itself. A leaked "
+            "pipe end keeps its reader from ever seeing EOF; a leaked socket keeps a "
+            "connection open")
         for fd in (0, 1, 2):
             assert fd in fds, f"the child has no descriptor {fd}: dup2 something onto it"
         link = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)}
