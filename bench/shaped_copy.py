@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rig import TOKEN, goal, record, spread, write_token  # noqa: E402
+from common.argtypes import positive_int  # noqa: E402
 from master import chain  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
@@ -231,11 +232,11 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--rate", default="100mbit")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=positive_int, default=1,
                         help="one node then the chain, this many times (median and spread)")
     parser.add_argument("--no-star", action="store_true",
                         help="skip the star baseline (N times slower than the chain)")
-    parser.add_argument("--frame-kib", type=int, default=chain.CHUNK >> 10,
+    parser.add_argument("--frame-kib", type=positive_int, default=chain.CHUNK >> 10,
                         help="the chain's frame size (each node forwards a frame once it has "
                         "it whole)")
     parser.add_argument("--timeline", action="store_true",
