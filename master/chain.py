@@ -47,7 +47,10 @@ from master.session import Session
 
 log = logging.getLogger("corral.master.chain")
 
-CHUNK = 1024 * 1024
+# Each node forwards a frame only once it has it whole (its MAC checked): every hop adds a
+# frame's time on the wire, 93 ms for 1 MiB at 100 Mbit/s, 23 ms for this. On loopback the
+# nodes spent 1.5x this size's CPU with 1 MiB frames, and 1.1x with 64 KiB ones.
+CHUNK = 256 * 1024
 SLOWEST_DISK = 20 * 1024 * 1024  # bytes/s: how long a node may take to sync, at worst
 PROGRESS_EVERY = 0.25
 STALL_STEP = 2.0  # seconds more patience per node nearer the front of a chain

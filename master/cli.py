@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import auth, fdlimit, tls
-from common.argtypes import http_address
+from common.argtypes import http_address, positive_seconds
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.logfiles import DEFAULT_KEEP, add_log_options, log_file_handler
@@ -41,11 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7070, help="0 picks a free port")
     parser.add_argument("--token-file", type=Path, help="created (mode 0600) if missing")
-    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
+    parser.add_argument("--heartbeat", type=positive_seconds, default=1.0, metavar="SECONDS")
     parser.add_argument("--log-dir", type=Path, default=Path("logs"))
-    parser.add_argument("--handshake-timeout", type=float, default=5.0, metavar="SECONDS")
-    parser.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--handshake-timeout", type=positive_seconds, default=5.0,
+                        metavar="SECONDS")
+    parser.add_argument("--request-timeout", type=positive_seconds, default=10.0,
+                        metavar="SECONDS",
                         help="how long a node may take to answer before it is reported")
+    parser.add_argument("--stall-timeout", type=positive_seconds,
+                        default=MasterConfig.stall_timeout,
+                        metavar="SECONDS",
+                        help="how long a node in a chained copy may accept nothing before it "
+                             "is cut out of the chain")
     parser.add_argument("--tls-cert", type=Path, help="this master's certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     parser.add_argument("--tls-ca", type=Path, help="the CA that signs client certificates")
@@ -120,9 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(build_parser(), argv, "master")
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
     open_files = fdlimit.raise_soft_limit()  # one socket per node: 1,024 is too few
-    if args.heartbeat <= 0:
-        print("corral-master: --heartbeat must be positive", file=sys.stderr)
-        return 2
     log_path = setup_logging(args.log_dir, args.log_max_bytes, args.log_keep)
     try:
         token, token_path, created = load_master_token(args.token_file)
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, port=args.port, token_file=token_path, heartbeat=args.heartbeat,
         log_dir=args.log_dir, max_frame=args.max_frame,
         handshake_timeout=args.handshake_timeout, request_timeout=args.request_timeout,
+        stall_timeout=args.stall_timeout,
         tls=tls_files, state_dir=args.state_dir,
         control=args.control or args.state_dir / "control.sock", http=args.http,
         job_calls=args.job_calls, expect_nodes=args.expect_nodes, open_files=open_files,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from master.api import MasterAPI
 from master.front.results import Progress
 from master.server import MasterConfig
 from tests.conftest import FAST_HEARTBEAT, TOKEN
-from tests.harness import ClientProcess, wait_until
+from tests.harness import PATIENCE, ROOT, ClientProcess, MasterProcess, python_env, wait_until
 from tests.test_certs import certs, client_args
 from tests.test_files import partials, random_file, sha
 
@@ -48,6 +50,12 @@ def recorded_tickets(monkeypatch: pytest.MonkeyPatch) -> list[tickets.Ticket]:
 
     monkeypatch.setattr(tickets, "issue", issue)
     return issued
+
+
+def corral(control: Path, *words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "master.front.cli", "--control",
+                           str(control), *words], capture_output=True, text=True,
+                          env=python_env(), cwd=ROOT, timeout=PATIENCE * 2)
 
 
 def start_nodes(master: MasterAPI, spawn_client, count: int) -> list[ClientProcess]:  # type: ignore[no-untyped-def]
@@ -256,3 +264,51 @@ def test_a_stalled_node_is_cut_out_and_leaves_nothing(patient_master: MasterAPI,
         assert sha(client.workdir / "big.bin") == sha(source)
     wait_until(lambda: partials(victim.workdir) == [], what="no partial file on the victim")
     assert not (victim.workdir / "big.bin").exists()
+
+
+@pytest.mark.slow
+def test_the_stall_timeout_is_an_option_of_corral_master(spawn_master, spawn_client,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    master = spawn_master(extra=["--no-console", "--stall-timeout", "2"])
+    control = master.base / "master-state" / "control.sock"
+    clients = [spawn_client(f"n{i}", master.address) for i in (1, 2, 3)]
+    ready = corral(control, "list", "--wait", "3", "--timeout", "30")
+    assert ready.returncode == 0, ready.stderr
+    victim = clients[2]  # the last node: the node before it waits exactly the stall timeout
+    source = random_file(tmp_path / "big.bin", 128 * 1024 * 1024)
+    copying = subprocess.Popen(
+        [sys.executable, "-m", "master.front.cli", "--control", str(control), "copy", "-w",
+         "n[1-3]", str(source), "big.bin"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=python_env(), cwd=ROOT)
+    try:
+        wait_until(lambda: partials(victim.workdir), what="the copy reaching n3")
+        victim.signal(signal.SIGSTOP)
+        output, _ = copying.communicate(timeout=PATIENCE * 2)
+    finally:
+        victim.signal(signal.SIGCONT)
+        copying.kill()
+        copying.wait()
+    assert copying.returncode != 0, output
+    assert "n3" in output and "accepted nothing for 2 s" in output, output
+    for client in clients[:2]:
+        assert sha(client.workdir / "big.bin") == sha(source)
+    wait_until(lambda: partials(victim.workdir) == [], what="no partial file on n3")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_a_stall_timeout_that_is_not_a_positive_time_is_refused(tmp_path: Path,
+                                                                token_file: Path,
+                                                                value: str) -> None:
+    argv = MasterProcess(tmp_path, token_file, 0, ["--stall-timeout", value]).argv(["quit"])
+    result = subprocess.run(argv, capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                            stdin=subprocess.DEVNULL, timeout=PATIENCE)
+    assert result.returncode == 2
+    assert "argument --stall-timeout: " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    config = tmp_path / "corral.toml"
+    config.write_text(f'[master]\nstall-timeout = "{value}"\n')
+    argv = MasterProcess(tmp_path, token_file, 0, ["--config", str(config)]).argv(["quit"])
+    result = subprocess.run(argv, capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                            stdin=subprocess.DEVNULL, timeout=PATIENCE)
+    assert result.returncode == 2
+    assert f"{config}: [master] stall-timeout: " in result.stderr, result.stderr
