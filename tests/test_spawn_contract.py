@@ -84,6 +84,15 @@ def running_program(pid: int, program: str) -> None:
                what=f"pid {pid} to be running {program}")
 
 
+def settled_in_sleep(pid: int) -> None:
+    """Wait until ``sleep`` sleeps: just after exec, the loader still opens (and closes)
+    its shared libraries as descriptor 3 and up, which is no leak."""
+    def asleep() -> bool:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        return "sleep" in wchan or (wchan in ("", "0") and status_fields(pid)["State"][0] == "S")
+    wait_until(asleep, what=f"pid {pid} to be asleep in sleep(1)")
+
+
 def stop(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -108,6 +117,7 @@ def check_descriptors(spawner: Spawner, tmp_path: Path) -> None:
         os.close(leak)
     try:
         running_program(pid, SLEEP)
+        settled_in_sleep(pid)
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
         extra = {fd: _target(pid, fd) for fd in fds if fd > 2}
         assert not extra, (
