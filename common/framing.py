@@ -161,8 +161,11 @@ class FrameChannel:
         self.writer = FrameWriter()
         self.authenticated = False
 
-    def authenticate(self, sending_key: bytes, receiving_key: bytes) -> None:
-        self.writer.authenticate(FrameMac(sending_key))
+    def authenticate(self, sending_key: bytes, receiving_key: bytes,
+                     keep_sending_cipher: bool = True) -> None:
+        """``keep_sending_cipher=False`` for one of many connections that send little (the
+        master's to its nodes): see ``FrameMac``."""
+        self.writer.authenticate(FrameMac(sending_key, keep_sending_cipher))
         self.reader.authenticate(FrameMac(receiving_key))
         self.reader.max_frame = self._max_frame
         self.authenticated = True

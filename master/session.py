@@ -253,7 +253,8 @@ class Session:
         with self._write_lock:  # nothing may be sent between the welcome and the switch
             send_whole(self.sock, self._channel.frame(welcome.to_wire()))
             self._channel.authenticate(sending_key=keys.master_to_client,
-                                       receiving_key=keys.client_to_master)
+                                       receiving_key=keys.client_to_master,
+                                       keep_sending_cipher=False)
         log.info("registered %s id=%s host=%s", first.name, printable(first.node_id),
                  printable(first.host))
         return node
