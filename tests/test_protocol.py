@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any
 
 import msgpack
 import pytest
@@ -15,6 +14,7 @@ from common.frame_auth import FrameMac
 from common.framing import FrameReader, FrameWriter, pack_frame
 from common.messages import Heartbeat, Hello, Ping, Reply, decode
 from common.nodeset import fold, select
+from tests.streams import Chunks
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -45,30 +45,6 @@ def test_big_frame_grows_the_buffer() -> None:
     assert isinstance(message, Reply) and message.value == blob
 
 
-class _Chunks:
-    """A stream that delivers its bytes in the pieces given, one piece per read at most,
-    and counts the reads."""
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = [bytearray(p) for p in pieces if p]
-        self.reads = 0
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, /) -> int:
-        self.reads += 1
-        if not self.pieces:
-            return 0
-        piece = self.pieces[0]
-        count = min(nbytes or len(buffer), len(piece))
-        buffer[:count] = piece[:count]
-        del piece[:count]
-        if not piece:
-            self.pieces.pop(0)
-        return count
-
-    def sendall(self, data: Any, /) -> None:
-        raise AssertionError("not used")
-
-
 def _beats(count: int) -> list[Heartbeat]:
     return [Heartbeat(seq=i, load=[0.5, 0.25, 0.0], cpu_percent=3.0, mem_available=1,
                       mem_total=2, disk_free=3, processes=i) for i in range(count)]
@@ -76,7 +52,7 @@ def _beats(count: int) -> list[Heartbeat]:
 
 def test_frames_queued_together_are_read_in_one_call() -> None:
     beats = _beats(3)
-    stream = _Chunks([b"".join(pack_frame(b.to_wire()) for b in beats)])
+    stream = Chunks(b"".join(pack_frame(b.to_wire()) for b in beats), [])
     reader = FrameReader(stream)
     assert [decode(reader.read_frame()) for _ in beats] == beats
     assert stream.reads == 1
@@ -89,7 +65,7 @@ def test_frames_cut_anywhere_come_out_whole(cut: int) -> None:
     beats = _beats(5)
     big = Reply(req=9, value=b"x" * 100_000)  # grows the buffer, which shrinks after it
     data = b"".join(pack_frame(m.to_wire()) for m in [beats[0], big, *beats[1:]])
-    reader = FrameReader(_Chunks([data[i:i + cut] for i in range(0, len(data), cut)]))
+    reader = FrameReader(Chunks(data, list(range(cut, len(data), cut))))
     assert [decode(reader.read_frame()) for _ in range(6)] == [beats[0], big, *beats[1:]]
 
 
@@ -100,7 +76,7 @@ def test_a_plain_frame_and_the_first_authenticated_one_arrive_together() -> None
     writer = FrameWriter()
     welcome = writer.frame({"n": 1})
     writer.authenticate(FrameMac(mac_key))
-    reader = FrameReader(_Chunks([welcome + writer.frame({"n": 2}) + writer.frame({"n": 3})]))
+    reader = FrameReader(Chunks(welcome + writer.frame({"n": 2}) + writer.frame({"n": 3}), []))
     assert reader.read_frame() == {"n": 1}
     reader.authenticate(FrameMac(mac_key))
     assert reader.read_frame() == {"n": 2}
@@ -111,7 +87,7 @@ def test_a_frame_read_ahead_still_meets_the_size_limit() -> None:
     """The limit rises once the peer is authenticated; a frame already held is judged by
     the limit in force when it is taken."""
     small, large = pack_frame({"n": 1}), pack_frame({"blob": b"y" * 300})
-    reader = FrameReader(_Chunks([small + large]), max_frame=100)
+    reader = FrameReader(Chunks(small + large, []), max_frame=100)
     assert reader.read_frame() == {"n": 1}
     with pytest.raises(FrameTooLarge, match="exceeds the 100-byte limit"):
         reader.read_frame()
