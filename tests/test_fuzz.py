@@ -24,11 +24,11 @@ from common.frame_auth import TAG_BYTES, FrameMac
 from common.framing import FrameChannel, FrameReader, pack_frame
 from common.messages import (
     _REGISTRY,
-    _build,
     Heartbeat,
     Hello,
     Message,
     Register,
+    _build,
     decode,
 )
 from common.procs import ProcInfo  # noqa: F401  (registers the "proc" type)
@@ -114,7 +114,8 @@ def test_valid_messages_round_trip(seq: int, load: list[float], cpu: float, free
 
 
 HEARTBEAT_FIELDS = [f.name for f in dataclasses.fields(Heartbeat)]
-ODD = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=3)
+ODD = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats()
+       | st.text(max_size=3)
        | st.lists(st.floats() | st.integers(-3, 3) | st.booleans(), max_size=4))
 
 
