@@ -115,14 +115,14 @@ class FrameReader:
         if self._end - self._start < whole:
             self._fill(whole)
         begin = self._start + HEADER.size
-        frame = memoryview(self._buffer)[begin:begin + length]
         self._start += whole
         if self._start == self._end:
             self._start = self._end = 0
         if self._mac is None:
-            return unpack_body(frame)
-        body = frame[: length - TAG_BYTES]
-        self._mac.check(body, frame[length - TAG_BYTES:])
+            return unpack_body(memoryview(self._buffer)[begin:begin + length])
+        tag_at = begin + length - TAG_BYTES
+        body = memoryview(self._buffer)[begin:tag_at]
+        self._mac.check(body, self._buffer[tag_at:tag_at + TAG_BYTES])
         return unpack_body(body)
 
 
