@@ -84,7 +84,7 @@ class FrameMac:
         gcm = self._gcm if self._gcm is not None else self._cipher_for(self._key)
         return gcm.encrypt(nonce, _NO_TEXT, body)
 
-    def check(self, body: bytes | memoryview, tag: bytes | memoryview) -> None:
+    def check(self, body: bytes | memoryview, tag: bytes | bytearray | memoryview) -> None:
         number = self.sequence
         if not hmac.compare_digest(self.next_tag(body), tag):
             raise FrameAuthError(f"frame {number} failed authentication (forged, replayed, "
