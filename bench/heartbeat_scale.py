@@ -246,7 +246,8 @@ def run_bare(count: int, window: float, tmp: Path) -> Window:
     sims, tallies = start_sims(int(port_file.read_text()), count, True, tmp)
     try:
         time.sleep(4)
-        return measure(server.pid, window, tallies)
+        return measure(server.pid, window, tallies,
+                       None if PROFILE is None else PROFILE.with_suffix(f".bare.{count}.txt"))
     finally:
         stop(sims)
         server.kill()
@@ -273,7 +274,8 @@ def main() -> None:
                         help="corral and the bare server alternately, this many times each")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="also sample the master with py-spy over each window into "
-                             "FILE.COUNT.txt (collapsed stacks; bench/profile_top.py reads them)")
+                             "FILE.COUNT.txt, and the bare server into FILE.bare.COUNT.txt "
+                             "(collapsed stacks; bench/profile_top.py reads them)")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile

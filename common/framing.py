@@ -48,38 +48,56 @@ def unpack_body(body: bytes | memoryview) -> dict[str, Any]:
 
 
 class FrameReader:
-    """Reads whole frames from a stream into one reusable buffer.
+    """Reads whole frames from a stream, through one reusable buffer.
 
-    The buffer starts small and grows only when a frame needs it; the length is checked
-    against ``max_frame`` before a single body byte is read, so a hostile length prefix
-    costs nothing.
+    Each read takes whatever the socket holds, up to the buffer's room, so a frame and the
+    frames queued behind it usually arrive in one call: a heartbeat costs one read, plus
+    the one that finds the socket empty and waits. The buffer starts small and grows only
+    when a frame needs it; the length is checked against ``max_frame`` before a single body
+    byte is read, so a hostile length prefix costs nothing. Bytes read ahead are only ever
+    frames of this connection: the MAC and the size limit apply when each frame is taken.
     """
 
     def __init__(self, stream: ByteStream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._stream = stream
         self.max_frame = max_frame
         self._buffer = bytearray(_INITIAL_BUFFER)
+        self._start = 0  # the first byte not yet handed out
+        self._end = 0  # the end of the bytes read
         self._mac: FrameMac | None = None
 
     def authenticate(self, mac: FrameMac) -> None:
         """From the next frame on, every frame must end with a MAC that ``mac`` accepts."""
         self._mac = mac
 
-    def _read_exactly(self, view: memoryview, at_frame_start: bool) -> None:
-        filled = 0
-        while filled < len(view):
-            got = self._stream.recv_into(view[filled:], len(view) - filled)
+    def _fill(self, needed: int) -> None:
+        """Read until at least ``needed`` bytes past ``_start`` are held."""
+        if self._start + needed > len(self._buffer):  # no room after them: move them down
+            held = self._end - self._start
+            self._buffer[:held] = self._buffer[self._start:self._end]
+            self._start, self._end = 0, held
+        while self._end - self._start < needed:
+            if self._end == 0:  # the usual wait for the next frame: no view to allocate
+                got = self._stream.recv_into(self._buffer)
+            else:
+                got = self._stream.recv_into(memoryview(self._buffer)[self._end:])
             if got == 0:
-                if at_frame_start and filled == 0:
+                if self._end == self._start:
                     raise ConnectionClosed("connection closed by peer")
                 raise ConnectionClosed("connection closed in the middle of a frame")
-            filled += got
-            at_frame_start = False
+            self._end += got
+
+    def _resize(self, size: int) -> None:
+        """A buffer of ``size`` bytes holding what is held now, from its start."""
+        held = self._buffer[self._start:self._end]
+        self._buffer = bytearray(size)
+        self._buffer[:len(held)] = held
+        self._start, self._end = 0, len(held)
 
     def read_frame(self) -> dict[str, Any]:
-        header = memoryview(self._buffer)[: HEADER.size]
-        self._read_exactly(header, at_frame_start=True)
-        (length,) = HEADER.unpack(header)
+        if self._end - self._start < HEADER.size:
+            self._fill(HEADER.size)
+        (length,) = HEADER.unpack_from(self._buffer, self._start)
         if length > self.max_frame:
             during = "" if self._mac is not None else " before authentication"
             raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame}-byte "
@@ -88,16 +106,23 @@ class FrameReader:
             raise ProtocolError("empty frame")
         if self._mac is not None and length <= TAG_BYTES:
             raise ProtocolError(f"frame of {length} bytes is too short to carry its MAC")
-        if length > len(self._buffer):
-            self._buffer = bytearray(length)
-        elif length <= _INITIAL_BUFFER < _KEEP_GROWN < len(self._buffer):
-            self._buffer = bytearray(_INITIAL_BUFFER)  # the big frames are over
-        frame = memoryview(self._buffer)[:length]
-        self._read_exactly(frame, at_frame_start=False)
+        whole = HEADER.size + length
+        if whole > len(self._buffer):
+            self._resize(whole)
+        elif whole <= _INITIAL_BUFFER < _KEEP_GROWN < len(self._buffer) and (
+                self._end - self._start <= _INITIAL_BUFFER):
+            self._resize(_INITIAL_BUFFER)  # the big frames are over
+        if self._end - self._start < whole:
+            self._fill(whole)
+        begin = self._start + HEADER.size
+        self._start += whole
+        if self._start == self._end:
+            self._start = self._end = 0
         if self._mac is None:
-            return unpack_body(frame)
-        body = frame[: length - TAG_BYTES]
-        self._mac.check(body, frame[length - TAG_BYTES:])
+            return unpack_body(memoryview(self._buffer)[begin:begin + length])
+        tag_at = begin + length - TAG_BYTES
+        body = memoryview(self._buffer)[begin:tag_at]
+        self._mac.check(body, self._buffer[tag_at:tag_at + TAG_BYTES])
         return unpack_body(body)
 
 
@@ -136,8 +161,11 @@ class FrameChannel:
         self.writer = FrameWriter()
         self.authenticated = False
 
-    def authenticate(self, sending_key: bytes, receiving_key: bytes) -> None:
-        self.writer.authenticate(FrameMac(sending_key))
+    def authenticate(self, sending_key: bytes, receiving_key: bytes,
+                     keep_sending_cipher: bool = True) -> None:
+        """``keep_sending_cipher=False`` for one of many connections that send little (the
+        master's to its nodes): see ``FrameMac``."""
+        self.writer.authenticate(FrameMac(sending_key, keep_sending_cipher))
         self.reader.authenticate(FrameMac(receiving_key))
         self.reader.max_frame = self._max_frame
         self.authenticated = True

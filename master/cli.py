@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from common import auth, fdlimit, tls
+from common import auth, collector, fdlimit, tls
 from common.argtypes import http_address, positive_seconds
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return certs.main(words[1:])
     args = parse_with_config(build_parser(), argv, "master")
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
+    collector.tune_for_many_connections()  # thousands of sessions: see common.collector
     open_files = fdlimit.raise_soft_limit()  # one socket per node: 1,024 is too few
     log_path = setup_logging(args.log_dir, args.log_max_bytes, args.log_keep)
     try:
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral-master: cannot listen on {args.host}:{args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
+    collector.freeze_startup_objects()
     on_hangup = hangup.install(api, token_path)
     host, port = api.address
     # Information, not a report: on stderr, so a redirected batch run's output holds only

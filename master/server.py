@@ -19,6 +19,7 @@ from common import fdlimit, tls
 from common.errors import CorralError
 from common.framing import DEFAULT_MAX_FRAME
 from common.landing import PartialLedger
+from common.liveness import PING_EVERY
 from common.states import NodeState
 from common.tls import TlsFiles
 from master import transfers
@@ -38,6 +39,10 @@ from master.web.metrics import EngineMetrics
 log = logging.getLogger("corral.master")
 
 KNOWN_REFRESH = 60.0  # seconds between saves of the known nodes' "last seen" times
+# Round-trip pings per second at most, over all nodes: up to 2,500 nodes each is measured
+# every PING_EVERY heartbeat intervals (5 s), at 10,000 every 20 s. A ping's reply costs
+# the master about what a heartbeat does.
+RTT_PINGS_PER_SECOND = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,8 +220,16 @@ class MasterEngine:
         while True:
             gevent.sleep(self.config.heartbeat)
             now = time.monotonic()
+            rtt_every = self.rtt_every()
             for session in list(self.sessions):
-                session.ping(now)
+                session.ping(now, rtt_every)
+
+    def rtt_every(self) -> float:
+        """Seconds between two round-trip pings of a node. Each costs a reply to read, so
+        with thousands of nodes they are spaced out (keep-alives, which ask no reply, still
+        go every PING_EVERY intervals: see ``Session.ping``)."""
+        return max(self.config.heartbeat * PING_EVERY,
+                   len(self.sessions) / RTT_PINGS_PER_SECOND)
 
     def _note_node_change(self, event: Event) -> None:
         if isinstance(event, NodeEvent) and (

@@ -71,6 +71,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.master.session")
 
 ACK_DELAY = 0.02  # seconds an exit-event ack may wait to cover later events too
+# What the pinger sends between round-trip pings: an ack of no client run acknowledges
+# nothing and asks no reply (see Session.ping).
+KEEP_ALIVE = Ack(boot="", eseq=0).to_wire()
 
 
 class Session:
@@ -97,6 +100,7 @@ class Session:
         # next is due: one pinger greenlet of the engine serves every session.
         self._ping_sent: tuple[int, float] | None = None
         self._ping_due = 0.0
+        self._rtt_due = 0.0  # when the next ping measures the round trip, not just keeps alive
         self._pinger: gevent.Greenlet | None = None
 
     @property
@@ -114,7 +118,7 @@ class Session:
                 if self.engine.tls_context is not None:
                     self._start_tls()
                 self.node = self._handshake()
-            self.ping(time.monotonic())  # a first RTT figure at once
+            self.ping(time.monotonic(), self.engine.rtt_every())  # a first RTT figure at once
             self._read_loop()
         except _HandshakeTimeout:
             reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
@@ -253,7 +257,8 @@ class Session:
         with self._write_lock:  # nothing may be sent between the welcome and the switch
             send_whole(self.sock, self._channel.frame(welcome.to_wire()))
             self._channel.authenticate(sending_key=keys.master_to_client,
-                                       receiving_key=keys.client_to_master)
+                                       receiving_key=keys.client_to_master,
+                                       keep_sending_cipher=False)
         log.info("registered %s id=%s host=%s", first.name, printable(first.node_id),
                  printable(first.host))
         return node
@@ -407,24 +412,34 @@ class Session:
             with contextlib.suppress(OSError):
                 self.send(Cancel(req=req))
 
-    def ping(self, now: float) -> None:
-        """Measure the round trip if it is due (every PING_EVERY heartbeat intervals).
+    def ping(self, now: float, rtt_every: float) -> None:
+        """Send the round-trip ping if it is due (every ``rtt_every`` seconds), else a
+        keep-alive if that is due (every PING_EVERY heartbeat intervals).
+
+        Each node hears from the master at least every PING_EVERY intervals: a client
+        whose kernel cannot tell it whether the link is alive judges it by that. With
+        thousands of nodes the engine spaces the round trips out, and in between the frame
+        is ``KEEP_ALIVE``, which asks no reply: a reply costs the master a wake-up and a
+        frame to read, as much as a heartbeat.
 
         The caller (one pinger for all sessions) never waits. When nothing else is being
-        sent, a ping of a few dozen bytes goes out from here at once; otherwise, or when
+        sent, a frame of a few dozen bytes goes out from here at once; otherwise, or when
         the socket takes only part of it, a short-lived greenlet sends it (a greenlet per
-        ping cost as much as the rest of the pinging at 10,000 nodes). No new ping while
+        ping cost as much as the rest of the pinging at 10,000 nodes). No new frame while
         the last is still stuck behind a peer that does not read."""
         if (self.node is None or self._closed_reason is not None or now < self._ping_due
                 or self._pinger is not None):
             return
         self._ping_due = now + self.engine.config.heartbeat * PING_EVERY
+        measure = now >= self._rtt_due
+        if measure:
+            self._rtt_due = now + rtt_every
         if self._write_lock.locked() or self.engine.tls_context is not None:
-            self._pinger = gevent.spawn(self._send_ping)
+            self._pinger = gevent.spawn(self._send_ping, measure)
             return
         self._write_lock.acquire()  # free: taking it does not wait
         try:
-            frame = self._channel.frame(Ping(req=self._next_ping()).to_wire())
+            frame = self._ping_frame(measure)
             sent = self.sock.send(frame, 0, 0.0)  # timeout 0: never waits
         except BlockingIOError:
             sent = 0
@@ -436,15 +451,19 @@ class Session:
         else:  # the rest must follow before any other frame: still under the lock
             self._pinger = gevent.spawn(self._send_rest, frame[sent:])
 
-    def _next_ping(self) -> int:
+    def _ping_frame(self, measure: bool) -> bytes:
+        """The next frame of the pinger: a ping that measures the round trip, or the
+        keep-alive. Made under the write lock (frames are numbered)."""
+        if not measure:
+            return self._channel.frame(KEEP_ALIVE)
         req = next(self._request_ids)
         self._ping_sent = (req, time.perf_counter())
-        return req
+        return self._channel.frame(Ping(req=req).to_wire())
 
-    def _send_ping(self) -> None:
+    def _send_ping(self, measure: bool) -> None:
         try:
-            with contextlib.suppress(OSError):
-                self.send(Ping(req=self._next_ping()))
+            with contextlib.suppress(OSError), self._write_lock:
+                send_whole(self.sock, self._ping_frame(measure))
         finally:
             self._pinger = None  # a finished greenlet kept per session is 1 KiB each
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import random
 import socket
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from client.protocol import Identity, handshake
@@ -27,6 +28,7 @@ from common.messages import (
     Hello,
     Message,
     Register,
+    _build,
     decode,
 )
 from common.procs import ProcInfo  # noqa: F401  (registers the "proc" type)
@@ -34,6 +36,7 @@ from common.replies import REPLY_TYPES  # noqa: F401  (registers the reply types
 from common.states import NodeState
 from master.api import MasterAPI
 from tests.conftest import TOKEN
+from tests.streams import Chunks
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -46,31 +49,11 @@ values = st.recursive(
 )
 
 
-class _Chunks:
-    """A socket stand-in that hands out a byte string in the given pieces."""
-
-    def __init__(self, data: bytes, cuts: list[int]) -> None:
-        self.pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-
-    def recv_into(self, buffer: typing.Any, nbytes: int = 0) -> int:
-        while self.pieces and not self.pieces[0]:
-            self.pieces.pop(0)
-        if not self.pieces:
-            return 0
-        piece = self.pieces[0][: nbytes or len(buffer)]
-        self.pieces[0] = self.pieces[0][len(piece):]
-        buffer[: len(piece)] = piece
-        return len(piece)
-
-    def sendall(self, data: typing.Any) -> None:
-        raise AssertionError("not used")
-
-
 @FUZZ
 @given(st.binary(max_size=2048), st.lists(st.integers(0, 2048), max_size=6), st.booleans())
 def test_reader_fails_only_with_protocol_errors(data: bytes, cuts: list[int],
                                                 authenticated: bool) -> None:
-    reader = FrameReader(_Chunks(data, sorted(c for c in cuts if c <= len(data))),
+    reader = FrameReader(Chunks(data, sorted(c for c in cuts if c <= len(data))),
                          max_frame=1024)
     if authenticated:
         reader.authenticate(FrameMac(b"k" * 32))
@@ -128,6 +111,42 @@ def test_valid_messages_round_trip(seq: int, load: list[float], cpu: float, free
                      disk_free=free, processes=seq % 1000)
     body = pack_frame(beat.to_wire())[4:]
     assert decode(msgpack.unpackb(body, raw=False)) == beat
+
+
+HEARTBEAT_FIELDS = [f.name for f in dataclasses.fields(Heartbeat)]
+ODD = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats()
+       | st.text(max_size=3)
+       | st.lists(st.floats() | st.integers(-3, 3) | st.booleans(), max_size=4))
+
+
+@FUZZ
+@given(st.sampled_from([*HEARTBEAT_FIELDS, "extra"]), ODD,
+       st.dictionaries(st.sampled_from(HEARTBEAT_FIELDS), ODD, max_size=2),
+       st.sets(st.sampled_from(HEARTBEAT_FIELDS), max_size=2))
+@example("processes", True, {}, set())
+@example("cpu_percent", math.nan, {}, set())
+@example("load", [0.0, -1.0, 2.0], {}, set())
+@example("load", [0, 1, True], {}, set())
+@example("seq", 1.0, {}, set())
+@example("extra", 0, {}, {"seq"})
+def test_heartbeats_are_judged_as_every_other_message(
+        field: str, value: typing.Any, changed: dict[str, typing.Any], dropped: set[str]
+) -> None:
+    """Heartbeats take a quicker path through the decoder: it accepts exactly what the
+    general one accepts, and what it refuses gets the general one's reason."""
+    wire = {**Heartbeat(seq=1, load=[0.5, 0.25, 0], cpu_percent=2, mem_available=1,
+                        mem_total=2, disk_free=3, processes=4).to_wire(), field: value,
+            **changed}
+    for name in dropped:
+        wire.pop(name, None)
+
+    def outcome(decoder: typing.Callable[[], Message]) -> tuple[str, typing.Any]:
+        try:
+            return "accepted", decoder()
+        except ProtocolError as exc:
+            return "refused", exc.message
+
+    assert outcome(lambda: decode(wire)) == outcome(lambda: _build(Heartbeat, wire))
 
 
 # --- the storm --------------------------------------------------------------------------------

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
+from common.messages import Ack, Message, Ping
 from common.states import NodeState
+from master import server
 from master.api import MasterAPI
+from master.server import MasterConfig, MasterEngine
+from tests.conftest import TOKEN
 from tests.harness import wait_until
+from tests.peers import ScriptedNode
 
 
 def states(master: MasterAPI) -> dict[str, NodeState]:
@@ -98,3 +104,33 @@ def test_client_restart_keeps_its_id(master: MasterAPI, spawn_client) -> None:
     client.start()
     wait_until(lambda: states(master)["n1"] is NodeState.READY, what="READY again")
     assert [n.node_id for n in master.nodes()] == [node_id]
+
+
+@pytest.mark.parametrize(("nodes", "seconds"), [(1, 5.0), (2_500, 5.0), (10_000, 20.0)])
+def test_round_trips_are_spaced_out_past_thousands_of_nodes(tmp_path: Path, nodes: int,
+                                                            seconds: float) -> None:
+    engine = MasterEngine(MasterConfig(heartbeat=1.0, log_dir=tmp_path), TOKEN.encode())
+    engine.sessions = set(range(nodes))  # type: ignore[arg-type]  # only counted
+    assert engine.rtt_every() == seconds
+
+
+@pytest.mark.slow
+def test_between_spaced_out_pings_a_node_gets_keep_alives(master: MasterAPI,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """With round trips spaced out (here to one every 2 s for a single node), the node
+    still hears from the master every 5 intervals (1 s): a keep-alive, an ack of nothing
+    that asks no reply, and its RTT is still measured."""
+    monkeypatch.setattr(server, "RTT_PINGS_PER_SECOND", 0.5)
+    node = ScriptedNode(master.address, "k1", TOKEN.encode()).start()
+    try:
+        def sent(kind: type[Message]) -> list[Message]:
+            return [m for m in list(node.requests) if isinstance(m, kind)]
+
+        wait_until(lambda: len(sent(Ping)) >= 2 and len(sent(Ack)) >= 2, timeout=60,
+                   what="two pings and two keep-alives")
+        assert all(ack.boot == "" for ack in sent(Ack))  # type: ignore[attr-defined]
+        wait_until(lambda: all(n.rtt_ms is not None for n in master.nodes()),
+                   what="an RTT figure")
+    finally:
+        node.stop()

@@ -10,9 +10,11 @@ import pytest
 
 from common import auth
 from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError, UsageError
-from common.framing import FrameReader, pack_frame
+from common.frame_auth import FrameMac
+from common.framing import FrameReader, FrameWriter, pack_frame
 from common.messages import Heartbeat, Hello, Ping, Reply, decode
 from common.nodeset import fold, select
+from tests.streams import Chunks
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -41,6 +43,54 @@ def test_big_frame_grows_the_buffer() -> None:
     message = decode(FrameReader(right).read_frame())
     sender.join()
     assert isinstance(message, Reply) and message.value == blob
+
+
+def _beats(count: int) -> list[Heartbeat]:
+    return [Heartbeat(seq=i, load=[0.5, 0.25, 0.0], cpu_percent=3.0, mem_available=1,
+                      mem_total=2, disk_free=3, processes=i) for i in range(count)]
+
+
+def test_frames_queued_together_are_read_in_one_call() -> None:
+    beats = _beats(3)
+    stream = Chunks(b"".join(pack_frame(b.to_wire()) for b in beats), [])
+    reader = FrameReader(stream)
+    assert [decode(reader.read_frame()) for _ in beats] == beats
+    assert stream.reads == 1
+    with pytest.raises(ConnectionClosed, match="closed by peer"):
+        reader.read_frame()
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 7, 50, 128])
+def test_frames_cut_anywhere_come_out_whole(cut: int) -> None:
+    beats = _beats(5)
+    big = Reply(req=9, value=b"x" * 100_000)  # grows the buffer, which shrinks after it
+    data = b"".join(pack_frame(m.to_wire()) for m in [beats[0], big, *beats[1:]])
+    reader = FrameReader(Chunks(data, list(range(cut, len(data), cut))))
+    assert [decode(reader.read_frame()) for _ in range(6)] == [beats[0], big, *beats[1:]]
+
+
+def test_a_plain_frame_and_the_first_authenticated_one_arrive_together() -> None:
+    """The welcome and the frame sent right after it can come in one read: the MAC applies
+    from the frame after ``authenticate`` on, whatever was read ahead."""
+    mac_key = b"k" * 32
+    writer = FrameWriter()
+    welcome = writer.frame({"n": 1})
+    writer.authenticate(FrameMac(mac_key))
+    reader = FrameReader(Chunks(welcome + writer.frame({"n": 2}) + writer.frame({"n": 3}), []))
+    assert reader.read_frame() == {"n": 1}
+    reader.authenticate(FrameMac(mac_key))
+    assert reader.read_frame() == {"n": 2}
+    assert reader.read_frame() == {"n": 3}
+
+
+def test_a_frame_read_ahead_still_meets_the_size_limit() -> None:
+    """The limit rises once the peer is authenticated; a frame already held is judged by
+    the limit in force when it is taken."""
+    small, large = pack_frame({"n": 1}), pack_frame({"blob": b"y" * 300})
+    reader = FrameReader(Chunks(small + large, []), max_frame=100)
+    assert reader.read_frame() == {"n": 1}
+    with pytest.raises(FrameTooLarge, match="exceeds the 100-byte limit"):
+        reader.read_frame()
 
 
 def test_oversize_length_is_refused_before_reading_the_body() -> None:

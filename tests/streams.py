@@ -1,0 +1,28 @@
+"""A socket stand-in for frame readers: hands out a byte string in the pieces given."""
+
+from __future__ import annotations
+
+import typing
+
+
+class Chunks:
+    """Delivers ``data`` cut at ``cuts``: one read returns at most the rest of one piece,
+    as a socket returns what has arrived so far. Counts the reads."""
+
+    def __init__(self, data: bytes, cuts: list[int]) -> None:
+        self.pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        self.reads = 0
+
+    def recv_into(self, buffer: typing.Any, nbytes: int = 0, /) -> int:
+        self.reads += 1
+        while self.pieces and not self.pieces[0]:
+            self.pieces.pop(0)
+        if not self.pieces:
+            return 0
+        piece = self.pieces[0][: nbytes or len(buffer)]
+        self.pieces[0] = self.pieces[0][len(piece):]
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+    def sendall(self, data: typing.Any, /) -> None:
+        raise AssertionError("not used")
