@@ -5,6 +5,7 @@ Every state change goes through ``_change_state``, which checks the transition t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,7 +43,7 @@ class ProcRecord:
     seq: int
     argv: list[str]
     cwd: Path
-    log_path: Path
+    log_path: str  # text, not a Path: building Paths cost a quick command more than its table
     state: ProcState = ProcState.STARTING
     pid: int = 0
     started: float = dataclasses.field(default_factory=time.time)
@@ -59,7 +60,7 @@ class ProcRecord:
 
     def to_journal(self) -> dict[str, Any]:
         return {"seq": self.seq, "argv": self.argv, "cwd": str(self.cwd),
-                "log": str(self.log_path), "state": self.state.value, "pid": self.pid,
+                "log": self.log_path, "state": self.state.value, "pid": self.pid,
                 "started": self.started, "ended": self.ended, "exit_code": self.exit_code,
                 "signal": self.signal, "error": self.error, "rusage": self.rusage,
                 "origin": self.origin, "job": self.job, "rank": self.rank}
@@ -67,7 +68,7 @@ class ProcRecord:
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> ProcRecord:
         return cls(seq=data["seq"], argv=list(data["argv"]), cwd=Path(data["cwd"]),
-                   log_path=Path(data["log"]), state=ProcState(data["state"]),
+                   log_path=str(data["log"]), state=ProcState(data["state"]),
                    pid=data["pid"], started=data["started"], ended=data.get("ended"),
                    exit_code=data.get("exit_code"), signal=data.get("signal"),
                    error=data.get("error"), rusage=data.get("rusage"),
@@ -85,7 +86,7 @@ class ProcRecord:
             cpu_time, rss = _live_usage(self.pid)
         return ProcInfo(
             seq=self.seq, pid=self.pid, argv=self.argv, cwd=str(self.cwd),
-            log=str(self.log_path) if self.pid else "",  # a failed spawn leaves no log
+            log=self.log_path if self.pid else "",  # a failed spawn leaves no log
             state=self.state.value, started=self.started, ended=self.ended,
             exit_code=self.exit_code, signal=self.signal, error=self.error,
             rusage=self.rusage, cpu_time=cpu_time, rss=rss, origin=self.origin,
@@ -104,6 +105,7 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
+LOG_NAMES_KEPT = 1_000  # programs whose log-name part is remembered
 KEEP_ENDED = 10_000  # ended processes a client remembers (default of --keep-ended)
 COMPACT_SLACK = 10_000  # journal lines beyond twice the table before it is compacted
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
@@ -122,7 +124,8 @@ class ProcTable:
         self._reaper = reaper
         self._journal = journal
         self._spawner = spawner
-        self._log_dir = log_dir
+        self._log_prefix = os.path.join(log_dir, "")  # the folder, ending in a slash
+        self._log_names: dict[str, str] = {}  # argv[0] -> the name part of its log files
         self._workdir = workdir
         self._by_pid: dict[int, ProcRecord] = {}
         self._records: dict[int, ProcRecord] = {}  # by seq, in start order
@@ -207,9 +210,10 @@ class ProcTable:
             raise CorralError("no program given", ErrorCode.BAD_REQUEST)
         seq = self._next_seq
         self._next_seq += 1
-        log_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
+        log_name = self._log_name(argv[0])
+        log_base = f"{self._log_prefix}{seq}-{log_name}"
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
-                            log_path=self._log_dir / f"{seq}-{log_name}.log",
+                            log_path=f"{log_base}.log",
                             origin="exec" if pipes is None else "run",
                             job=place.job if place else "", rank=place.rank if place else None)
         self._records[seq] = record
@@ -219,7 +223,7 @@ class ProcTable:
                 raise SpawnFailed(f"No such file or directory: {argv[0]}")
             if pipes is None:
                 spec = SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
-                                 env=full_env, stdout_path=record.log_path,
+                                 env=full_env, stdout_path=Path(record.log_path),
                                  stdin_path=stdin_path)
             else:
                 spec = SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
@@ -229,7 +233,8 @@ class ProcTable:
         except SpawnFailed as exc:
             record.error = exc.message
             record.ended = time.time()
-            record.log_path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record.log_path)
             self._change_state(record, ProcState.SPAWN_FAILED)
             self._record_event(record.to_journal())  # shown by pid after a restart too
             log.info("could not start %s: %s", argv, exc.message)
@@ -239,7 +244,7 @@ class ProcTable:
         # Watch before anything can yield, so the reaper never meets an unknown pid.
         self._reaper.watch(pid, self._on_exit, self._on_pause)
         record.pid = pid
-        named = self._log_dir / f"{seq}-{log_name}-{pid}.log"
+        named = f"{log_base}-{pid}.log"
         if pipes is None:
             os.replace(record.log_path, named)  # the child keeps writing through its open fd
         record.log_path = named
@@ -248,6 +253,16 @@ class ProcTable:
         self._record_event(record.to_journal())
         log.debug("started %s as pid %d (log %s)", argv, pid, named)
         return record
+
+    def _log_name(self, program: str) -> str:
+        """The part of a log file's name that says which program wrote it."""
+        name = self._log_names.get(program)
+        if name is None:
+            if len(self._log_names) >= LOG_NAMES_KEPT:
+                self._log_names.clear()
+            name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(program))[:40] or "prog"
+            self._log_names[program] = name
+        return name
 
     def _on_exit(self, pid: int, status: int, usage: Any) -> None:
         record = self._by_pid[pid]
