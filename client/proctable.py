@@ -132,6 +132,10 @@ class ProcTable:
         # Ended records by seq, in the order they ended: the first is forgotten first.
         self._ended_order: dict[int, ProcRecord] = {}
         self._keep_ended = keep_ended
+        # Kept beside the table so that neither the heartbeat nor the watch on adopted
+        # processes walks a table of thousands of ended processes.
+        self._running: set[int] = set()  # seqs of RUNNING records
+        self._adopted: dict[int, ProcRecord] = {}  # adopted, not yet seen to end, by seq
         self._next_seq = _first_free_seq(log_dir)
         self.change_listeners: list[ChangeListener] = []
         # Copied once: copying os.environ costs more than the rest of a spawn's Python.
@@ -167,6 +171,8 @@ class ProcTable:
                              key=lambda r: r.ended or 0.0):
             self._ended_order[record.seq] = record
         self._limit_ended()
+        self._running = {r.seq for r in self._records.values() if r.state is ProcState.RUNNING}
+        self._adopted = {r.seq: r for r in self._records.values() if r.adopted}
         journal.rewrite([record.to_journal() for record in self._records.values()])
         adopted = [r.pid for r in self._records.values() if r.adopted]
         if self._records:
@@ -183,9 +189,9 @@ class ProcTable:
             gevent.sleep(ADOPTED_POLL)
 
     def _check_adopted(self) -> None:
-        for record in list(self._records.values()):
-            if (record.adopted and record.state is ProcState.RUNNING
-                    and not _same_process(record.pid, record.started)):
+        for record in list(self._adopted.values()):
+            if not _same_process(record.pid, record.started):
+                del self._adopted[record.seq]
                 record.ended = time.time()
                 self._change_state(record, ProcState.ENDED_UNKNOWN)
                 self._ended(record)
@@ -316,6 +322,10 @@ class ProcTable:
         if new not in PROC_TRANSITIONS[record.state]:
             raise AssertionError(f"process {record.seq}: illegal {record.state} -> {new}")
         record.state = new
+        if new is ProcState.RUNNING:
+            self._running.add(record.seq)
+        else:
+            self._running.discard(record.seq)
 
     # --- queries and signals --------------------------------------------------------------
 
@@ -324,7 +334,7 @@ class ProcTable:
         return [record.info(live=True) for record in self._records.values()]
 
     def running_count(self) -> int:
-        return sum(1 for r in self._records.values() if r.state is ProcState.RUNNING)
+        return len(self._running)
 
     def give_job_socket(self, path: Path) -> None:
         """Every process started from now on finds the client's job socket in
