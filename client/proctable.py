@@ -38,7 +38,7 @@ Spawner = Callable[[SpawnSpec], int]
 ChangeListener = Callable[[ProcInfo], None]  # ended, stopped or continued
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # thousands are kept: no dict each
 class ProcRecord:
     seq: int
     argv: list[str]
