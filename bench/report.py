@@ -40,7 +40,7 @@ NEEDS_ROOT = {"shaped_copy"}
 # name -> options for --quick
 BENCHMARKS: dict[str, list[str]] = {
     "heartbeat_scale": ["--counts", "100", "500", "--window", "3"],
-    "spawn_rate": ["--count", "300", "--rounds", "1"],
+    "spawn_rate": ["--count", "300", "--rounds", "1", "--full-table", "1000"],
     "fanout": ["--nodes", "1", "5", "20", "--repeat", "5"],
     "copy_throughput": ["--size-mib", "64", "--fanout", "2"],
     "small_files": ["--files", "200", "--rounds", "1"],

@@ -12,9 +12,13 @@ This machine's speed drifts by up to 2x over minutes, so baseline and corral are
 alternately (the order reversed every other round), settled before each, several rounds,
 and the medians and spreads printed. Between measurements the client forgets its ended
 processes: a table grown by tens of thousands of them made every ``fork`` copy a bigger
-process, until ``exec -n 100`` timed out from the second round on.
+process, until ``exec -n 100`` timed out from the second round on. Then, per method, the
+client's table is filled to the most ended processes a client keeps (``--keep-ended``,
+10,000) and ``exec`` with 16 in flight measured again beside a measurement with an empty
+table: a busy client must not slow down as its table fills.
 
     .venv/bin/python bench/spawn_rate.py [--count 3200] [--rounds 3] [--methods posix fork]
+        [--full-table 10000]
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.rig import alternate, goal, record, spread  # noqa: E402
+from bench.rig import alternate, goal, record, settle, spread  # noqa: E402
+from client.proctable import KEEP_ENDED  # noqa: E402
 from master.api import MasterAPI  # noqa: E402
 from master.events import Event, ProcessEvent  # noqa: E402
 from master.server import MasterConfig  # noqa: E402
@@ -78,7 +83,8 @@ class CorralRig:
         if isinstance(event, ProcessEvent):
             self.ended.release()
 
-    def rate(self, count: int, batch: int, in_flight: int) -> float:
+    def rate(self, count: int, batch: int, in_flight: int, forget: bool = True) -> float:
+        """Processes a second; ``forget``: the client forgets them all afterwards."""
         requests = count // batch // in_flight
         done = requests * in_flight * batch
 
@@ -111,8 +117,18 @@ class CorralRig:
                                - client_before.user - client_before.system)
         self.cpu["processes"] += done
         self.cpu["requests"] += done // batch
-        self.api.forget_ended("n1")  # the next measurement starts with a small client
+        if forget:
+            self.api.forget_ended("n1")  # the next measurement starts with a small client
         return done / elapsed
+
+    def fill(self, count: int) -> None:
+        """Leave ``count`` ended processes in the client's table."""
+        for _ in range(count // 100):
+            group = self.api.exec("n1", ["true"], count=100)
+            if not group.ok:
+                raise SystemExit(f"--spawn {self.method}: exec failed: {group.errors}")
+        for _ in range(count // 100 * 100):
+            self.ended.acquire()
 
     def per_process_cpu(self) -> str:
         n = self.cpu["processes"] or 1
@@ -137,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=3200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--full-table", type=int, default=KEEP_ENDED, metavar="N",
+                        help="ended processes left in the client's table for the last "
+                             "measurement (default: as many as a client keeps)")
     parser.add_argument("--methods", nargs="+", default=["posix", "fork"],
                         choices=["posix", "fork"])
     args = parser.parse_args()
@@ -152,6 +171,11 @@ def main() -> None:
             rig = CorralRig(folder / method, method)
             try:
                 rates = alternate(args.rounds, measures(rig, args.count, folder))
+                settle()
+                empty = rig.rate(args.count, 1, THREADS)
+                rig.fill(args.full_table)
+                settle()
+                full = rig.rate(args.count, 1, THREADS, forget=False)
             finally:
                 rig.close()
             figures[method] = rates
@@ -167,6 +191,11 @@ def main() -> None:
                     goals.append(goal(f"spawn rate, {label} / raw posix_spawnp loop",
                                       100 * statistics.median(ratios), 80, " %",
                                       higher_is_better=True))
+            print(f"  exec, {THREADS} in flight, with {args.full_table:,} ended processes in the "
+                  f"client's table: {full:,.0f} /s; with none: {empty:,.0f} /s "
+                  f"({100 * full / empty:.0f} %)", flush=True)
+            figures[method]["full_table"] = [full]
+            figures[method]["empty_table"] = [empty]
     print("goal: corral (default method, posix) >= 80 % of the baseline with requests in "
           "flight")
     record("spawn_rate", figures, goals)

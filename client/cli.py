@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -189,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("node %s (id %s) work folder %s, master %s:%d, data port %d",
              args.name, identity.node_id, workdir, *args.master, daemon.data_port)
     runner = gevent.spawn(daemon.run_forever)
+    # What start-up built (modules, classes, the restored table) lives as long as the
+    # client: out of the collector's sight, a collection walks only what requests make,
+    # and a fork (--spawn fork) does not copy pages just because the collector wrote to
+    # their objects' headers.
+    gc.freeze()
 
     def stop(signum: int) -> None:
         # The children run in sessions of their own: they live on, and the journal lets

@@ -161,7 +161,7 @@ class ClientDaemon:
         self.outbox[event.eseq] = event
         connection = self._connection
         if connection is not None and connection.authenticated:
-            connection.send_quietly(event)
+            connection.send_soon(event)  # (a loop callback: it must not block)
 
     def acknowledged(self, ack: Ack) -> None:
         """An ack covers every event up to its ``eseq`` (they arrive in order)."""
@@ -237,6 +237,7 @@ class _Connection:
                                self.send_quietly)
         self._in_flight: dict[int, gevent.Greenlet] = {}
         self._calls: dict[int, gevent.queue.Queue[Any]] = {}  # forwarded, by req
+        self._queued: list[Message] = []  # for send_soon
         self.last_heard = time.monotonic()
 
     def run(self) -> bool:
@@ -330,8 +331,35 @@ class _Connection:
         answers.put(answer)
 
     def send(self, message: Message) -> None:
+        """Send ``message`` now, after whatever ``send_soon`` queued, in one write."""
         with self._write_lock:  # frames are numbered: made and sent in one order
-            send_whole(self.sock, self.channel.frame(message.to_wire()))
+            send_whole(self.sock, self._frames([message]))
+
+    def send_soon(self, message: Message) -> None:
+        """Queue ``message``; a greenlet sends the queue, unless another send takes it along
+        first. Safe in a loop callback, which must never wait on the socket or the write
+        lock; and an exit event queued this way leaves in the same write as the reply of
+        the ``run`` it ends."""
+        self._queued.append(message)
+        if len(self._queued) == 1:
+            gevent.get_hub().loop.run_callback(self._start_sender)
+
+    def _start_sender(self) -> None:
+        # By now a greenlet that woke in the same turn (a run's, with its reply) may have
+        # taken the queue along; a new greenlet (and its stack) only for what is left.
+        if self._queued:
+            self._workers.spawn(self._send_queued)
+
+    def _send_queued(self) -> None:
+        with self._write_lock, contextlib.suppress(OSError):
+            if self._queued:
+                send_whole(self.sock, self._frames([]))
+
+    def _frames(self, messages: list[Message]) -> bytes:
+        """The queued messages and then ``messages``, framed (hold the write lock)."""
+        if self._queued:
+            messages, self._queued = self._queued + messages, []
+        return b"".join(self.channel.frame(message.to_wire()) for message in messages)
 
     def _say_why(self, exc: CorralError) -> None:
         """Tell the master why we close, through the lock once other greenlets send too."""

@@ -5,6 +5,7 @@ Every state change goes through ``_change_state``, which checks the transition t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -37,12 +38,12 @@ Spawner = Callable[[SpawnSpec], int]
 ChangeListener = Callable[[ProcInfo], None]  # ended, stopped or continued
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # thousands are kept: no dict each
 class ProcRecord:
     seq: int
     argv: list[str]
     cwd: Path
-    log_path: Path
+    log_path: str  # text, not a Path: building Paths cost a quick command more than its table
     state: ProcState = ProcState.STARTING
     pid: int = 0
     started: float = dataclasses.field(default_factory=time.time)
@@ -59,7 +60,7 @@ class ProcRecord:
 
     def to_journal(self) -> dict[str, Any]:
         return {"seq": self.seq, "argv": self.argv, "cwd": str(self.cwd),
-                "log": str(self.log_path), "state": self.state.value, "pid": self.pid,
+                "log": self.log_path, "state": self.state.value, "pid": self.pid,
                 "started": self.started, "ended": self.ended, "exit_code": self.exit_code,
                 "signal": self.signal, "error": self.error, "rusage": self.rusage,
                 "origin": self.origin, "job": self.job, "rank": self.rank}
@@ -67,7 +68,7 @@ class ProcRecord:
     @classmethod
     def from_journal(cls, data: dict[str, Any]) -> ProcRecord:
         return cls(seq=data["seq"], argv=list(data["argv"]), cwd=Path(data["cwd"]),
-                   log_path=Path(data["log"]), state=ProcState(data["state"]),
+                   log_path=str(data["log"]), state=ProcState(data["state"]),
                    pid=data["pid"], started=data["started"], ended=data.get("ended"),
                    exit_code=data.get("exit_code"), signal=data.get("signal"),
                    error=data.get("error"), rusage=data.get("rusage"),
@@ -85,7 +86,7 @@ class ProcRecord:
             cpu_time, rss = _live_usage(self.pid)
         return ProcInfo(
             seq=self.seq, pid=self.pid, argv=self.argv, cwd=str(self.cwd),
-            log=str(self.log_path) if self.pid else "",  # a failed spawn leaves no log
+            log=self.log_path if self.pid else "",  # a failed spawn leaves no log
             state=self.state.value, started=self.started, ended=self.ended,
             exit_code=self.exit_code, signal=self.signal, error=self.error,
             rusage=self.rusage, cpu_time=cpu_time, rss=rss, origin=self.origin,
@@ -104,6 +105,7 @@ def _live_usage(pid: int) -> tuple[float | None, int | None]:
         return None, None
 
 
+LOG_NAMES_KEPT = 1_000  # programs whose log-name part is remembered
 KEEP_ENDED = 10_000  # ended processes a client remembers (default of --keep-ended)
 COMPACT_SLACK = 10_000  # journal lines beyond twice the table before it is compacted
 ADOPTED_POLL = 0.5  # seconds between checks on processes a previous client run started
@@ -122,13 +124,18 @@ class ProcTable:
         self._reaper = reaper
         self._journal = journal
         self._spawner = spawner
-        self._log_dir = log_dir
+        self._log_prefix = os.path.join(log_dir, "")  # the folder, ending in a slash
+        self._log_names: dict[str, str] = {}  # argv[0] -> the name part of its log files
         self._workdir = workdir
         self._by_pid: dict[int, ProcRecord] = {}
         self._records: dict[int, ProcRecord] = {}  # by seq, in start order
         # Ended records by seq, in the order they ended: the first is forgotten first.
         self._ended_order: dict[int, ProcRecord] = {}
         self._keep_ended = keep_ended
+        # Kept beside the table so that neither the heartbeat nor the watch on adopted
+        # processes walks a table of thousands of ended processes.
+        self._running: set[int] = set()  # seqs of RUNNING records
+        self._adopted: dict[int, ProcRecord] = {}  # adopted, not yet seen to end, by seq
         self._next_seq = _first_free_seq(log_dir)
         self.change_listeners: list[ChangeListener] = []
         # Copied once: copying os.environ costs more than the rest of a spawn's Python.
@@ -164,6 +171,8 @@ class ProcTable:
                              key=lambda r: r.ended or 0.0):
             self._ended_order[record.seq] = record
         self._limit_ended()
+        self._running = {r.seq for r in self._records.values() if r.state is ProcState.RUNNING}
+        self._adopted = {r.seq: r for r in self._records.values() if r.adopted}
         journal.rewrite([record.to_journal() for record in self._records.values()])
         adopted = [r.pid for r in self._records.values() if r.adopted]
         if self._records:
@@ -180,9 +189,9 @@ class ProcTable:
             gevent.sleep(ADOPTED_POLL)
 
     def _check_adopted(self) -> None:
-        for record in list(self._records.values()):
-            if (record.adopted and record.state is ProcState.RUNNING
-                    and not _same_process(record.pid, record.started)):
+        for record in list(self._adopted.values()):
+            if not _same_process(record.pid, record.started):
+                del self._adopted[record.seq]
                 record.ended = time.time()
                 self._change_state(record, ProcState.ENDED_UNKNOWN)
                 self._ended(record)
@@ -207,9 +216,10 @@ class ProcTable:
             raise CorralError("no program given", ErrorCode.BAD_REQUEST)
         seq = self._next_seq
         self._next_seq += 1
-        log_name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(argv[0]))[:40] or "prog"
+        log_name = self._log_name(argv[0])
+        log_base = f"{self._log_prefix}{seq}-{log_name}"
         record = ProcRecord(seq=seq, argv=list(argv), cwd=cwd or self._workdir,
-                            log_path=self._log_dir / f"{seq}-{log_name}.log",
+                            log_path=f"{log_base}.log",
                             origin="exec" if pipes is None else "run",
                             job=place.job if place else "", rank=place.rank if place else None)
         self._records[seq] = record
@@ -219,7 +229,7 @@ class ProcTable:
                 raise SpawnFailed(f"No such file or directory: {argv[0]}")
             if pipes is None:
                 spec = SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
-                                 env=full_env, stdout_path=record.log_path,
+                                 env=full_env, stdout_path=Path(record.log_path),
                                  stdin_path=stdin_path)
             else:
                 spec = SpawnSpec(program=program, argv=record.argv, cwd=record.cwd,
@@ -229,7 +239,8 @@ class ProcTable:
         except SpawnFailed as exc:
             record.error = exc.message
             record.ended = time.time()
-            record.log_path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record.log_path)
             self._change_state(record, ProcState.SPAWN_FAILED)
             self._record_event(record.to_journal())  # shown by pid after a restart too
             log.info("could not start %s: %s", argv, exc.message)
@@ -239,7 +250,7 @@ class ProcTable:
         # Watch before anything can yield, so the reaper never meets an unknown pid.
         self._reaper.watch(pid, self._on_exit, self._on_pause)
         record.pid = pid
-        named = self._log_dir / f"{seq}-{log_name}-{pid}.log"
+        named = f"{log_base}-{pid}.log"
         if pipes is None:
             os.replace(record.log_path, named)  # the child keeps writing through its open fd
         record.log_path = named
@@ -248,6 +259,16 @@ class ProcTable:
         self._record_event(record.to_journal())
         log.debug("started %s as pid %d (log %s)", argv, pid, named)
         return record
+
+    def _log_name(self, program: str) -> str:
+        """The part of a log file's name that says which program wrote it."""
+        name = self._log_names.get(program)
+        if name is None:
+            if len(self._log_names) >= LOG_NAMES_KEPT:
+                self._log_names.clear()
+            name = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(program))[:40] or "prog"
+            self._log_names[program] = name
+        return name
 
     def _on_exit(self, pid: int, status: int, usage: Any) -> None:
         record = self._by_pid[pid]
@@ -301,6 +322,10 @@ class ProcTable:
         if new not in PROC_TRANSITIONS[record.state]:
             raise AssertionError(f"process {record.seq}: illegal {record.state} -> {new}")
         record.state = new
+        if new is ProcState.RUNNING:
+            self._running.add(record.seq)
+        else:
+            self._running.discard(record.seq)
 
     # --- queries and signals --------------------------------------------------------------
 
@@ -309,7 +334,7 @@ class ProcTable:
         return [record.info(live=True) for record in self._records.values()]
 
     def running_count(self) -> int:
-        return sum(1 for r in self._records.values() if r.state is ProcState.RUNNING)
+        return len(self._running)
 
     def give_job_socket(self, path: Path) -> None:
         """Every process started from now on finds the client's job socket in

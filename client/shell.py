@@ -10,6 +10,7 @@ process group is stopped and the reply says so.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -18,16 +19,18 @@ from typing import IO, Any
 
 import gevent
 import gevent.event
-import gevent.socket
 
 from client.proctable import ProcTable
 from client.spawn import JobPlace, SpawnFailed
 from common.procs import ProcInfo
 from common.states import ProcState
 
+log = logging.getLogger("corral.client.shell")
+
 OUTPUT_CAP = 1024 * 1024  # per stream; the rest is counted and dropped
 DRAIN_AFTER_EXIT = 0.5  # a background grandchild may hold the pipe open; don't wait on it
 STOP_GRACE = 1.0  # after SIGINT, seconds before the whole group gets SIGKILL
+READABLE = 1  # libev's EV_READ: an I/O watcher for a descriptor with data to read
 
 
 def run_shell(procs: ProcTable, program: str, argv: list[str], cwd: Path, timeout: float,
@@ -56,9 +59,7 @@ def run_shell(procs: ProcTable, program: str, argv: list[str], cwd: Path, timeou
             ended.set(info)
 
     procs.change_listeners.append(on_exit)  # before any yield: the exit cannot be missed
-    log_file = _LazyLog(record.log_path)
-    readers = [gevent.spawn(_collect, out_read, log_file),
-               gevent.spawn(_collect, err_read, log_file)]
+    output = _Output((out_read, err_read), _LazyLog(record.log_path))
     timed_out = cancelled = False
     try:
         try:
@@ -71,14 +72,10 @@ def run_shell(procs: ProcTable, program: str, argv: list[str], cwd: Path, timeou
             cancelled = True
             info = _stop_group(pid, ended)
         with contextlib.suppress(gevent.GreenletExit):
-            gevent.joinall(readers, timeout=DRAIN_AFTER_EXIT)
+            output.at_end.wait(timeout=DRAIN_AFTER_EXIT)
     finally:
         procs.change_listeners.remove(on_exit)
-        gevent.killall(readers)
-        for fd in (out_read, err_read):
-            os.close(fd)
-        log_file.close()
-    (stdout, out_dropped), (stderr, err_dropped) = (r.value or (b"", 0) for r in readers)
+        (stdout, out_dropped), (stderr, err_dropped) = output.close()
     return {
         "exit_code": info.exit_code,
         "signal": info.signal,
@@ -96,41 +93,82 @@ class _LazyLog:
     """The command's log file, created at its first byte of output: creating a file costs
     more than the rest of a quick command, and most print little or nothing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self._file: IO[bytes] | None = None
+        self._failed = False
 
     def write(self, data: bytes) -> None:
-        if self._file is None:  # unbuffered: `log` reads it while the command runs
-            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in close)
-        self._file.write(data)
+        if self._failed:
+            return
+        try:
+            if self._file is None:  # unbuffered: `log` reads it while the command runs
+                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (see close)
+            self._file.write(data)
+        except OSError as exc:  # the disk is full: the master still gets the output
+            self._failed = True
+            log.warning("cannot write %s: %s; the rest of its output is not logged",
+                        self.path, exc.strerror or exc)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
 
 
-def _collect(fd: int, log_file: _LazyLog) -> tuple[bytes, int]:
-    os.set_blocking(fd, False)
-    chunks: list[bytes] = []
-    kept = dropped = 0
-    try:
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                gevent.socket.wait_read(fd)
-                continue
-            if not chunk:
-                break
-            log_file.write(chunk)
-            room = OUTPUT_CAP - kept
-            chunks.append(chunk[:room])
-            kept += min(room, len(chunk))
-            dropped += max(0, len(chunk) - room)
-    except gevent.GreenletExit:
-        pass
-    return b"".join(chunks), dropped
+class _Stream:
+    """One pipe of a command: what was kept of it, and how much was dropped."""
+
+    def __init__(self, fd: int, watcher: Any) -> None:
+        self.fd = fd
+        self.watcher = watcher
+        self.chunks: list[bytes] = []
+        self.kept = self.dropped = 0
+        self.open = True
+
+    def keep(self, chunk: bytes) -> None:
+        room = OUTPUT_CAP - self.kept
+        if room > 0:
+            self.chunks.append(chunk[:room])
+        self.kept += min(room, len(chunk))
+        self.dropped += max(0, len(chunk) - room)
+
+
+class _Output:
+    """A command's stdout and stderr, read as they come: the event loop calls ``_readable``
+    when a pipe has data or has ended, with no greenlet waiting on each (two reader
+    greenlets cost a quick command more than the rest of its bookkeeping)."""
+
+    def __init__(self, fds: tuple[int, int], log_file: _LazyLog) -> None:
+        self.log_file = log_file
+        self.at_end = gevent.event.Event()  # set once every pipe has ended
+        loop = gevent.get_hub().loop
+        self._streams = [_Stream(fd, loop.io(fd, READABLE)) for fd in fds]
+        for stream in self._streams:
+            os.set_blocking(stream.fd, False)
+            stream.watcher.start(self._readable, stream)
+
+    def _readable(self, stream: _Stream) -> None:
+        try:
+            chunk = os.read(stream.fd, 65536)
+        except BlockingIOError:
+            return
+        if chunk:
+            self.log_file.write(chunk)
+            stream.keep(chunk)
+            return
+        stream.open = False
+        stream.watcher.stop()
+        if not any(s.open for s in self._streams):
+            self.at_end.set()
+
+    def close(self) -> list[tuple[bytes, int]]:
+        """Stop reading (a background grandchild may still hold a pipe), close both pipes
+        and the log; what each stream kept and dropped."""
+        for stream in self._streams:
+            stream.watcher.close()
+            os.close(stream.fd)
+        self.log_file.close()
+        return [(b"".join(s.chunks), s.dropped) for s in self._streams]
 
 
 def _stop_group(pid: int, ended: gevent.event.AsyncResult) -> ProcInfo:

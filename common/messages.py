@@ -505,8 +505,9 @@ class RunRequest(Message):
 @dataclasses.dataclass(frozen=True)
 class Ack(Message):
     """master -> client: every event up to ``eseq`` of client run ``boot`` arrived; stop
-    resending them. Cumulative, and sent a little after the event (20 ms). With an empty
-    ``boot`` it acknowledges nothing: the master's keep-alive between round-trip pings."""
+    resending them. Cumulative, and sent a little after the event (0.1 s: a burst of
+    events, or a fan-out, costs one ack, sent once it is over). With an empty ``boot`` it
+    acknowledges nothing: the master's keep-alive between round-trip pings."""
 
     TAG: ClassVar[str] = "ack"
 

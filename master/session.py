@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.master.session")
 
-ACK_DELAY = 0.02  # seconds an exit-event ack may wait to cover later events too
+ACK_DELAY = 0.1  # seconds an exit-event ack may wait to cover later events too
 # What the pinger sends between round-trip pings: an ack of no client run acknowledges
 # nothing and asks no reply (see Session.ping).
 KEEP_ALIVE = Ack(boot="", eseq=0).to_wire()
