@@ -23,7 +23,7 @@ from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
-from common.argtypes import port_number, positive_int
+from common.argtypes import port_number, positive_int, positive_seconds
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.journal import Journal
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-ended", type=positive_int, default=KEEP_ENDED, metavar="N",
                         help="ended processes to remember; beyond N the one that ended "
                         f"first is forgotten (default {KEEP_ENDED:,})")
+    parser.add_argument("--job-socket-timeout", type=positive_seconds,
+                        default=jobsocket.FIRST_FRAME_TIMEOUT, metavar="SECONDS",
+                        help="a process connecting to the job socket must send its call "
+                        "within this time, or it is told so and closed (default "
+                        f"{jobsocket.FIRST_FRAME_TIMEOUT:g})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug lines too")
     parser.add_argument("--log-file", type=Path, metavar="PATH",
@@ -150,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     job_socket_path = state_dir / jobsocket.FILE_NAME
     too_long = jobsocket.path_problem(job_socket_path)
     os.environ.pop(jobsocket.ENV_NAME, None)  # this client may run in a job: not ours
-    job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame)
+    job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame,
+                                     args.job_socket_timeout)
     try:
         if too_long is None:
             job_socket.start()
