@@ -396,6 +396,30 @@ def test_a_lone_surrogate_in_a_command_is_a_clear_error(web_master: MasterAPI,
     assert ran.status == 200 and "still here" in ran.json()["text"]
 
 
+def test_numbers_in_a_body_are_numbers(web_master: MasterAPI, logged_in: WebClient,
+                                      spawn_client) -> None:
+    """JSON's true is Python's 1, and Python's JSON reader takes NaN and Infinity: a
+    timeout of true was a 1 s run. Each is a 400 that says why; nothing runs."""
+    spawn_client("n1", web_master.address)
+    assert web_master.wait_ready(1, timeout=PATIENCE).reached
+    as_bool = logged_in.post("/api/run", {"nodes": ["n1"], "command": "sleep 2",
+                                          "timeout": True})
+    assert as_bool.status == 400
+    assert as_bool.json() == {"error": "timeout must be a number of seconds up to 600"}
+    for word in ("NaN", "Infinity", "-Infinity"):
+        bad = logged_in.request("POST", "/api/run", raw=(
+            b'{"nodes": ["n1"], "command": "true", "timeout": %s}' % word.encode()),
+            headers={"Content-Type": "application/json",
+                     "X-CSRF-Token": logged_in.csrf or ""})
+        assert bad.status == 400, word
+        assert bad.json() == {"error": f"body is not JSON: {word} is not a number JSON "
+                                       "allows"}, word
+    deep = logged_in.request("POST", "/api/run", raw=b"[" * 60_000, headers={
+        "Content-Type": "application/json", "X-CSRF-Token": logged_in.csrf or ""})
+    assert deep.status == 400
+    assert web_master.processes("n1").results["n1"] == []
+
+
 def test_a_hostile_peer_prints_nothing_on_the_masters_terminal(spawn_master) -> None:
     """More than 100 headers, or a login that hangs up half-way through its body: each is
     the peer's problem (400), never a traceback over the operator's console."""

@@ -78,9 +78,11 @@ class Request:
         except OSError:  # the peer hung up half-way
             raise HttpError(400, "the body ended early") from None
         try:
-            body = json.loads(raw or b"{}")
+            body = json.loads(raw or b"{}", parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError):
             raise HttpError(400, "body is not JSON") from None
+        except RecursionError:
+            raise HttpError(400, "body is JSON nested too deep") from None
         if not isinstance(body, dict):
             raise HttpError(400, "body is not a JSON object")
         try:  # JSON may escape a lone surrogate, which no node's UTF-8 can carry
@@ -89,6 +91,12 @@ class Request:
             raise HttpError(400, "body holds a lone surrogate (\\ud800 to \\udfff), "
                                  "which is not text") from None
         return body
+
+
+def _not_json(word: str) -> Any:
+    """NaN, Infinity and -Infinity: Python's JSON reader takes them, the standard does not,
+    and a nan timeout never ends."""
+    raise HttpError(400, f"body is not JSON: {word} is not a number JSON allows")
 
 
 def is_loopback(host: str) -> bool:

@@ -352,7 +352,8 @@ class WebServer:
         if not isinstance(command, str) or not command.strip():
             raise HttpError(400, "give a command")
         timeout = body.get("timeout", 30)
-        if not isinstance(timeout, (int, float)) or not 0 < timeout <= RUN_TIMEOUT_MAX:
+        # JSON's true is Python's 1: a number only (json_body refuses NaN and Infinity).
+        if type(timeout) not in (int, float) or not 0 < timeout <= RUN_TIMEOUT_MAX:
             raise HttpError(400, f"timeout must be a number of seconds up to "
                                  f"{RUN_TIMEOUT_MAX:g}")
         log.info("web %s: run %r on %s", request.remote, command, nodeset)
