@@ -280,8 +280,22 @@ def test_select_ranks_best_first_and_puts_unknown_figures_last() -> None:
     assert names == {"load": ["n3", "n10", "n2", "n1"], "mem": ["n2", "n3", "n10", "n1"],
                      "disk": ["n2", "n3", "n10", "n1"], "rtt": ["n2", "n3", "n10", "n1"],
                      None: ["n1", "n2", "n3", "n10"]}
-    assert [n.name for n in pick(nodes, "load", "any")] == ["n4", "n3", "n10", "n2", "n1"]
     assert [n.name for n in pick(nodes, "load", "GONE")] == ["n4"]
+
+
+def test_select_ranks_stale_figures_after_live_nodes() -> None:
+    """A GONE node's figures are what it said before it went, a MISSING node's some
+    heartbeats old: with --state any, each comes after every live node, however good its
+    figures (even after a live node that has none yet)."""
+    from master.front.nodepick import pick
+
+    nodes = [view("n10", 0.5, 100, 3.0), view("n2", 2.0, 300, 1.0), view("n1", None, None, None),
+             view("n3", 0.5, 200, 2.0), view("n4", 0.1, 999, 0.5, state="GONE"),
+             view("n5", 0.2, 998, 0.6, state="MISSING"), view("n6", 0.0, 5, 0.1, state="GONE")]
+    ranked = {by: [n.name for n in pick(nodes, by, "any")] for by in ("load", "mem", "rtt")}
+    assert ranked == {"load": ["n3", "n10", "n2", "n1", "n5", "n6", "n4"],
+                      "mem": ["n2", "n3", "n10", "n1", "n5", "n4", "n6"],
+                      "rtt": ["n2", "n3", "n10", "n1", "n5", "n6", "n4"]}
 
 
 @pytest.mark.slow
@@ -318,6 +332,28 @@ def test_select_from_the_cli(spawn_master, spawn_client) -> None:
                            (["--state", "asleep"], "invalid choice: 'ASLEEP'")):
         bad = corral(control, "select", *words)
         assert bad.returncode == 2 and message in bad.stderr, words
+
+
+@pytest.mark.slow
+def test_select_any_puts_a_gone_node_last(spawn_master, spawn_client) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    gone, _live = (spawn_client(name, master.address) for name in ("n1", "n2"))
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "2", "--timeout", "30").returncode == 0
+    def have_figures() -> bool:
+        nodes = json.loads(corral(control, "--json", "list").stdout)["result"]
+        return all(node["rtt_ms"] is not None and node["disk_free"] is not None
+                   for node in nodes)
+
+    wait_until(have_figures, what="both nodes' figures")
+    gone.stop()
+    wait_until(lambda: corral(control, "select", "--state", "GONE").stdout == "n1\n",
+               what="n1 GONE")
+    for by in ("rtt", "load", "mem", "disk"):
+        ranked = corral(control, "select", "--state", "any", "--by", by)
+        assert (ranked.returncode, ranked.stdout) == (0, "n2,n1\n"), by
 
 
 def test_placeholders_rule() -> None:
