@@ -17,6 +17,7 @@ from client.allow import AllowList
 from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
+from client.leftovers import sweep_scripts
 from client.proctable import KEEP_ENDED, ProcTable
 from client.protocol import Identity
 from client.reaper import Reaper
@@ -26,6 +27,7 @@ from common import auth
 from common.argtypes import port_number, positive_int, positive_seconds
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
+from common.jobs import SCRIPT_FOLDER
 from common.journal import Journal
 from common.logfiles import add_log_options, log_file_handler, reopen_log_files
 from common.malloc import keep_big_buffers
@@ -180,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handlers = RequestHandlers(procs, state_dir, sandbox, allow, node=args.name)
     handlers.sweep_stdin()
+    if left := sweep_scripts(workdir):
+        logging.getLogger("corral.client").info(
+            "removed %d script(s) left in %s by jobs that ended while this node was away: %s",
+            len(left), workdir / SCRIPT_FOLDER, " ".join(left))
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
                               sandbox)

@@ -32,6 +32,7 @@ from master.listener import Listener
 from master.processes import ExitTracker
 from master.refusals import Refusals
 from master.registry import NodeRegistry
+from master.scripts import ScriptLeftovers
 from master.session import Session
 from master.shared import SharedState
 from master.web.metrics import EngineMetrics
@@ -84,6 +85,7 @@ class MasterEngine:
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
         self.shared = SharedState(config.state_dir or config.log_dir, self.registry)
+        self.script_leftovers = ScriptLeftovers(self.registry, config.request_timeout)
         self._server: Listener | None = None
         self.capacity_warning: str | None = None  # set by start when the nodes cannot all fit
         self._ticker: gevent.Greenlet | None = None

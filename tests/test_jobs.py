@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from common.states import NodeState
 from master.api import MasterAPI
 from master.console import CorralConsole
 from master.front.results import NodeView
-from tests.harness import wait_until
+from tests.harness import PATIENCE, wait_until
 
 
 @pytest.fixture
@@ -413,6 +414,61 @@ def test_script_runs_as_one_job_and_leaves_nothing(master: MasterAPI, nodes,
         assert list((client.workdir / ".corral" / "scripts").iterdir()) == []
     text, status = run_line(console, f"script -w n1 {script} x")
     assert status == 0 and "[n1] exit 0" in text and "1 succeeded, 0 failed, 1 total" in text
+
+
+@pytest.mark.slow
+def test_a_script_left_on_a_node_that_was_away_is_removed_when_it_is_back(
+        master: MasterAPI, spawn_client, tmp_path: Path, master_log: Path) -> None:
+    """The node goes GONE while its script runs, so the script cannot be removed when the
+    job ends; once the node is READY again, the master removes it."""
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    script = tmp_path / "long.sh"
+    script.write_text("#!/bin/sh\ntouch started\nexec sleep 300\n")
+    outcome: list[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(
+        master.script("n1", str(script), [], timeout=120)))
+    runner.start()
+    scripts = client.workdir / ".corral" / "scripts"
+    try:
+        wait_until((client.workdir / "started").exists, what="the script running")
+        client.signal(signal.SIGSTOP)  # heartbeats stop: GONE, and the job's wait ends
+        runner.join(PATIENCE)
+        assert "n1" in outcome[0].errors, outcome
+        assert len(list(scripts.iterdir())) == 1  # could not be removed: n1 was away
+    finally:
+        client.signal(signal.SIGCONT)
+        runner.join(PATIENCE)
+    wait_until(lambda: not list(scripts.iterdir()), what="the script removed")
+    assert "n1: removed the script .corral/scripts/" in master_log.read_text()
+    master.signal_all("n1", signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_client_sweeps_scripts_left_from_before(master: MasterAPI, spawn_client,
+                                                  tmp_path: Path) -> None:
+    """A master restarted meanwhile no longer knows them: the client removes them at its
+    start, and nothing outside its work folder even through a symbolic link."""
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    client.stop()
+    scripts = client.workdir / ".corral" / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    (scripts / "0123456789ab-job.sh").write_text("echo left\n")
+    (scripts / "mine.txt").write_text("not a script of corral's\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "0123456789ab-x.sh").write_text("kept\n")
+    other = spawn_client("n2", master.address)
+    other.stop()
+    (other.workdir / ".corral").mkdir(parents=True, exist_ok=True)
+    (other.workdir / ".corral" / "scripts").symlink_to(elsewhere)
+    client.start()
+    other.start()
+    assert master.wait_ready(2, timeout=30).reached
+    assert sorted(p.name for p in scripts.iterdir()) == ["mine.txt"]
+    assert "removed 1 script(s) left in" in client.log_text()
+    assert (elsewhere / "0123456789ab-x.sh").exists()
 
 
 def test_script_bad_input(master: MasterAPI, nodes, console: CorralConsole, tmp_path: Path,
