@@ -189,6 +189,29 @@ def test_watch_prints_each_change(control: Path) -> None:
 
 
 @pytest.mark.slow
+def test_watch_json_prints_each_change_as_a_document(control: Path) -> None:
+    watcher = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                                str(control), "--json", "var", "watch", "w"],
+                               stdout=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline()) == {"name": "w", "entry": None}
+        corral(control, "var", "set", "w", "two\nlines")
+        change = json.loads(watcher.stdout.readline())
+        assert change["name"] == "w" and change["entry"]["value"] == "two\nlines"
+        assert (change["entry"]["set_by"], change["entry"]["version"]) == ("operator", 1)
+        corral(control, "var", "del", "w")
+        assert json.loads(watcher.stdout.readline()) == {"name": "w", "entry": None}
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(PATIENCE) == 0
+        assert json.loads(watcher.stdout.read()) == {
+            "command": "var", "ok": True, "result": {"name": "w", "changes": 3}}
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+@pytest.mark.slow
 def test_console_var_commands(master) -> None:  # type: ignore[no-untyped-def]
     """The master's own console: the same definitions, in-process."""
     from master.console import CorralConsole

@@ -92,6 +92,11 @@ class Output(Protocol):
 
     def progress(self, progress: Progress) -> None: ...
 
+    def record(self, line: str, value: Any) -> None:
+        """One item of a stream of records (``var watch``'s changes): ``line`` as text,
+        or under --json the item's own JSON document on a line of its own."""
+        ...
+
 
 @dataclasses.dataclass
 class Report:
