@@ -61,6 +61,9 @@ class MasterConfig:
     state_dir: Path | None = None  # the master's own files (default: the log folder)
     control: Path | None = None  # the control socket (None: no socket)
     http: tuple[str, int] | None = None  # the dashboard and /metrics (None: not served)
+    # Origins besides its own whose pages the dashboard serves (a TLS-terminating proxy's
+    # https://name), as common.argtypes.web_origin writes them.
+    web_origins: tuple[str, ...] = ()
     job_calls: str = "all"  # what jobs may ask through their clients (master.forwarded)
     expect_nodes: int = 0  # how many nodes it should hold: a warning if it cannot
     open_files: fdlimit.OpenFileLimit | None = None  # as raised at start (None: as it is)

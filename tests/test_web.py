@@ -151,6 +151,47 @@ def test_http_without_a_host_binds_loopback(spawn_master) -> None:
     assert WebClient((host, port)).get("/healthz").status == 200
 
 
+def test_behind_a_tls_terminating_proxy(spawn_master) -> None:
+    """The browser talks https to the proxy, which talks plain http to the dashboard on
+    127.0.0.1 with the public Host: named with --web-origin, that origin's pages may act
+    and its name is answered to; any other origin or name is still refused."""
+    master = spawn_master(extra=["--no-console", "--http", "0", "--web-origin",
+                                 "HTTPS://Corral.Example.org:443/"])
+    address = dashboard_address(master.banner)
+    proxied = WebClient(address, host_header="corral.example.org")
+    origin = {"Origin": "https://corral.example.org"}
+    assert proxied.post("/login", {"token": TOKEN}, csrf=False, headers=origin).status == 200
+    proxied.login(TOKEN)  # keeps the cookie and the CSRF token
+    refused = proxied.post("/api/signal", {"refs": ["n1:1"], "signal": "KILL"},
+                           headers={"Origin": "https://evil.example"})
+    assert (refused.status, refused.json()) == (
+        403, {"error": "cross-origin request from 'https://evil.example'"})
+    assert proxied.post("/logout", {}, headers=origin).status == 200
+    elsewhere = WebClient(address, host_header="evil.example")
+    assert elsewhere.get("/").status == 421
+
+
+def test_without_web_origin_a_proxys_origin_is_refused(web: WebClient) -> None:
+    """The default stays strict: the page's own origin only."""
+    https_self = {"Origin": f"https://{web.host_header}"}
+    refused = web.post("/login", {"token": TOKEN}, csrf=False, headers=https_self)
+    assert refused.status == 403
+    assert WebClient(web.address, host_header="corral.example.org").get("/").status == 421
+
+
+@pytest.mark.parametrize("bad", ["corral.example.org", "ftp://x.org", "https://x.org/corral",
+                                 "https://u@x.org", "https://x.org:99999", "https://"])
+def test_bad_web_origin_is_one_clear_line(bad: str, token_file: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "master", "--http", "0", "--web-origin", bad,
+                           "--token-file", str(token_file), "--state-dir",
+                           str(tmp_path / "state"), "--log-dir", str(tmp_path), "quit"],
+                          capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                          timeout=PATIENCE)
+    assert done.returncode == 2, bad
+    assert done.stderr.splitlines()[-1].startswith(
+        "corral-master: error: argument --web-origin: "), bad
+
+
 def test_bad_http_option_is_one_clear_line(token_file: Path, tmp_path: Path) -> None:
     def master(http: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "master", "--port", "0", "--http", http,

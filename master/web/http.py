@@ -115,25 +115,31 @@ def host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-def host_problem(request: Request, bound_host: str) -> str | None:
-    """A dashboard bound to a loopback address answers only to loopback names: another
-    name there means a page elsewhere whose name was pointed at 127.0.0.1 (DNS
-    rebinding)."""
+def host_problem(request: Request, bound_host: str, also: frozenset[str] = frozenset()
+                 ) -> str | None:
+    """A dashboard bound to a loopback address answers only to loopback names, and to
+    the names of the origins it was told to trust (``also``: a proxy's): another name
+    there means a page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding)."""
     host = request.header("host")
     if host is None:
         return "no Host header"
-    if is_loopback(bound_host) and not is_loopback(host_name(host).lower()):
+    name = host_name(host).lower()
+    if is_loopback(bound_host) and not is_loopback(name) and name not in also:
         return f"this dashboard answers to a loopback name, not {host!r}"
     return None
 
 
-def origin_problem(request: Request) -> str | None:
+def origin_problem(request: Request, also: frozenset[str] = frozenset()) -> str | None:
     """A POST must come from a page of this dashboard: its Origin, when the client sends
-    one (every browser does for a POST), must be this server's own."""
+    one (every browser does for a POST), must be this server's own, or one of the origins
+    it was told to trust (``also``: a TLS-terminating proxy's ``https://name``, which the
+    server, speaking plain http behind it, cannot see for itself)."""
     origin = request.header("origin")
     if origin is not None:
         expected = f"{request.scheme}://{request.header('host')}"
-        return None if origin == expected else f"cross-origin request from {origin!r}"
+        if origin == expected or origin.lower() in also:
+            return None
+        return f"cross-origin request from {origin!r}"
     fetch_site = request.header("sec-fetch-site")
     if fetch_site not in (None, "same-origin", "none"):
         return f"cross-site request ({fetch_site})"
