@@ -7,7 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
-from common.statefile import load_state_file
+from common.statefile import load_state_file, write_state_file
 
 log = logging.getLogger("corral.client")
 
@@ -15,16 +15,6 @@ log = logging.getLogger("corral.client")
 def default_state_dir(name: str) -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
     return Path(base) / "corral" / name
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 def load_node_id(state_dir: Path) -> str:
@@ -35,7 +25,7 @@ def load_node_id(state_dir: Path) -> str:
     if existing and len(existing) == 32 and all(ch in "0123456789abcdef" for ch in existing):
         return existing
     node_id = uuid.uuid4().hex
-    write_atomically(path, node_id + "\n")
+    write_state_file(path, (node_id + "\n").encode(), mode=0o644)
     return node_id
 
 

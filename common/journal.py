@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from common.statefile import load_state_file
+from common.statefile import load_state_file, write_state_file
 
 log = logging.getLogger("corral.journal")
 
@@ -63,13 +62,8 @@ class Journal:
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the journal with one line per record, atomically."""
-        temp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temp, "w") as out:
-            for record in records:
-                out.write(json.dumps(record) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, self.path)
+        write_state_file(self.path, "".join(json.dumps(record) + "\n"
+                                            for record in records).encode())
         self.close()
         self.appended = 0
 

@@ -9,10 +9,16 @@ link and without blocking (a FIFO opens at once), must be a regular file, and is
 up to a size the caller gives, which is above anything the program itself writes. What
 fails these checks is refused with its reason; the caller sets it aside as it does a
 corrupt file.
+
+Writing one goes through a temporary file beside it that is made afresh (a FIFO or a
+symbolic link planted under the temporary name would otherwise block the writer or send
+the content elsewhere), fsync'd, then renamed over the file: a reader, or a program
+started after a crash, sees the old content or the new, never half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -24,6 +30,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 
 
@@ -55,6 +62,34 @@ def read_state_file(path: Path, max_bytes: int) -> bytes | None:
         return _read_at_most(fd, max_bytes)
     finally:
         os.close(fd)
+
+
+def write_state_file(path: Path, data: bytes, mode: int = 0o600,
+                     sync_folder: bool = False) -> None:
+    """Replace the file at ``path`` with ``data``, atomically; ``sync_folder``: also
+    fsync the folder, so the rename itself survives a crash. Raises OSError."""
+    temp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)  # whatever was left there: a crashed write, or something planted
+    fd = os.open(temp, _CREATE_FLAGS, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+    if sync_folder:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def load_state_file(path: Path, max_bytes: int, parse: Callable[[bytes], T],

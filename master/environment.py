@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from common.errors import CorralError, ErrorCode, UsageError
 from common.jobs import MAX_ENV_TOTAL, env_entry_problem, env_name_problem, env_size
-from common.statefile import load_state_file
+from common.statefile import load_state_file, write_state_file
 
 log = logging.getLogger("corral.master.environment")
 
@@ -77,17 +76,11 @@ class GlobalEnvironment:
 
     def _save(self, entries: dict[str, str]) -> None:
         """Write ``entries`` to disk, then use them: a failed write changes nothing."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(json.dumps({"environment": entries}, indent=0) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_state_file(self.path, (json.dumps({"environment": entries}, indent=0)
+                                         + "\n").encode())
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise CorralError(f"cannot save the global environment to {self.path}: "
                               f"{exc.strerror or exc}", ErrorCode.IO) from None
         self._entries = entries

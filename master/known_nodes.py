@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 
 from common.names import name_problem
-from common.statefile import load_state_file
+from common.statefile import load_state_file, write_state_file
 
 log = logging.getLogger("corral.master.nodes")
 
@@ -43,11 +42,10 @@ class KnownNodes:
     def save(self, nodes: list[KnownNode]) -> None:
         entries = [{"id": n.node_id, "name": n.name, "host": n.host, "seen": n.seen}
                    for n in nodes]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            temp.write_text(json.dumps({"nodes": entries}, indent=0) + "\n")
-            os.replace(temp, self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_state_file(self.path, (json.dumps({"nodes": entries}, indent=0)
+                                         + "\n").encode())
         except OSError as exc:
             log.warning("cannot save the known nodes to %s: %s", self.path,
                         exc.strerror or exc)

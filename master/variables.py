@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import gevent.event
 import gevent.queue
 
 from common.errors import CorralError, ErrorCode
-from common.statefile import load_state_file
+from common.statefile import load_state_file, write_state_file
 from common.varnames import (
     MAX_TOTAL_BYTES,
     MAX_VARIABLES,
@@ -257,17 +256,6 @@ def _size(entry: VarEntry) -> int:
 
 
 def _write_atomically(path: Path, document: object) -> None:
-    """A reader (or a master started after a crash) sees the old store or the new one,
-    never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", encoding="utf-8") as out:
-        json.dump(document, out, ensure_ascii=False)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a crash
-    finally:
-        os.close(folder)
+    write_state_file(path, json.dumps(document, ensure_ascii=False).encode(),
+                     sync_folder=True)

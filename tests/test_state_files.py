@@ -77,6 +77,27 @@ def test_master_state_files_that_are_not_files(start_master, tmp_path: Path) -> 
     assert json.loads((state / "variables.json").read_text())["variables"][0]["name"] == "a"
 
 
+@pytest.mark.slow
+def test_state_files_are_never_written_through_what_sits_at_their_temporary_name(  # type: ignore[no-untyped-def]
+        start_master, tmp_path: Path) -> None:
+    """Each state file is written to ``.NAME.tmp`` first: a FIFO there would block the
+    writer for ever, a symbolic link would carry the content elsewhere. Both are replaced
+    by a fresh file."""
+    state = state_folder(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    os.mkfifo(state / ".variables.json.tmp")
+    os.symlink(victim, state / ".environment.json.tmp")
+    os.symlink(victim, state / ".jobs.jsonl.tmp")
+    control = control_of(start_master())
+    assert corral(control, "var", "set", "a", "1").returncode == 0
+    assert corral(control, "setenv", "K=v").returncode == 0
+    assert corral(control, "var", "get", "a").stdout == "1\n"
+    assert victim.read_text() == "keep\n"
+    assert json.loads((state / "environment.json").read_text()) == {"environment": {"K": "v"}}
+    assert not any(path.name.endswith(".tmp") for path in state.iterdir())
+
+
 def store(*entries: tuple[str, str]) -> str:
     return json.dumps({"version": 1, "variables": [
         {"name": name, "value": value, "set_by": "operator", "set_at": 1.0, "version": 1}
