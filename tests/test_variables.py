@@ -23,6 +23,13 @@ def corral(control: Path, *words: str, **popen: Any) -> subprocess.CompletedProc
                           env=python_env(), cwd=ROOT, timeout=PATIENCE * 2, **popen)
 
 
+def corral_running(control: Path, *words: str) -> subprocess.Popen[str]:
+    """``corral WORDS`` started, its output to read as it comes."""
+    return subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                             str(control), *words], stdout=subprocess.PIPE, text=True,
+                            env=python_env(), cwd=ROOT)
+
+
 def control_of(master: MasterProcess) -> Path:
     return master.base / "master-state" / "control.sock"
 
@@ -119,9 +126,7 @@ def test_unreadable_store_is_set_aside(spawn_master, tmp_path: Path) -> None:  #
 
 @pytest.mark.slow
 def test_get_wait_until_set(control: Path) -> None:
-    waiter = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
-                               str(control), "var", "get", "later", "--wait"],
-                              stdout=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
+    waiter = corral_running(control, "var", "get", "later", "--wait")
     try:
         # Set it only once the waiter is connected and waiting.
         wait_until(lambda: psutil.Process(waiter.pid).net_connections(kind="unix"))
@@ -168,9 +173,7 @@ def test_cas_has_exactly_one_winner_among_20_writers(control: Path) -> None:
 
 @pytest.mark.slow
 def test_watch_prints_each_change(control: Path) -> None:
-    watcher = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
-                                str(control), "var", "watch", "w"], stdout=subprocess.PIPE,
-                               text=True, env=python_env(), cwd=ROOT)
+    watcher = corral_running(control, "var", "watch", "w")
     try:
         assert watcher.stdout is not None
         assert watcher.stdout.readline() == "w (absent)\n"
@@ -190,9 +193,7 @@ def test_watch_prints_each_change(control: Path) -> None:
 
 @pytest.mark.slow
 def test_watch_json_prints_each_change_as_a_document(control: Path) -> None:
-    watcher = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
-                                str(control), "--json", "var", "watch", "w"],
-                               stdout=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
+    watcher = corral_running(control, "--json", "var", "watch", "w")
     try:
         assert watcher.stdout is not None
         assert json.loads(watcher.stdout.readline()) == {"name": "w", "entry": None}
