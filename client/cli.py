@@ -18,15 +18,17 @@ from client.allow import AllowList
 from client.daemon import ClientConfig, ClientDaemon
 from client.handlers import RequestHandlers
 from client.identity import default_state_dir, load_node_id
+from client.leftovers import sweep_scripts
 from client.proctable import KEEP_ENDED, ProcTable
 from client.protocol import Identity
 from client.reaper import Reaper
 from client.sandbox import Sandbox
 from client.spawn import SPAWNERS
 from common import auth
-from common.argtypes import port_number, positive_int
+from common.argtypes import port_number, positive_int, positive_seconds
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
+from common.jobs import SCRIPT_FOLDER
 from common.journal import Journal
 from common.logfiles import add_log_options, log_file_handler, reopen_log_files
 from common.malloc import keep_big_buffers
@@ -86,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-ended", type=positive_int, default=KEEP_ENDED, metavar="N",
                         help="ended processes to remember; beyond N the one that ended "
                         f"first is forgotten (default {KEEP_ENDED:,})")
+    parser.add_argument("--job-socket-timeout", type=positive_seconds,
+                        default=jobsocket.FIRST_FRAME_TIMEOUT, metavar="SECONDS",
+                        help="a process connecting to the job socket must send its call "
+                        "within this time, or it is told so and closed (default "
+                        f"{jobsocket.FIRST_FRAME_TIMEOUT:g})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug lines too")
     parser.add_argument("--log-file", type=Path, metavar="PATH",
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     job_socket_path = state_dir / jobsocket.FILE_NAME
     too_long = jobsocket.path_problem(job_socket_path)
     os.environ.pop(jobsocket.ENV_NAME, None)  # this client may run in a job: not ours
-    job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame)
+    job_socket = jobsocket.JobSocket(job_socket_path, args.name, config.max_frame,
+                                     args.job_socket_timeout)
     try:
         if too_long is None:
             job_socket.start()
@@ -175,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handlers = RequestHandlers(procs, state_dir, sandbox, allow, node=args.name)
     handlers.sweep_stdin()
+    if left := sweep_scripts(workdir):
+        logging.getLogger("corral.client").info(
+            "removed %d script(s) left in %s by jobs that ended while this node was away: %s",
+            len(left), workdir / SCRIPT_FOLDER, " ".join(left))
     try:
         daemon = ClientDaemon(config, identity, token, handlers.table(), procs.running_count,
                               sandbox)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
+
+from common.statefile import load_state_file, write_state_file
+
+log = logging.getLogger("corral.client")
 
 
 def default_state_dir(name: str) -> Path:
@@ -12,26 +17,17 @@ def default_state_dir(name: str) -> Path:
     return Path(base) / "corral" / name
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
 def load_node_id(state_dir: Path) -> str:
     """The id this client registers under; the same across restarts of this state folder."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "node-id"
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if len(existing) == 32 and all(ch in "0123456789abcdef" for ch in existing):
+    existing = load_state_file(path, 4096, _text, log, "this client takes a new node id")
+    if existing and len(existing) == 32 and all(ch in "0123456789abcdef" for ch in existing):
         return existing
     node_id = uuid.uuid4().hex
-    write_atomically(path, node_id + "\n")
+    write_state_file(path, (node_id + "\n").encode(), mode=0o644)
     return node_id
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode().strip()

@@ -50,6 +50,10 @@ FORWARD_MARGIN = 4096  # bytes a forwarded call adds around what the caller sent
 # connections and never sends (or never reads) must not use up the client's descriptors,
 # which it needs to start and follow every other process of its node.
 MAX_CONNECTIONS = 1_000
+# A connection that has not sent its call by then holds a place for nothing: closed. A
+# call is one frame written at once by the corral command; waiting on a variable or a
+# barrier comes after it and is not limited.
+FIRST_FRAME_TIMEOUT = 10.0
 
 Answer = CallItem | CallResult | CallError | None  # None: the connection to the master went
 
@@ -85,10 +89,12 @@ class JobSocket:
     folder stops before it touches anything there; it serves once ``serve`` has given it
     the process table and the connection."""
 
-    def __init__(self, path: Path, node: str, max_frame: int) -> None:
+    def __init__(self, path: Path, node: str, max_frame: int,
+                 first_frame_timeout: float = FIRST_FRAME_TIMEOUT) -> None:
         self.path = path
         self.node = node
         self.max_frame = max_frame
+        self.first_frame_timeout = first_frame_timeout
         self.procs: ProcTable | None = None
         self.connection: Callable[[], Forwarder | None] = lambda: None
         self._server: StreamServer | None = None
@@ -167,13 +173,24 @@ class JobSocket:
             return
         # A little under the master's limit: the call must still fit once forwarded.
         channel.reader.max_frame = self.max_frame - FORWARD_MARGIN
+        late = gevent.Timeout(self.first_frame_timeout)
+        late.start()
         try:
             call = channel.read()
+        except gevent.Timeout as exc:
+            if exc is not late:
+                raise
+            _send_error(channel, ErrorCode.HANDSHAKE_TIMEOUT, (
+                f"no call within {self.first_frame_timeout:g} s of connecting to the job "
+                f"socket of node {self.node}; closed"))
+            return
         except CorralError as exc:  # not a frame, or too big: said, and closed
             _send_error(channel, exc.code, exc.message)
             return
         except OSError:
             return
+        finally:
+            late.close()
         op, args = call.get("op"), call.get("args")
         if call.get("t") != "call" or not isinstance(op, str) or not isinstance(args, dict):
             _send_error(channel, ErrorCode.PROTOCOL, "expected a call frame")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import urllib.parse
 
 
 def positive_int(text: str) -> int:
@@ -35,6 +36,28 @@ def http_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}")
     return host, int(port)
+
+
+def web_origin(text: str) -> str:
+    """An origin as a browser sends it in its Origin header: ``https://host[:port]``,
+    lower case, without the scheme's default port, without a path."""
+    parts = urllib.parse.urlsplit(text.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: bad port") from None
+    if (parts.scheme.lower() not in ("http", "https") or not parts.hostname
+            or parts.path not in ("", "/") or parts.query or parts.fragment
+            or parts.username is not None or parts.password is not None):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an origin: give scheme://host[:port] as the browser shows it, "
+            "like https://corral.example.org")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def port_number(text: str) -> int:

@@ -15,6 +15,10 @@ JOB_PREFIX = "J"
 KEEP_JOBS = 1_000  # the newest jobs the master remembers; older ones are forgotten
 MAX_JOB = 10**12
 MAX_COPIES = 10_000  # of one program on one node in one exec (exec -n)
+# Where ``script`` lands the scripts it runs, in a node's work folder; a client sweeps it
+# at start (the master removes each script once its job ends, but not on a node that
+# was away then).
+SCRIPT_FOLDER = ".corral/scripts"
 # [0-9], not \d: \d takes any script's digits, and J followed by an Arabic-Indic one
 # would be J1.
 _JOB = re.compile(r"J([0-9]{1,13})")

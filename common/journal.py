@@ -6,19 +6,26 @@ each holding its record's ``seq`` and the fields that changed: appending costs o
 write, whatever the table's size. A program killed in the middle
 of a write leaves at most a truncated last line, which is dropped with a warning. At start
 the journal is replayed and then rewritten compactly through a temporary file and a rename,
-so the file on disk is always whole. Anything else unreadable is set aside with a warning
-and the program starts with an empty table.
+so the file on disk is always whole. Anything else unreadable, or not a plain file of a
+sane size (``common.statefile``), is set aside with a warning and the program starts with
+an empty table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from common.statefile import load_state_file, write_state_file
+
 log = logging.getLogger("corral.journal")
+
+# Far above what a table of its size takes (the client keeps 10,000 ended processes, the
+# master 1,000 jobs, and both rewrite the journal compactly as it grows): a bigger file
+# was not written by corral, and reading it could exhaust memory.
+MAX_FILE = 256 * 1024 * 1024
 
 
 class Journal:
@@ -32,14 +39,13 @@ class Journal:
 
     def load(self) -> list[dict[str, Any]]:
         """Replay the journal: the last known state of each record, in ``seq`` order."""
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            return self._set_aside(f"unreadable ({exc})")
+        records = load_state_file(self.path, MAX_FILE, self._replay, log,
+                                  f"{self.owner} starts with an empty {self.holds} table")
+        return records or []
+
+    def _replay(self, raw: bytes) -> list[dict[str, Any]]:
         records: dict[int, dict[str, Any]] = {}
-        lines = text.split("\n")
+        lines = raw.decode().split("\n")
         complete, last = lines[:-1], lines[-1]
         if last:
             log.warning("state file %s ends in a truncated line (the program was stopped "
@@ -49,27 +55,15 @@ class Journal:
                 event = json.loads(line)
                 if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
                     raise ValueError(f"not a {self.holds} event")
-                records.setdefault(event["seq"], {}).update(event)
             except ValueError as exc:
-                return self._set_aside(f"line {number} is corrupt ({exc})")
+                raise ValueError(f"line {number} is corrupt ({exc})") from None
+            records.setdefault(event["seq"], {}).update(event)
         return [records[seq] for seq in sorted(records)]
-
-    def _set_aside(self, why: str) -> list[dict[str, Any]]:
-        aside = self.path.with_name(self.path.name + ".corrupt")
-        log.warning("state file %s is %s; it is kept as %s and %s starts with an empty %s "
-                    "table", self.path, why, aside, self.owner, self.holds)
-        os.replace(self.path, aside)
-        return []
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the journal with one line per record, atomically."""
-        temp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temp, "w") as out:
-            for record in records:
-                out.write(json.dumps(record) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, self.path)
+        write_state_file(self.path, "".join(json.dumps(record) + "\n"
+                                            for record in records).encode())
         self.close()
         self.appended = 0
 

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -18,8 +19,12 @@ from pathlib import Path
 from typing import IO
 
 from common.errors import CorralError, ErrorCode
+from common.statefile import load_state_file
+
+log = logging.getLogger("corral.landing")
 
 TEMP_PREFIX = ".corral-partial-"
+LEDGER_MAX_FILE = 16 * 1024 * 1024  # the ledger is emptied whenever no transfer is open
 PERMISSION_BITS = 0o777
 
 
@@ -36,10 +41,8 @@ class PartialLedger:
 
     def sweep(self) -> list[Path]:
         """Remove what an earlier run left behind; return what was removed."""
-        try:
-            lines = self.path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
+        lines = load_state_file(self.path, LEDGER_MAX_FILE, _ledger_lines, log,
+                                "no temporary files are looked for") or []
         removed = []
         for line in lines:
             try:
@@ -73,6 +76,10 @@ class PartialLedger:
                 self._file.close()
                 self._file = None
             self.path.unlink(missing_ok=True)
+
+
+def _ledger_lines(raw: bytes) -> list[str]:
+    return raw.decode(errors="replace").splitlines()
 
 
 def io_error(path: Path | None, exc: OSError) -> CorralError:

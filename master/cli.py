@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import auth, collector, fdlimit, tls
-from common.argtypes import http_address, positive_seconds
+from common.argtypes import http_address, positive_seconds, web_origin
 from common.config import add_common_options, parse_with_config
 from common.errors import CorralError
 from common.logfiles import DEFAULT_KEEP, add_log_options, log_file_handler
@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http", type=http_address, metavar="[HOST:]PORT",
                         help="serve the web dashboard, /metrics and /healthz here (without "
                              "HOST: 127.0.0.1); HTTPS with --tls-cert/--tls-key")
+    parser.add_argument("--web-origin", action="append", type=web_origin, default=[],
+                        metavar="URL",
+                        help="also take the dashboard's actions from pages of this origin "
+                             "(repeatable): the https://NAME of a TLS-terminating proxy in "
+                             "front of it; its name is also answered to when the dashboard "
+                             "is bound to a loopback address")
     parser.add_argument("--expect-nodes", type=int, default=0, metavar="N",
                         help="how many nodes this master should hold: it warns at start if "
                              "its open-file limit leaves room for fewer")
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         stall_timeout=args.stall_timeout,
         tls=tls_files, state_dir=args.state_dir,
         control=args.control or args.state_dir / "control.sock", http=args.http,
+        web_origins=tuple(args.web_origin),
         job_calls=args.job_calls, expect_nodes=args.expect_nodes, open_files=open_files,
     )
     try:

@@ -134,6 +134,9 @@ class CorralConsole(cmd2.Cmd):
             sys.stderr.flush()
             self._progress_shown = True
 
+    def record(self, line: str, _value: Any) -> None:
+        self.log_data(LogChunk((line + "\n").encode(), 0, False, False))
+
     def log_data(self, chunk: LogChunk) -> None:
         """On a terminal, the log's text with control characters escaped (a process must
         not drive the operator's screen); redirected, its bytes as they are, as cat would

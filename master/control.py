@@ -31,7 +31,7 @@ from master import transfers
 from master.caller import OPERATOR, Caller
 from master.events import Event
 from master.front import codec
-from master.front.ops import OPS, Op
+from master.front.ops import OPS, Op, args_problem
 from master.operations import Operations
 from master.ready import wait_ready
 from master.shared import SHARED_OPS
@@ -143,6 +143,8 @@ class ControlServer:
                 caller: Caller = OPERATOR) -> Any:
         """Run one operation for ``caller``; ``emit`` gets what streams before its result.
         Also serves the calls that clients forward for their processes."""
+        if (problem := args_problem(op_name, args)) is not None:
+            raise CorralError(problem, ErrorCode.BAD_REQUEST)
         try:
             if op_name in SHARED_OPS:
                 return self.engine.shared.perform(op_name, args, emit, caller)

@@ -8,33 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+from typing import Any
 
 from common.errors import CorralError, ErrorCode, UsageError
 from common.jobs import MAX_ENV_TOTAL, env_entry_problem, env_name_problem, env_size
+from common.statefile import load_state_file, write_state_file
 
 log = logging.getLogger("corral.master.environment")
 
 FILE_NAME = "environment.json"
+# What a global environment at its limit takes on disk with every character escaped by
+# JSON (6 bytes for 1); a bigger file was not written by a master.
+MAX_FILE = 6 * MAX_ENV_TOTAL + 4096
 
 
 class GlobalEnvironment:
     def __init__(self, folder: Path) -> None:
         self.path = folder / FILE_NAME
         self._entries: dict[str, str] = {}
-        try:
-            data = json.loads(self.path.read_text())
-            entries = {str(k): str(v) for k, v in data["environment"].items()}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            log.warning("%s is unreadable (%s); kept as %s, and the global environment "
-                        "starts empty", self.path, exc, aside)
-            os.replace(self.path, aside)
-            return
-        for name, value in entries.items():
+        entries = load_state_file(self.path, MAX_FILE, _parse, log,
+                                  "the global environment starts empty")
+        for name, value in (entries or {}).items():
             problem = env_entry_problem(name, value)
             if problem is None:
                 self._entries[name] = value
@@ -81,17 +76,23 @@ class GlobalEnvironment:
 
     def _save(self, entries: dict[str, str]) -> None:
         """Write ``entries`` to disk, then use them: a failed write changes nothing."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(json.dumps({"environment": entries}, indent=0) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_state_file(self.path, (json.dumps({"environment": entries}, indent=0)
+                                         + "\n").encode())
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise CorralError(f"cannot save the global environment to {self.path}: "
                               f"{exc.strerror or exc}", ErrorCode.IO) from None
         self._entries = entries
+
+
+def _parse(raw: bytes) -> dict[str, str]:
+    data: Any = json.loads(raw)
+    entries = data["environment"]
+    if not isinstance(entries, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in entries.items()):
+        raise ValueError("not a map of names to text")
+    if env_size(entries) > MAX_ENV_TOTAL:
+        raise ValueError(f"it holds {env_size(entries):,} bytes, more than the "
+                         f"{MAX_ENV_TOTAL:,} a global environment may")
+    return entries

@@ -12,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 
 from common.names import name_problem
+from common.statefile import load_state_file, write_state_file
 
 log = logging.getLogger("corral.master.nodes")
 
 FILE_NAME = "nodes.json"
+MAX_FILE = 64 * 1024 * 1024  # some 200,000 nodes: far beyond what one master serves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,28 +36,24 @@ class KnownNodes:
         self.path = folder / FILE_NAME
 
     def load(self) -> list[KnownNode]:
-        try:
-            data = json.loads(self.path.read_text())
-            nodes = [KnownNode(str(entry["id"]), str(entry["name"]), str(entry["host"]),
-                               float(entry["seen"])) for entry in data["nodes"]]
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            log.warning("%s is unreadable (%s); kept as %s, and no nodes are expected",
-                        self.path, exc, aside)
-            os.replace(self.path, aside)
-            return []
-        return [node for node in nodes if name_problem(node.name) is None]
+        nodes = load_state_file(self.path, MAX_FILE, _parse, log, "no nodes are expected")
+        return [node for node in nodes or () if name_problem(node.name) is None]
 
     def save(self, nodes: list[KnownNode]) -> None:
         entries = [{"id": n.node_id, "name": n.name, "host": n.host, "seen": n.seen}
                    for n in nodes]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            temp.write_text(json.dumps({"nodes": entries}, indent=0) + "\n")
-            os.replace(temp, self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_state_file(self.path, (json.dumps({"nodes": entries}, indent=0)
+                                         + "\n").encode())
         except OSError as exc:
             log.warning("cannot save the known nodes to %s: %s", self.path,
                         exc.strerror or exc)
+
+
+def _parse(raw: bytes) -> list[KnownNode]:
+    nodes = [KnownNode(str(entry["id"]), str(entry["name"]), str(entry["host"]),
+                       float(entry["seen"])) for entry in json.loads(raw)["nodes"]]
+    if not all(0 <= node.seen < 1e11 for node in nodes):  # a date a person could read
+        raise ValueError("a node's last-seen time is not a time")
+    return nodes

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.errors import UsageError
 from master.api import MasterAPI
 from master.events import Event
-from master.front.ops import OPS, ItemCallback
+from master.front.ops import OPS, ItemCallback, args_problem
 from master.shared import SHARED_OPS
 
 
@@ -19,6 +20,8 @@ class LocalBackend:
              ) -> Any:
         if op not in OPS:
             raise ValueError(f"unknown operation {op!r}")
+        if (problem := args_problem(op, args)) is not None:
+            raise UsageError(problem)
         if op == "log":
             ended = False
             for chunk in self.api.log_chunks(**args):

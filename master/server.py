@@ -32,6 +32,7 @@ from master.listener import Listener
 from master.processes import ExitTracker
 from master.refusals import Refusals
 from master.registry import NodeRegistry
+from master.scripts import ScriptLeftovers
 from master.session import Session
 from master.shared import SharedState
 from master.web.metrics import EngineMetrics
@@ -60,6 +61,9 @@ class MasterConfig:
     state_dir: Path | None = None  # the master's own files (default: the log folder)
     control: Path | None = None  # the control socket (None: no socket)
     http: tuple[str, int] | None = None  # the dashboard and /metrics (None: not served)
+    # Origins besides its own whose pages the dashboard serves (a TLS-terminating proxy's
+    # https://name), as common.argtypes.web_origin writes them.
+    web_origins: tuple[str, ...] = ()
     job_calls: str = "all"  # what jobs may ask through their clients (master.forwarded)
     expect_nodes: int = 0  # how many nodes it should hold: a warning if it cannot
     open_files: fdlimit.OpenFileLimit | None = None  # as raised at start (None: as it is)
@@ -84,6 +88,7 @@ class MasterEngine:
         # Temporary files of pulls in progress, removed at the next start if we are killed.
         self.pull_ledger = PartialLedger((config.state_dir or config.log_dir) / "pull-partials")
         self.shared = SharedState(config.state_dir or config.log_dir, self.registry)
+        self.script_leftovers = ScriptLeftovers(self.registry, config.request_timeout)
         self._server: Listener | None = None
         self.capacity_warning: str | None = None  # set by start when the nodes cannot all fit
         self._ticker: gevent.Greenlet | None = None

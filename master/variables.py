@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +23,7 @@ import gevent.event
 import gevent.queue
 
 from common.errors import CorralError, ErrorCode
+from common.statefile import load_state_file, write_state_file
 from common.varnames import (
     MAX_TOTAL_BYTES,
     MAX_VARIABLES,
@@ -36,6 +37,11 @@ log = logging.getLogger("corral.master.variables")
 
 FILE_NAME = "variables.json"
 WATCH_QUEUE = 1_000  # changes a slow watcher may fall behind by before losing the oldest
+MAX_SET_BY = 1_024  # who set a variable: a node, pid and job label, or "operator"
+# The biggest store the limits allow, as this module writes it: every character of a value
+# escaped by JSON (6 bytes for 1), and room for each entry's other fields. A file above this
+# was not written by a master; it is refused before it is read.
+MAX_STORE_FILE = 6 * MAX_TOTAL_BYTES + MAX_VARIABLES * (MAX_SET_BY + 256)
 
 
 class VariableStore:
@@ -180,24 +186,64 @@ class VariableStore:
                 saved.set(None)
 
     def _load(self) -> None:
-        try:
-            data = json.loads(self.path.read_text())
-            entries = [VarEntry(name=str(e["name"]), value=str(e["value"]),
-                                set_by=str(e["set_by"]), set_at=float(e["set_at"]),
-                                version=int(e["version"])) for e in data["variables"]]
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            log.warning("%s is unreadable (%s); kept as %s, and the store starts empty",
-                        self.path, exc, aside)
-            os.replace(self.path, aside)
-            return
-        for entry in entries:
-            if var_name_problem(entry.name) is None and value_problem(entry.value) is None:
-                self._entries[entry.name] = entry
-                self._bytes += _size(entry)
-        log.info("loaded %d shared variables from %s", len(self._entries), self.path)
+        entries = load_state_file(self.path, MAX_STORE_FILE, _parse_store, log,
+                                  "the store starts empty")
+        for entry in entries or ():
+            self._entries[entry.name] = entry
+            self._bytes += _size(entry)
+        if entries is not None:
+            log.info("loaded %d shared variables from %s", len(self._entries), self.path)
+
+
+def _parse_store(raw: bytes) -> list[VarEntry]:
+    """The entries of a store file, which must keep the limits a running master keeps:
+    a hand-edited store is taken whole or not at all (ValueError saying why)."""
+    data = json.loads(raw)
+    if not isinstance(data, dict) or not isinstance(data.get("variables"), list):
+        raise ValueError("not a store of variables")
+    records = data["variables"]
+    if len(records) > MAX_VARIABLES:
+        raise ValueError(f"{len(records):,} variables, more than the {MAX_VARIABLES:,} a "
+                         "store may hold")
+    entries: dict[str, VarEntry] = {}
+    total = 0
+    for number, record in enumerate(records, 1):
+        entry = _parse_entry(record)
+        if isinstance(entry, str):
+            raise ValueError(f"variable {number}: {entry}")
+        if entry.name in entries:
+            raise ValueError(f"variable {number}: {entry.name} is there twice")
+        entries[entry.name] = entry
+        total += _size(entry)
+    if total > MAX_TOTAL_BYTES:
+        raise ValueError(f"its variables hold {total:,} bytes, more than the "
+                         f"{MAX_TOTAL_BYTES:,} a store may hold")
+    return list(entries.values())
+
+
+def _parse_entry(record: object) -> VarEntry | str:
+    """One stored variable, or why it cannot be one."""
+    if not isinstance(record, dict):
+        return "not a record"
+    name, value = record.get("name"), record.get("value")
+    set_by, set_at, version = record.get("set_by"), record.get("set_at"), record.get("version")
+    problem = var_name_problem(name) if isinstance(name, str) else "a name must be text"
+    if problem is None:
+        problem = value_problem(value) if isinstance(value, str) else "a value must be text"
+    if problem is None and not (isinstance(set_by, str) and len(set_by) <= MAX_SET_BY):
+        problem = f"set_by must be text of at most {MAX_SET_BY} characters"
+    if problem is None and (isinstance(set_at, bool) or not isinstance(set_at, (int, float))
+                            or not math.isfinite(set_at)):
+        problem = "set_at must be a time in seconds"
+    if problem is None and (isinstance(version, bool) or not isinstance(version, int)
+                            or version < 1):
+        problem = "version must be a whole number from 1"
+    if problem is not None:
+        return problem
+    assert isinstance(name, str) and isinstance(value, str) and isinstance(set_by, str)
+    assert isinstance(set_at, (int, float)) and isinstance(version, int)
+    return VarEntry(name=name, value=value, set_by=set_by, set_at=float(set_at),
+                    version=version)
 
 
 def _check_name(name: str) -> None:
@@ -210,17 +256,6 @@ def _size(entry: VarEntry) -> int:
 
 
 def _write_atomically(path: Path, document: object) -> None:
-    """A reader (or a master started after a crash) sees the old store or the new one,
-    never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", encoding="utf-8") as out:
-        json.dump(document, out, ensure_ascii=False)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a crash
-    finally:
-        os.close(folder)
+    write_state_file(path, json.dumps(document, ensure_ascii=False).encode(),
+                     sync_folder=True)

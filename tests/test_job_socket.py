@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from common.calls import ForwardedCall
 from master.front.control import NoMaster, SocketBackend
 from tests.conftest import TOKEN
-from tests.harness import ROOT, ClientProcess, MasterProcess, wait_until
+from tests.harness import PATIENCE, ROOT, ClientProcess, MasterProcess, wait_until
 from tests.peers import ScriptedNode
 from tests.test_variables import control_of, corral
 
@@ -29,11 +30,13 @@ def job_socket(client: ClientProcess) -> Path:
     return client.state_dir / "job.sock"
 
 
-def start_cluster(spawn_master, spawn_client, monkeypatch, names=("n1", "n2")):  # type: ignore[no-untyped-def]
+def start_cluster(spawn_master, spawn_client, monkeypatch, names=("n1", "n2"),  # type: ignore[no-untyped-def]
+                  client_options=()):
     """A headless master with clients ``names``, READY; jobs find corral's modules."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     master = spawn_master(extra=["--no-console"])
-    clients = [spawn_client(name, master.address) for name in names]
+    clients = [spawn_client(name, master.address, extra=list(client_options))
+               for name in names]
     done = corral(control_of(master), "list", "--wait", str(len(names)), "--timeout", "30")
     assert done.returncode == 0, done.stderr
     return master, clients
@@ -263,10 +266,14 @@ def test_a_client_cannot_pass_its_calls_off_as_another_nodes(spawn_master) -> No
 
 
 @pytest.mark.slow
-def test_a_job_holding_many_idle_connections_leaves_its_node_working(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_holding_many_idle_connections_leaves_its_node_working(  # type: ignore[no-untyped-def]
+        spawn_master, spawn_client, monkeypatch) -> None:
     """A job opens connections to CORRAL_SOCKET and never sends a call: the client keeps
-    descriptors enough to start other processes, and the call over the limit is told why."""
-    master, (n1, _n2) = cluster
+    descriptors enough to start other processes, and the call over the limit is told why.
+    (The connections are held longer than the test: the first-frame timeout, tested
+    below, would otherwise close them.)"""
+    master, (n1, _n2) = start_cluster(spawn_master, spawn_client, monkeypatch,
+                                      client_options=["--job-socket-timeout", "600"])
     limit = 1_400  # the client's descriptors: a little above the job socket's 1,000
     psutil.Process(n1.pid).rlimit(psutil.RLIMIT_NOFILE, (limit, 20_000))
     held = n1.workdir / "held"
@@ -296,3 +303,47 @@ def test_a_job_holding_many_idle_connections_leaves_its_node_working(cluster) ->
         corral(control_of(master), "kill", "-s", "KILL", "-w", "n1", "--all")
     wait_until(lambda: run_on(master, "n1", f"{CORRAL} var set after 1")["exit_code"] == 0,
                what="calls again once the job has gone")
+
+
+FIRST_FRAME_PROBE = """\
+import os, socket, struct, time, msgpack
+s = socket.socket(socket.AF_UNIX); s.connect(os.environ['CORRAL_SOCKET'])
+data = b''
+while chunk := s.recv(65536):
+    data += chunk
+size = struct.unpack('>I', data[:4])[0]
+frame = msgpack.unpackb(data[4:4 + size])
+print(frame['t'], frame['code'], frame['message'])
+"""
+
+
+@pytest.mark.slow
+def test_a_connection_that_never_calls_is_closed(spawn_master, spawn_client,  # type: ignore[no-untyped-def]
+                                                 monkeypatch) -> None:
+    """A process connects to its job socket and says nothing: after the client's
+    --job-socket-timeout it is told why and closed, so it holds no place for ever."""
+    master, _clients = start_cluster(spawn_master, spawn_client, monkeypatch, names=("n1",),
+                                  client_options=["--job-socket-timeout", "0.5"])
+    answer = run_on(master, "n1", f"{shlex.quote(sys.executable)} -c "
+                                  f"{shlex.quote(FIRST_FRAME_PROBE)}")
+    assert answer["exit_code"] == 0, answer["stderr"]
+    assert answer["stdout"] == ("error 6 no call within 0.5 s of connecting to the job socket "
+                                "of node n1; closed\n")
+    # A call that waits longer than that once it is sent is not cut.
+    slow = run_on(master, "n1", f"{CORRAL} var get --wait --timeout 2 never; echo $?")
+    assert slow["stdout"] == "1\n"
+    assert slow["stderr"] == "corral: error: no variable never after waiting 2 s\n"
+
+
+def test_the_first_frame_timeout_option(tmp_path: Path) -> None:
+    from client.cli import build_parser
+
+    assert build_parser().parse_args(["--master", "h:1"]).job_socket_timeout == 10.0
+    for bad in ("nan", "inf", "0", "-1", "x"):
+        refused = subprocess.run(
+            [sys.executable, "-m", "client", "--master", "127.0.0.1:1",
+             "--state-dir", str(tmp_path), "--job-socket-timeout", bad],
+            capture_output=True, text=True, cwd=ROOT, timeout=PATIENCE)
+        assert refused.returncode == 2, bad
+        assert refused.stderr.splitlines()[-1].startswith(
+            "corral-client: error: argument --job-socket-timeout: "), bad

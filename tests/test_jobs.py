@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from common.states import NodeState
 from master.api import MasterAPI
 from master.console import CorralConsole
 from master.front.results import NodeView
-from tests.harness import wait_until
+from tests.harness import PATIENCE, wait_until
 
 
 @pytest.fixture
@@ -280,8 +281,22 @@ def test_select_ranks_best_first_and_puts_unknown_figures_last() -> None:
     assert names == {"load": ["n3", "n10", "n2", "n1"], "mem": ["n2", "n3", "n10", "n1"],
                      "disk": ["n2", "n3", "n10", "n1"], "rtt": ["n2", "n3", "n10", "n1"],
                      None: ["n1", "n2", "n3", "n10"]}
-    assert [n.name for n in pick(nodes, "load", "any")] == ["n4", "n3", "n10", "n2", "n1"]
     assert [n.name for n in pick(nodes, "load", "GONE")] == ["n4"]
+
+
+def test_select_ranks_stale_figures_after_live_nodes() -> None:
+    """A GONE node's figures are what it said before it went, a MISSING node's some
+    heartbeats old: with --state any, each comes after every live node, however good its
+    figures (even after a live node that has none yet)."""
+    from master.front.nodepick import pick
+
+    nodes = [view("n10", 0.5, 100, 3.0), view("n2", 2.0, 300, 1.0), view("n1", None, None, None),
+             view("n3", 0.5, 200, 2.0), view("n4", 0.1, 999, 0.5, state="GONE"),
+             view("n5", 0.2, 998, 0.6, state="MISSING"), view("n6", 0.0, 5, 0.1, state="GONE")]
+    ranked = {by: [n.name for n in pick(nodes, by, "any")] for by in ("load", "mem", "rtt")}
+    assert ranked == {"load": ["n3", "n10", "n2", "n1", "n5", "n6", "n4"],
+                      "mem": ["n2", "n3", "n10", "n1", "n5", "n4", "n6"],
+                      "rtt": ["n2", "n3", "n10", "n1", "n5", "n6", "n4"]}
 
 
 @pytest.mark.slow
@@ -318,6 +333,28 @@ def test_select_from_the_cli(spawn_master, spawn_client) -> None:
                            (["--state", "asleep"], "invalid choice: 'ASLEEP'")):
         bad = corral(control, "select", *words)
         assert bad.returncode == 2 and message in bad.stderr, words
+
+
+@pytest.mark.slow
+def test_select_any_puts_a_gone_node_last(spawn_master, spawn_client) -> None:
+    from tests.test_service import control_of, corral
+
+    master = spawn_master(extra=["--no-console"])
+    gone, _live = (spawn_client(name, master.address) for name in ("n1", "n2"))
+    control = control_of(master)
+    assert corral(control, "list", "--wait", "2", "--timeout", "30").returncode == 0
+    def have_figures() -> bool:
+        nodes = json.loads(corral(control, "--json", "list").stdout)["result"]
+        return all(node["rtt_ms"] is not None and node["disk_free"] is not None
+                   for node in nodes)
+
+    wait_until(have_figures, what="both nodes' figures")
+    gone.stop()
+    wait_until(lambda: corral(control, "select", "--state", "GONE").stdout == "n1\n",
+               what="n1 GONE")
+    for by in ("rtt", "load", "mem", "disk"):
+        ranked = corral(control, "select", "--state", "any", "--by", by)
+        assert (ranked.returncode, ranked.stdout) == (0, "n2,n1\n"), by
 
 
 def test_placeholders_rule() -> None:
@@ -377,6 +414,61 @@ def test_script_runs_as_one_job_and_leaves_nothing(master: MasterAPI, nodes,
         assert list((client.workdir / ".corral" / "scripts").iterdir()) == []
     text, status = run_line(console, f"script -w n1 {script} x")
     assert status == 0 and "[n1] exit 0" in text and "1 succeeded, 0 failed, 1 total" in text
+
+
+@pytest.mark.slow
+def test_a_script_left_on_a_node_that_was_away_is_removed_when_it_is_back(
+        master: MasterAPI, spawn_client, tmp_path: Path, master_log: Path) -> None:
+    """The node goes GONE while its script runs, so the script cannot be removed when the
+    job ends; once the node is READY again, the master removes it."""
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    script = tmp_path / "long.sh"
+    script.write_text("#!/bin/sh\ntouch started\nexec sleep 300\n")
+    outcome: list[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(
+        master.script("n1", str(script), [], timeout=120)))
+    runner.start()
+    scripts = client.workdir / ".corral" / "scripts"
+    try:
+        wait_until((client.workdir / "started").exists, what="the script running")
+        client.signal(signal.SIGSTOP)  # heartbeats stop: GONE, and the job's wait ends
+        runner.join(PATIENCE)
+        assert "n1" in outcome[0].errors, outcome
+        assert len(list(scripts.iterdir())) == 1  # could not be removed: n1 was away
+    finally:
+        client.signal(signal.SIGCONT)
+        runner.join(PATIENCE)
+    wait_until(lambda: not list(scripts.iterdir()), what="the script removed")
+    assert "n1: removed the script .corral/scripts/" in master_log.read_text()
+    master.signal_all("n1", signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_client_sweeps_scripts_left_from_before(master: MasterAPI, spawn_client,
+                                                  tmp_path: Path) -> None:
+    """A master restarted meanwhile no longer knows them: the client removes them at its
+    start, and nothing outside its work folder even through a symbolic link."""
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    client.stop()
+    scripts = client.workdir / ".corral" / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    (scripts / "0123456789ab-job.sh").write_text("echo left\n")
+    (scripts / "mine.txt").write_text("not a script of corral's\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "0123456789ab-x.sh").write_text("kept\n")
+    other = spawn_client("n2", master.address)
+    other.stop()
+    (other.workdir / ".corral").mkdir(parents=True, exist_ok=True)
+    (other.workdir / ".corral" / "scripts").symlink_to(elsewhere)
+    client.start()
+    other.start()
+    assert master.wait_ready(2, timeout=30).reached
+    assert sorted(p.name for p in scripts.iterdir()) == ["mine.txt"]
+    assert "removed 1 script(s) left in" in client.log_text()
+    assert (elsewhere / "0123456789ab-x.sh").exists()
 
 
 def test_script_bad_input(master: MasterAPI, nodes, console: CorralConsole, tmp_path: Path,

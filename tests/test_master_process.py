@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -73,6 +74,21 @@ def test_bad_port_is_a_clear_error(spawn_master) -> None:
     )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{busy.port}" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--heartbeat", "--handshake-timeout",
+                                    "--request-timeout"])
+def test_durations_must_be_finite_and_positive(option: str, tmp_path: Path) -> None:
+    """nan would never time out (and a nan heartbeat never sends one): one line, exit 2."""
+    for bad in ("nan", "inf", "0", "-1"):
+        result = subprocess.run(
+            [sys.executable, "-m", "master", "--state-dir", str(tmp_path / "state"),
+             "--log-dir", str(tmp_path), option, bad, "quit"],
+            capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=PATIENCE)
+        assert result.returncode == 2, (option, bad)
+        assert result.stderr.splitlines()[-1] == (
+            f"corral-master: error: argument {option}: must be a positive, finite number "
+            "of seconds"), (option, bad)
 
 
 def spawn_console(master_argv: list[str]) -> pexpect.spawn:

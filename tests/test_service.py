@@ -313,7 +313,7 @@ def test_a_call_with_bad_arguments_is_a_usage_error(service) -> None:
     with pytest.raises(CorralError) as caught:
         SocketBackend(control_of(master)).call("exec", {"nodeset": None})
     assert caught.value.code == ErrorCode.BAD_REQUEST
-    assert "exec: bad arguments" in caught.value.message
+    assert caught.value.message == "exec: argument 'argv' is missing"
     assert corral(control_of(master), "list").returncode == 0
 
 

@@ -23,6 +23,13 @@ def corral(control: Path, *words: str, **popen: Any) -> subprocess.CompletedProc
                           env=python_env(), cwd=ROOT, timeout=PATIENCE * 2, **popen)
 
 
+def corral_running(control: Path, *words: str) -> subprocess.Popen[str]:
+    """``corral WORDS`` started, its output to read as it comes."""
+    return subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                             str(control), *words], stdout=subprocess.PIPE, text=True,
+                            env=python_env(), cwd=ROOT)
+
+
 def control_of(master: MasterProcess) -> Path:
     return master.base / "master-state" / "control.sock"
 
@@ -80,13 +87,14 @@ def test_the_master_refuses_what_the_cli_would(control: Path) -> None:
     assert raised.value.code is ErrorCode.BAD_REQUEST and "bad name" in raised.value.message
     with pytest.raises(CorralError) as raised:
         backend.call("var_set", {"name": "x", "value": 42})
-    assert "a value must be text" in raised.value.message
+    assert raised.value.message == "var_set: value must be text, not int"
     with pytest.raises(CorralError) as raised:
         backend.call("var_set", {"name": "x", "value": "v" * 70_000})
     assert "at most 65,536" in raised.value.message
     with pytest.raises(CorralError) as raised:
         backend.call("var_set", {"name": "x"})
-    assert raised.value.code is ErrorCode.BAD_REQUEST
+    assert (raised.value.code, raised.value.message) == (
+        ErrorCode.BAD_REQUEST, "var_set: argument 'value' is missing")
 
 
 @pytest.mark.slow
@@ -118,9 +126,7 @@ def test_unreadable_store_is_set_aside(spawn_master, tmp_path: Path) -> None:  #
 
 @pytest.mark.slow
 def test_get_wait_until_set(control: Path) -> None:
-    waiter = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
-                               str(control), "var", "get", "later", "--wait"],
-                              stdout=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
+    waiter = corral_running(control, "var", "get", "later", "--wait")
     try:
         # Set it only once the waiter is connected and waiting.
         wait_until(lambda: psutil.Process(waiter.pid).net_connections(kind="unix"))
@@ -167,9 +173,7 @@ def test_cas_has_exactly_one_winner_among_20_writers(control: Path) -> None:
 
 @pytest.mark.slow
 def test_watch_prints_each_change(control: Path) -> None:
-    watcher = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
-                                str(control), "var", "watch", "w"], stdout=subprocess.PIPE,
-                               text=True, env=python_env(), cwd=ROOT)
+    watcher = corral_running(control, "var", "watch", "w")
     try:
         assert watcher.stdout is not None
         assert watcher.stdout.readline() == "w (absent)\n"
@@ -182,6 +186,27 @@ def test_watch_prints_each_change(control: Path) -> None:
         assert watcher.stdout.readline() == "w (absent)\n"
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(PATIENCE) == 0
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+@pytest.mark.slow
+def test_watch_json_prints_each_change_as_a_document(control: Path) -> None:
+    watcher = corral_running(control, "--json", "var", "watch", "w")
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline()) == {"name": "w", "entry": None}
+        corral(control, "var", "set", "w", "two\nlines")
+        change = json.loads(watcher.stdout.readline())
+        assert change["name"] == "w" and change["entry"]["value"] == "two\nlines"
+        assert (change["entry"]["set_by"], change["entry"]["version"]) == ("operator", 1)
+        corral(control, "var", "del", "w")
+        assert json.loads(watcher.stdout.readline()) == {"name": "w", "entry": None}
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(PATIENCE) == 0
+        assert json.loads(watcher.stdout.read()) == {
+            "command": "var", "ok": True, "result": {"name": "w", "changes": 3}}
     finally:
         watcher.kill()
         watcher.wait()

@@ -151,6 +151,47 @@ def test_http_without_a_host_binds_loopback(spawn_master) -> None:
     assert WebClient((host, port)).get("/healthz").status == 200
 
 
+def test_behind_a_tls_terminating_proxy(spawn_master) -> None:
+    """The browser talks https to the proxy, which talks plain http to the dashboard on
+    127.0.0.1 with the public Host: named with --web-origin, that origin's pages may act
+    and its name is answered to; any other origin or name is still refused."""
+    master = spawn_master(extra=["--no-console", "--http", "0", "--web-origin",
+                                 "HTTPS://Corral.Example.org:443/"])
+    address = dashboard_address(master.banner)
+    proxied = WebClient(address, host_header="corral.example.org")
+    origin = {"Origin": "https://corral.example.org"}
+    assert proxied.post("/login", {"token": TOKEN}, csrf=False, headers=origin).status == 200
+    proxied.login(TOKEN)  # keeps the cookie and the CSRF token
+    refused = proxied.post("/api/signal", {"refs": ["n1:1"], "signal": "KILL"},
+                           headers={"Origin": "https://evil.example"})
+    assert (refused.status, refused.json()) == (
+        403, {"error": "cross-origin request from 'https://evil.example'"})
+    assert proxied.post("/logout", {}, headers=origin).status == 200
+    elsewhere = WebClient(address, host_header="evil.example")
+    assert elsewhere.get("/").status == 421
+
+
+def test_without_web_origin_a_proxys_origin_is_refused(web: WebClient) -> None:
+    """The default stays strict: the page's own origin only."""
+    https_self = {"Origin": f"https://{web.host_header}"}
+    refused = web.post("/login", {"token": TOKEN}, csrf=False, headers=https_self)
+    assert refused.status == 403
+    assert WebClient(web.address, host_header="corral.example.org").get("/").status == 421
+
+
+@pytest.mark.parametrize("bad", ["corral.example.org", "ftp://x.org", "https://x.org/corral",
+                                 "https://u@x.org", "https://x.org:99999", "https://"])
+def test_bad_web_origin_is_one_clear_line(bad: str, token_file: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "master", "--http", "0", "--web-origin", bad,
+                           "--token-file", str(token_file), "--state-dir",
+                           str(tmp_path / "state"), "--log-dir", str(tmp_path), "quit"],
+                          capture_output=True, text=True, env=python_env(), cwd=ROOT,
+                          timeout=PATIENCE)
+    assert done.returncode == 2, bad
+    assert done.stderr.splitlines()[-1].startswith(
+        "corral-master: error: argument --web-origin: "), bad
+
+
 def test_bad_http_option_is_one_clear_line(token_file: Path, tmp_path: Path) -> None:
     def master(http: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "master", "--port", "0", "--http", http,
@@ -394,6 +435,30 @@ def test_a_lone_surrogate_in_a_command_is_a_clear_error(web_master: MasterAPI,
                                    "which is not text"}
     ran = logged_in.post("/api/run", {"nodes": ["n1"], "command": "echo still here"})
     assert ran.status == 200 and "still here" in ran.json()["text"]
+
+
+def test_numbers_in_a_body_are_numbers(web_master: MasterAPI, logged_in: WebClient,
+                                      spawn_client) -> None:
+    """JSON's true is Python's 1, and Python's JSON reader takes NaN and Infinity: a
+    timeout of true was a 1 s run. Each is a 400 that says why; nothing runs."""
+    spawn_client("n1", web_master.address)
+    assert web_master.wait_ready(1, timeout=PATIENCE).reached
+    as_bool = logged_in.post("/api/run", {"nodes": ["n1"], "command": "sleep 2",
+                                          "timeout": True})
+    assert as_bool.status == 400
+    assert as_bool.json() == {"error": "timeout must be a number of seconds up to 600"}
+    for word in ("NaN", "Infinity", "-Infinity"):
+        bad = logged_in.request("POST", "/api/run", raw=(
+            b'{"nodes": ["n1"], "command": "true", "timeout": %s}' % word.encode()),
+            headers={"Content-Type": "application/json",
+                     "X-CSRF-Token": logged_in.csrf or ""})
+        assert bad.status == 400, word
+        assert bad.json() == {"error": f"body is not JSON: {word} is not a number JSON "
+                                       "allows"}, word
+    deep = logged_in.request("POST", "/api/run", raw=b"[" * 60_000, headers={
+        "Content-Type": "application/json", "X-CSRF-Token": logged_in.csrf or ""})
+    assert deep.status == 400
+    assert web_master.processes("n1").results["n1"] == []
 
 
 def test_a_hostile_peer_prints_nothing_on_the_masters_terminal(spawn_master) -> None:

@@ -59,6 +59,12 @@ class CliOutput:
             sys.stdout.buffer.write(chunk.data)
             sys.stdout.buffer.flush()
 
+    def record(self, line: str, value: Any) -> None:
+        if self.as_json:
+            print(codec.to_json(value), flush=True)
+        else:
+            self.log_data(LogChunk((line + "\n").encode(), 0, False, False))
+
     def progress(self, progress: Progress) -> None:
         if not self.as_json and sys.stderr.isatty() and progress.elapsed >= 0.5:
             sys.stderr.write("\r" + render.progress_line(progress) + "\x1b[K")

@@ -92,6 +92,11 @@ class Output(Protocol):
 
     def progress(self, progress: Progress) -> None: ...
 
+    def record(self, line: str, value: Any) -> None:
+        """One item of a stream of records (``var watch``'s changes): ``line`` as text,
+        or under --json the item's own JSON document on a line of its own."""
+        ...
+
 
 @dataclasses.dataclass
 class Report:
@@ -620,7 +625,9 @@ def _select_parser(kit: Kit) -> argparse.ArgumentParser:
     parser.add_argument("-n", dest="count", type=positive_int, metavar="K",
                         help="only the best K")
     parser.add_argument("--state", type=_state_name, choices=STATE_CHOICES, default="READY",
-                        help="nodes in this state (default READY; any: all)")
+                        help="nodes in this state (default READY; any: all, ranked "
+                             "with MISSING nodes after the live ones and GONE nodes last, "
+                             "whatever their last figures)")
     parser.add_argument("--count", dest="how_many", action="store_true",
                         help="print how many nodes there are instead of their names")
     return parser

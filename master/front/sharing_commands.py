@@ -18,7 +18,6 @@ from common.varnames import MAX_NAME, NAME_RULE, value_problem, var_name_problem
 from master.front import render
 from master.front.commands import Command, Kit, Output, Report, seconds
 from master.front.ops import Backend
-from master.front.results import LogChunk
 from master.front.sharing import (
     BarrierOutcome,
     BarrierView,
@@ -155,7 +154,7 @@ def _watch(name: str, backend: Backend, out: Output) -> Report:
     def show(change: VarChange) -> None:
         nonlocal seen
         seen += 1
-        out.log_data(LogChunk((change_line(change) + "\n").encode(), 0, False, False))
+        out.record(change_line(change), change)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
         backend.call("var_watch", {"name": name}, show)

@@ -78,9 +78,11 @@ class Request:
         except OSError:  # the peer hung up half-way
             raise HttpError(400, "the body ended early") from None
         try:
-            body = json.loads(raw or b"{}")
+            body = json.loads(raw or b"{}", parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError):
             raise HttpError(400, "body is not JSON") from None
+        except RecursionError:
+            raise HttpError(400, "body is JSON nested too deep") from None
         if not isinstance(body, dict):
             raise HttpError(400, "body is not a JSON object")
         try:  # JSON may escape a lone surrogate, which no node's UTF-8 can carry
@@ -89,6 +91,12 @@ class Request:
             raise HttpError(400, "body holds a lone surrogate (\\ud800 to \\udfff), "
                                  "which is not text") from None
         return body
+
+
+def _not_json(word: str) -> Any:
+    """NaN, Infinity and -Infinity: Python's JSON reader takes them, the standard does not,
+    and a nan timeout never ends."""
+    raise HttpError(400, f"body is not JSON: {word} is not a number JSON allows")
 
 
 def is_loopback(host: str) -> bool:
@@ -107,25 +115,31 @@ def host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-def host_problem(request: Request, bound_host: str) -> str | None:
-    """A dashboard bound to a loopback address answers only to loopback names: another
-    name there means a page elsewhere whose name was pointed at 127.0.0.1 (DNS
-    rebinding)."""
+def host_problem(request: Request, bound_host: str, also: frozenset[str] = frozenset()
+                 ) -> str | None:
+    """A dashboard bound to a loopback address answers only to loopback names, and to
+    the names of the origins it was told to trust (``also``: a proxy's): another name
+    there means a page elsewhere whose name was pointed at 127.0.0.1 (DNS rebinding)."""
     host = request.header("host")
     if host is None:
         return "no Host header"
-    if is_loopback(bound_host) and not is_loopback(host_name(host).lower()):
+    name = host_name(host).lower()
+    if is_loopback(bound_host) and not is_loopback(name) and name not in also:
         return f"this dashboard answers to a loopback name, not {host!r}"
     return None
 
 
-def origin_problem(request: Request) -> str | None:
+def origin_problem(request: Request, also: frozenset[str] = frozenset()) -> str | None:
     """A POST must come from a page of this dashboard: its Origin, when the client sends
-    one (every browser does for a POST), must be this server's own."""
+    one (every browser does for a POST), must be this server's own, or one of the origins
+    it was told to trust (``also``: a TLS-terminating proxy's ``https://name``, which the
+    server, speaking plain http behind it, cannot see for itself)."""
     origin = request.header("origin")
     if origin is not None:
         expected = f"{request.scheme}://{request.header('host')}"
-        return None if origin == expected else f"cross-origin request from {origin!r}"
+        if origin == expected or origin.lower() in also:
+            return None
+        return f"cross-origin request from {origin!r}"
     fetch_site = request.header("sec-fetch-site")
     if fetch_site not in (None, "same-origin", "none"):
         return f"cross-site request ({fetch_site})"

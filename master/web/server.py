@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from master.web.http import (
     HttpError,
     Request,
     StartResponse,
+    host_name,
     host_problem,
     origin_problem,
     respond,
@@ -68,6 +70,9 @@ class WebServer:
     def __init__(self, engine: MasterEngine, address: tuple[str, int]) -> None:
         self.engine = engine
         self.bound_host = address[0]
+        self.origins = frozenset(engine.config.web_origins)
+        self.origin_hosts = frozenset(host_name(urllib.parse.urlsplit(origin).netloc)
+                                      for origin in self.origins)
         self.ops = Operations(engine)
         self.feed = Feed(engine.registry)
         self.sessions = WebSessions(lambda: engine.token)
@@ -133,7 +138,7 @@ class WebServer:
     def app(self, environ: dict[str, Any], start: StartResponse) -> Any:
         request = Request(environ)
         try:
-            problem = host_problem(request, self.bound_host)
+            problem = host_problem(request, self.bound_host, self.origin_hosts)
             if problem is not None and request.path not in ("/healthz", "/metrics"):
                 raise HttpError(421, problem)
             if request.path.startswith("/static/") and request.method == "GET":
@@ -145,7 +150,8 @@ class WebServer:
                     return respond_json(start, 405, {"error": "method not allowed"},
                                         [("Allow", ", ".join(allowed))])
                 raise HttpError(404, "no such page")
-            if request.method == "POST" and (problem := origin_problem(request)) is not None:
+            if request.method == "POST" and (
+                    problem := origin_problem(request, self.origins)) is not None:
                 raise HttpError(403, problem)
             return handler(request, start)
         except HttpError as exc:
@@ -352,7 +358,8 @@ class WebServer:
         if not isinstance(command, str) or not command.strip():
             raise HttpError(400, "give a command")
         timeout = body.get("timeout", 30)
-        if not isinstance(timeout, (int, float)) or not 0 < timeout <= RUN_TIMEOUT_MAX:
+        # JSON's true is Python's 1: a number only (json_body refuses NaN and Infinity).
+        if type(timeout) not in (int, float) or not 0 < timeout <= RUN_TIMEOUT_MAX:
             raise HttpError(400, f"timeout must be a number of seconds up to "
                                  f"{RUN_TIMEOUT_MAX:g}")
         log.info("web %s: run %r on %s", request.remote, command, nodeset)
