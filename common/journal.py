@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ class Journal:
         """Hand one line to the kernel at once (a killed program loses none of it; it is
         not fsync'd, so a power cut may)."""
         if self._out is None:
-            self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            # Never through a link put in its place, never waiting on a FIFO for a reader.
+            self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
         # One write of a whole line: a crash can cut only this line, never an earlier one.
         line = memoryview((json.dumps(event) + "\n").encode())
         while line:
