@@ -32,7 +32,7 @@ from client.sandbox import Sandbox
 from common import tcp_probe, tls, traffic_class
 from common.calls import CallCancel, CallError, CallItem, CallResult, ForwardedCall
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
-from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
+from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_parts
 from common.landing import PartialLedger
 from common.liveness import PING_EVERY, UNACKNOWLEDGED_INTERVALS
 from common.messages import (
@@ -331,7 +331,7 @@ class _Connection:
 
     def send(self, message: Message) -> None:
         with self._write_lock:  # frames are numbered: made and sent in one order
-            send_whole(self.sock, self.channel.frame(message.to_wire()))
+            send_parts(self.sock, self.channel.writer.frame_parts(message.to_wire()))
 
     def _say_why(self, exc: CorralError) -> None:
         """Tell the master why we close, through the lock once other greenlets send too."""
