@@ -56,6 +56,7 @@ from master.server import MasterConfig  # noqa: E402
 
 LINE = b"corral log-follow benchmark, a line of about sixty bytes 0123\n"
 MB = 1_000_000
+CORRAL = [sys.executable, "-m", "master.front.cli"]
 SPY_MODE = os.environ.get("LOG_FOLLOW_SPY", "--nonblocking").split()
 
 
@@ -89,6 +90,8 @@ class Rounds:
         self.writer_rates: list[float] = []
         self.processes = {"master": psutil.Process(), "client": psutil.Process(client_pid)}
         self.cpu_per_mb: dict[str, list[float]] = {name: [] for name in self.processes}
+        self.cli_env = dict(os.environ, CORRAL_CONTROL=str(folder / "control.sock"),
+                            PYTHONPATH=str(ROOT))
 
     def follow(self) -> float:
         out = self.folder / "followed.out"
@@ -113,6 +116,31 @@ class Rounds:
         out.unlink()
         return self.size / elapsed
 
+    def cli(self) -> float:
+        """The same through the ``corral`` CLI (its start-up included: it is what one
+        waits for), the master's control socket between it and the hub."""
+        out = self.folder / "cli.out"
+        started = time.perf_counter()
+        group = self.api.exec("n1", ["cat", str(self.source)])
+        (info,) = group.results["n1"]
+        with open(out, "wb") as stdout:
+            subprocess.run([*CORRAL, "log", f"n1:{info.pid}", "-n", "0", "-f"], stdout=stdout,
+                           env=self.cli_env, cwd=ROOT, check=True)
+        elapsed = time.perf_counter() - started
+        if out.stat().st_size != self.size:
+            raise SystemExit(f"corral log -f wrote {out.stat().st_size} bytes of {self.size}")
+        self.api.wait([f"n1:{info.pid}"], timeout=30)
+        Path(info.log).unlink()
+        out.unlink()
+        return self.size / elapsed
+
+    def cli_start(self) -> float:
+        """Seconds the CLI takes to start and exit with nothing to do."""
+        started = time.perf_counter()
+        subprocess.run([*CORRAL, "--help"], stdout=subprocess.DEVNULL, env=self.cli_env,
+                       cwd=ROOT, check=True)
+        return time.perf_counter() - started
+
     def cat(self) -> float:
         started = time.perf_counter()
         with open(self.folder / "cat.out", "wb") as out:
@@ -126,6 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cli", action="store_true",
+                        help="also `corral log -f` (the CLI process) in every round")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="py-spy samples of master and client into PREFIX.*.txt")
     args = parser.parse_args()
@@ -135,7 +165,8 @@ def main() -> None:
         write_token(folder)
         source = folder / "lines.txt"
         make_lines(source, args.mb * MB)
-        api = MasterAPI.start(MasterConfig(port=0), TOKEN.encode())
+        api = MasterAPI.start(MasterConfig(port=0, control=folder / "control.sock"),
+                              TOKEN.encode())
         client = start_client(folder, api.address[1], "n1")
         spies: list[subprocess.Popen[bytes]] = []
         try:
@@ -145,7 +176,11 @@ def main() -> None:
             if args.profile:
                 spies = [start_profile(os.getpid(), Path(f"{args.profile}.master.txt")),
                          start_profile(client.pid, Path(f"{args.profile}.client.txt"))]
-            figures = alternate(args.rounds, {"follow": rounds.follow, "cat": rounds.cat})
+            measures = {"follow": rounds.follow, "cat": rounds.cat}
+            if args.cli:
+                measures["cli"] = rounds.cli
+                cli_start = [rounds.cli_start() for _ in range(3)]
+            figures = alternate(args.rounds, measures)
         finally:
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
@@ -158,6 +193,11 @@ def main() -> None:
     print(f"  cat FILE > file:            {spread(figures['cat'], ' MB/s', 1 / MB)}")
     print(f"  log REF -n 0 -f > file:     {spread(figures['follow'], ' MB/s', 1 / MB)}")
     print(f"  the writer on the node:     {spread(rounds.writer_rates, ' MB/s', 1 / MB)}")
+    if args.cli:
+        cli_ratios = [f / c for f, c in zip(figures["cli"], figures["cat"], strict=True)]
+        print(f"  corral log REF -n 0 -f > file: {spread(figures['cli'], ' MB/s', 1 / MB)}, "
+              f"{spread(cli_ratios, ' %', 100)} of cat (its start-up, "
+              f"{statistics.median(cli_start) * 1000:.0f} ms, included)")
     for name, per_mb in rounds.cpu_per_mb.items():
         print(f"  {name} CPU per MB followed: {spread(per_mb, ' ms', 1000, 2)}")
     print("  " + ratio_line("log -f against cat, per round", ratios, "50 %"))
