@@ -18,7 +18,10 @@ The CPU time the master (this process) and the client spent per MB followed is p
 too: it says where a slow round went. ``--profile PREFIX`` records both with py-spy over
 the whole run (PREFIX.master.txt, PREFIX.client.txt; ``bench/profile_top.py`` reads them).
 
-    .venv/bin/python bench/log_follow.py [--mb 200] [--rounds 5] [--profile PREFIX]
+``--cli`` measures ``corral log REF -n 0 -f`` (the CLI process, through the control socket)
+in every round too.
+
+    .venv/bin/python bench/log_follow.py [--mb 200] [--rounds 5] [--cli] [--profile PREFIX]
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ from master.server import MasterConfig  # noqa: E402
 LINE = b"corral log-follow benchmark, a line of about sixty bytes 0123\n"
 MB = 1_000_000
 CORRAL = [sys.executable, "-m", "master.front.cli"]
-SPY_MODE = os.environ.get("LOG_FOLLOW_SPY", "--nonblocking").split()
 
 
 def make_lines(path: Path, size: int) -> None:
@@ -76,7 +78,7 @@ def cpu_seconds(process: psutil.Process) -> float:
 def start_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
     """py-spy on ``pid`` until stopped with SIGINT (its own CPU is not the process's)."""
     return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record",
-                             "--pid", str(pid), "--rate", "500", "--threads", *SPY_MODE,
+                             "--pid", str(pid), "--rate", "500", "--threads", "--nonblocking",
                              "--format", "raw", "--output", str(output)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
