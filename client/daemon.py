@@ -32,7 +32,7 @@ from client.sandbox import Sandbox
 from common import tcp_probe, tls, traffic_class
 from common.calls import CallCancel, CallError, CallItem, CallResult, ForwardedCall
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError, RemoteError
-from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_whole
+from common.framing import DEFAULT_MAX_FRAME, FrameChannel, send_parts
 from common.landing import PartialLedger
 from common.liveness import PING_EVERY, UNACKNOWLEDGED_INTERVALS
 from common.messages import (
@@ -333,7 +333,7 @@ class _Connection:
     def send(self, message: Message) -> None:
         """Send ``message`` now, after whatever ``send_soon`` queued, in one write."""
         with self._write_lock:  # frames are numbered: made and sent in one order
-            send_whole(self.sock, self._frames([message]))
+            send_parts(self.sock, self._frame_parts([message]))
 
     def send_soon(self, message: Message) -> None:
         """Queue ``message``; a greenlet sends the queue, unless another send takes it along
@@ -353,13 +353,27 @@ class _Connection:
     def _send_queued(self) -> None:
         with self._write_lock, contextlib.suppress(OSError):
             if self._queued:
-                send_whole(self.sock, self._frames([]))
+                send_parts(self.sock, self._frame_parts([]))
 
-    def _frames(self, messages: list[Message]) -> bytes:
-        """The queued messages and then ``messages``, framed (hold the write lock)."""
+    def _frame_parts(self, messages: list[Message]) -> list[bytes | memoryview]:
+        """The queued messages and then ``messages``, framed (hold the write lock): a log
+        or file chunk stays in the buffer it was read into (``FrameWriter.frame_parts``)."""
         if self._queued:
             messages, self._queued = self._queued + messages, []
-        return b"".join(self.channel.frame(message.to_wire()) for message in messages)
+        parts: list[bytes | memoryview] = []
+        small: list[bytes] = []  # frames with no bulk, joined: a burst of exit events
+        for message in messages:
+            framed = self.channel.writer.frame_parts(message.to_wire())
+            if len(framed) == 1 and isinstance(framed[0], bytes):
+                small.append(framed[0])
+                continue
+            if small:
+                parts.append(b"".join(small))
+                small = []
+            parts.extend(framed)
+        if small:
+            parts.append(b"".join(small))
+        return parts
 
     def _say_why(self, exc: CorralError) -> None:
         """Tell the master why we close, through the lock once other greenlets send too."""

@@ -84,6 +84,21 @@ class FrameMac:
         gcm = self._gcm if self._gcm is not None else self._cipher_for(self._key)
         return gcm.encrypt(nonce, _NO_TEXT, body)
 
+    def next_tag_of_parts(self, parts: list[bytes | memoryview]) -> bytes:
+        """The tag of the next frame, whose body is ``parts`` one after the other: the
+        same tag as ``next_tag`` of their concatenation, without making it (a log or file
+        chunk is sent from the buffer it was read into)."""
+        if len(parts) == 1:
+            return self.next_tag(parts[0])
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        nonce = self.sequence.to_bytes(NONCE_BYTES, "big")
+        self.sequence += 1
+        gmac = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
+        for part in parts:
+            gmac.authenticate_additional_data(part)
+        gmac.finalize()
+        return gmac.tag
+
     def check(self, body: bytes | memoryview, tag: bytes | bytearray | memoryview) -> None:
         number = self.sequence
         if not hmac.compare_digest(self.next_tag(body), tag):

@@ -16,6 +16,11 @@ from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError
 from common.frame_auth import TAG_BYTES, FrameMac
 
 HEADER = struct.Struct(">I")
+_BIN32 = struct.Struct(">BI")  # msgpack's bin 32: a byte string of up to 4 GiB
+_PACKER = msgpack.Packer(use_bin_type=True)
+# A byte string at least this long is sent from where it lies (``FrameWriter.frame_parts``);
+# below it, copying it into the packed body costs less than a buffer of its own.
+BULK = 64 * 1024  # from 64 KiB on, msgpack too writes a byte string as bin 32
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
 # Thousands of idle sessions must stay cheap: a heartbeat frame is about 130 bytes, and a
 # buffer grown for a big frame (a file or log chunk) goes back to this size after it.
@@ -35,6 +40,45 @@ class ByteStream(Protocol):
 def pack_frame(payload: dict[str, Any]) -> bytes:
     """A frame without a MAC, as sent during the handshake."""
     return FrameWriter().frame(payload)
+
+
+def _pack_parts(payload: dict[str, Any]) -> list[bytes | memoryview]:
+    """``payload`` packed as ``msgpack.packb`` packs it, but as a list of buffers: each
+    byte string of at least ``BULK`` bytes, at the top or in a map below it, is a buffer
+    of its own after its msgpack header."""
+    parts: list[bytes | memoryview] = []
+    small: list[bytes] = []
+    _pack_into(payload, small, parts)
+    if small:
+        parts.append(b"".join(small))
+    return parts
+
+
+def _is_bulk(value: object) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview)) and len(value) >= BULK
+
+
+def _has_bulk(payload: dict[str, Any]) -> bool:
+    return any(_is_bulk(value) or (isinstance(value, dict) and _has_bulk(value))
+               for value in payload.values())
+
+
+def _pack_into(mapping: dict[str, Any], small: list[bytes],
+               parts: list[bytes | memoryview]) -> None:
+    """Append ``mapping``'s encoding: small pieces gather in ``small`` until a bulk value
+    closes them into one buffer of ``parts``."""
+    small.append(_PACKER.pack_map_header(len(mapping)))
+    for key, value in mapping.items():
+        small.append(_PACKER.pack(key))
+        if isinstance(value, dict):
+            _pack_into(value, small, parts)
+        elif _is_bulk(value):
+            small.append(_BIN32.pack(0xC6, len(value)))
+            parts.append(b"".join(small))
+            small.clear()
+            parts.append(value)
+        else:
+            small.append(_PACKER.pack(value))
 
 
 def unpack_body(body: bytes | memoryview) -> dict[str, Any]:
@@ -142,6 +186,20 @@ class FrameWriter:
     def frame(self, payload: dict[str, Any]) -> bytes:
         return self.seal(msgpack.packb(payload, use_bin_type=True))
 
+    def frame_parts(self, payload: dict[str, Any]) -> list[bytes | memoryview]:
+        """The frame of ``payload`` as buffers to send one after the other (``send_parts``):
+        a big byte string in it (a log or file chunk) is one of them as it is, not copied
+        into the packed body and then again into the frame. The bytes on the wire are
+        those of ``frame``."""
+        if not _has_bulk(payload):
+            return [self.frame(payload)]
+        body = _pack_parts(payload)
+        length = sum(len(part) for part in body)
+        if self._mac is None:
+            return [HEADER.pack(length), *body]
+        tag = self._mac.next_tag_of_parts(body)
+        return [HEADER.pack(length + TAG_BYTES), *body, tag]
+
     def seal(self, body: bytes) -> bytes:
         """The frame that carries ``body`` (already encoded)."""
         if self._mac is None:
@@ -189,16 +247,37 @@ def send_whole(stream: ByteStream, frame: bytes) -> None:
     an interrupt is held until the frame is complete, then raised. Socket errors are not
     held: the connection is gone anyway.
     """
-    view = memoryview(frame)
+    send_parts(stream, [frame])
+
+
+MAX_GATHER = 512
+
+
+def send_parts(stream: ByteStream, parts: list[bytes | memoryview]) -> None:
+    """``send_whole`` of the frame made of ``parts`` (``FrameWriter.frame_parts``), with
+    one ``sendmsg`` for all of them where the socket has it (TLS has not: part by part).
+    At most ``MAX_GATHER`` buffers go to one ``sendmsg`` (the kernel refuses more than
+    IOV_MAX, 1,024 on Linux, with EMSGSIZE)."""
+    views = [memoryview(part).cast("B") for part in parts if len(part)]
+    gather = len(views) > 1 and hasattr(stream, "sendmsg")
     interrupted: BaseException | None = None
-    while view:
+    first = 0  # views before it are sent
+    while first < len(views):
         try:
-            sent = stream.send(view)  # type: ignore[attr-defined]
+            sent = (stream.sendmsg(views[first:first + MAX_GATHER])  # type: ignore[attr-defined]
+                    if gather else stream.send(views[first]))  # type: ignore[attr-defined]
         except OSError:
             raise
+        except NotImplementedError:  # a TLS socket has no sendmsg
+            gather = False
+            continue
         except BaseException as exc:
             interrupted = interrupted or exc
             continue
-        view = view[sent:]
+        while first < len(views) and sent >= len(views[first]):
+            sent -= len(views[first])
+            first += 1
+        if sent:
+            views[first] = views[first][sent:]
     if interrupted is not None:
         raise interrupted

@@ -6,7 +6,6 @@ the bridge, so callers never touch gevent objects.
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import time
@@ -22,6 +21,7 @@ from master.bridge import HubThread
 from master.caller import OPERATOR
 from master.events import Event
 from master.front.results import GroupResult, JobMember, JobView, NodeView, WaitOutcome
+from master.logstream import Fetcher, chunks_ahead
 from master.operations import (
     LogChunk,
     Operations,
@@ -36,12 +36,7 @@ from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 
 log = logging.getLogger("corral.master")
 
-# A followed log is looked at again soon after it grew, less and less often while it
-# does not: quick behind a busy writer, cheap beside an idle one.
-FOLLOW_POLL_FIRST = 0.002  # seconds
-FOLLOW_POLL_MAX = 0.1
 SHARED_POLL = 0.05  # seconds between looks at whether a shared operation has ended
-LOG_AHEAD = 4  # chunks of a log asked for ahead of the one being shown
 
 
 class MasterAPI:
@@ -168,43 +163,13 @@ class MasterAPI:
 
     def log_chunks(self, ref: str, lines: int | None, follow: bool) -> Iterator[LogChunk]:
         """A log in chunks: its last ``lines`` lines (None or 0: all of it), then with
-        ``follow`` what is written next, until the process has ended.
-
-        While one chunk is shown the next few are already being fetched (client and
-        master work at the same time). A full chunk from X ends at X + step, so those are
-        asked for at X + step, X + 2 step...; a short chunk means the end was reached, and
-        what was asked beyond it is dropped and asked again later from where it ended."""
-        step = self._ops.log_chunk_size
-        poll = FOLLOW_POLL_FIRST
-        chunk = self.log(ref, lines=lines)
-        ahead: collections.deque[tuple[int, Future[LogChunk]]] = collections.deque()
-
-        def drop_ahead() -> None:
-            for _offset, future in ahead:
-                self._hub.cancel(future)
-            ahead.clear()
-
-        try:
-            while True:
-                yield chunk
-                if chunk.more:
-                    if ahead and ahead[0][0] != chunk.offset:
-                        drop_ahead()
-                    while len(ahead) < LOG_AHEAD:
-                        offset = ahead[-1][0] + step if ahead else chunk.offset
-                        ahead.append((offset, self._hub.submit(self._ops.log, ref, None,
-                                                               offset)))
-                else:
-                    drop_ahead()
-                    if not follow or chunk.ended:
-                        return
-                    poll = FOLLOW_POLL_FIRST if chunk.data else min(poll * 2, FOLLOW_POLL_MAX)
-                    time.sleep(poll)
-                    ahead.append((chunk.offset, self._hub.submit(self._ops.log, ref, None,
-                                                                 chunk.offset)))
-                chunk = ahead.popleft()[1].result()
-        finally:
-            drop_ahead()
+        ``follow`` what is written next, until the process has ended; the next few are
+        fetched on the hub while one is shown (``master.logstream``)."""
+        fetch: Fetcher[Future[LogChunk]] = Fetcher(
+            lambda offset: self._hub.submit(self._ops.log, ref, None, offset),
+            lambda future: future.result(), self._hub.cancel, time.sleep)
+        return chunks_ahead(self.log(ref, lines=lines), self._ops.log_chunk_size, follow,
+                            fetch)
 
     def wait(self, refs: list[str], timeout: float | None = None) -> list[WaitResult]:
         return self._hub.call(self._ops.wait, refs, timeout)

@@ -32,6 +32,7 @@ from master.caller import OPERATOR, Caller
 from master.events import Event
 from master.front import codec
 from master.front.ops import OPS, Op, args_problem
+from master.logstream import Fetcher, chunks_ahead
 from master.operations import Operations
 from master.ready import wait_ready
 from master.shared import SHARED_OPS
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.master.control")
 
 EVENT_QUEUE = 10_000  # events a slow subscriber may fall behind by before losing the oldest
-FOLLOW_POLL = 0.05  # seconds between looks at a followed log that did not grow
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -199,14 +199,20 @@ class ControlServer:
 
     def _log(self, emit: Callable[[Any], Any], ref: str, lines: int | None, follow: bool
              ) -> bool:
-        chunk = self.ops.log(ref, lines, None)
-        while True:
-            emit(chunk)
-            if not chunk.more:
-                if not follow or chunk.ended:
-                    return chunk.ended
-                gevent.sleep(FOLLOW_POLL)
-            chunk = self.ops.log(ref, None, chunk.offset)
+        """The log to the CLI as the console gets it: the next chunks on their way while
+        one is sent (``master.logstream``)."""
+        fetch: Fetcher[gevent.Greenlet] = Fetcher(
+            lambda offset: gevent.spawn(self.ops.log, ref, None, offset),
+            lambda greenlet: greenlet.get(), lambda greenlet: greenlet.kill(block=False),
+            gevent.sleep)
+        ended = False
+        chunks = chunks_ahead(self.ops.log(ref, lines, None), self.ops.log_chunk_size,
+                              follow, fetch)
+        with contextlib.closing(chunks):  # a CLI gone: the chunks on their way are dropped
+            for chunk in chunks:
+                emit(chunk)
+                ended = chunk.ended
+        return ended
 
     def _events(self, emit: Callable[[Any], Any]) -> None:
         """Every event until the caller goes. The queue is bounded: a subscriber that

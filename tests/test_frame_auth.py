@@ -19,7 +19,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from client.protocol import Identity, handshake
 from common.errors import ConnectionClosed, ErrorCode
 from common.frame_auth import TAG_BYTES, FrameAuthError, FrameMac, session_keys
-from common.framing import HEADER, FrameChannel, FrameReader, FrameWriter, pack_frame
+from common.framing import (
+    HEADER,
+    FrameChannel,
+    FrameReader,
+    FrameWriter,
+    pack_frame,
+    send_parts,
+)
 from common.messages import ErrorFrame, ExecRequest, Heartbeat, decode
 from common.states import NodeState
 from master.api import MasterAPI
@@ -47,6 +54,55 @@ def test_frames_pass_in_order_and_a_replay_fails() -> None:
     assert reader.read_frame() == {"n": 2}
     with pytest.raises(FrameAuthError, match="frame 2 failed authentication"):
         reader.read_frame()
+
+
+def test_a_chunk_sent_from_its_own_buffer_is_the_same_frame() -> None:
+    """A big byte string travels from where it lies (no copies into the frame), yet the
+    frame and its tag are those of the whole frame: the reader cannot tell the difference,
+    whether the socket takes the parts at once, a few bytes at a time or one by one."""
+    chunk = bytes(range(256)) * 4096  # 1 MiB, as a log chunk
+    payload = {"t": "reply", "req": 9, "value": {"data": chunk, "offset": 5, "ended": False}}
+    keys = session_keys(b"token", b"m" * 32, b"c" * 32)
+    whole, gathered = FrameWriter(), FrameWriter()
+    whole.authenticate(FrameMac(keys.client_to_master))
+    gathered.authenticate(FrameMac(keys.client_to_master))
+    for stream in (_Trickle(sendmsg=True), _Trickle(sendmsg=False)):
+        parts = gathered.frame_parts(payload)
+        assert len(parts) > 2 and any(part is chunk for part in parts)
+        send_parts(stream, parts)
+        assert bytes(stream.wire) == whole.frame(payload)
+    small = {"t": "ping", "req": 1}
+    assert gathered.frame_parts(small) == [whole.frame(small)]
+
+
+class _Trickle:
+    """A socket that takes at most 100,000 bytes per call; without ``sendmsg`` it says
+    so as a TLS socket does."""
+
+    def __init__(self, sendmsg: bool) -> None:
+        self.wire = bytearray()
+        self._sendmsg = sendmsg
+
+    def send(self, data: memoryview) -> int:
+        taken = bytes(data[:100_000])
+        self.wire += taken
+        return len(taken)
+
+    def sendmsg(self, buffers: list[memoryview]) -> int:
+        if not self._sendmsg:
+            raise NotImplementedError("sendmsg not allowed on instances of SSLSocket")
+        room = 100_000
+        for buffer in buffers:
+            taken = bytes(buffer[:room])
+            self.wire += taken
+            room -= len(taken)
+        return 100_000 - room
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        raise AssertionError("not read")
+
+    def sendall(self, data: bytes) -> None:
+        raise AssertionError("not used")
 
 
 def test_keys_differ_per_direction_and_per_connection() -> None:

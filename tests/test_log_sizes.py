@@ -77,3 +77,24 @@ def digest(path: Path) -> str:
         while block := source.read(MIB):
             sha.update(block)
     return sha.hexdigest()
+
+
+@pytest.mark.slow
+def test_follow_keeps_every_byte_of_a_fast_burst(master: MasterAPI, node,
+                                                 tmp_path: Path) -> None:
+    """``log -f`` behind a writer much faster than it (``seq`` writes tens of MB a
+    second): nothing lost, nothing twice, and memory flat on both sides."""
+    client_before = peak_rss_kib(node.pid)
+    master_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    group = master.exec("n1", ["seq", "1", "9000000"])  # about 69 MB
+    (info,) = group.results["n1"]
+    out_path = tmp_path / "out"
+    with open(out_path, "w") as out:
+        console = CorralConsole(master, interactive=False, stdout=out)
+        console.onecmd_plus_hooks(f"log n1:{info.pid} -n 0 -f")
+    size = Path(info.log).stat().st_size
+    assert console.exit_code == 0 and console.last_result.ended
+    assert console.last_result.shown == size == out_path.stat().st_size
+    assert digest(out_path) == digest(Path(info.log))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - master_before < 32 * 1024
+    assert peak_rss_kib(node.pid) - client_before < 32 * 1024
