@@ -7,13 +7,16 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from client.shell import OUTPUT_CAP
 from common import PROTOCOL_VERSION, auth, frame_auth
 from common.framing import FrameChannel
 from common.messages import ExecRequest, Hello, Register, Reply, Welcome, decode
 from common.procs import ProcExited
+from master.api import MasterAPI
 from tests.conftest import TOKEN
 from tests.harness import PATIENCE, wait_until
 
@@ -91,3 +94,28 @@ def test_exit_ending_during_a_resend_does_not_overtake_it(spawn_client, tmp_path
     listener.close()
     assert arrived == sorted(arrived), f"exit events arrived out of order: {arrived}"
     assert recorded == set(pids.values())
+
+
+@pytest.mark.slow
+def test_run_output_read_by_loop_watchers(master: MasterAPI, spawn_client) -> None:
+    """Output that is big, binary, written after stdout closed, on both streams, or left
+    open by a background grandchild: what ``run`` brings back is exactly what was
+    written, up to the cap."""
+    spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=PATIENCE).reached
+
+    def run(command: str) -> Any:
+        return master.run("n1", command).results["n1"]
+
+    big = run("head -c 3000000 /dev/zero; echo done >&2")
+    assert (big.exit_code, len(big.stdout), big.stderr) == (0, OUTPUT_CAP, b"done\n")
+    assert big.dropped == 3_000_000 - OUTPUT_CAP
+    binary = run("printf '\\000\\377\\001\\n'")
+    assert binary.stdout == b"\x00\xff\x01\n"
+    closed_early = run("exec 1>&-; sleep 0.2; echo late >&2; exit 3")
+    assert (closed_early.exit_code, closed_early.stdout, closed_early.stderr) == (
+        3, b"", b"late\n")
+    both = run("for i in 1 2 3; do echo out$i; echo err$i >&2; done")
+    assert (both.stdout, both.stderr) == (b"out1\nout2\nout3\n", b"err1\nerr2\nerr3\n")
+    background = run("sleep 2 & echo hi")  # the grandchild holds both pipes open
+    assert (background.exit_code, background.stdout) == (0, b"hi\n")
