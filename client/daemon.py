@@ -265,8 +265,12 @@ class _Connection:
                                                self.uploads.link_lost)
             self._workers.spawn(self._heartbeat_loop, welcome.heartbeat)
             self._workers.spawn(self._watch_master, welcome.heartbeat, gevent.getcurrent())
-            for event in list(daemon.outbox.values()):
-                self.send(event)  # what ended while we were away, oldest first
+            # What ended while we were away, oldest first, all under the lock: an exit queued
+            # meanwhile by send_soon must not overtake them (the master drops an event not
+            # numbered above the last it saw). What is queued now is in the outbox too.
+            with self._write_lock:
+                self._queued.clear()
+                send_parts(self.sock, self._frame_parts(list(daemon.outbox.values())))
             self._serve()
         except (RemoteError, MasterSilent) as exc:
             log.warning("%s", exc.message)
