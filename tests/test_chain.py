@@ -295,6 +295,7 @@ def test_the_stall_timeout_is_an_option_of_corral_master(spawn_master, spawn_cli
     wait_until(lambda: partials(victim.workdir) == [], what="no partial file on n3")
 
 
+@pytest.mark.slow  # a master process per value: seconds each
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_a_stall_timeout_that_is_not_a_positive_time_is_refused(tmp_path: Path,
                                                                 token_file: Path,

@@ -76,6 +76,7 @@ def test_bad_port_is_a_clear_error(spawn_master) -> None:
     assert f"cannot listen on 127.0.0.1:{busy.port}" in result.stderr
 
 
+@pytest.mark.slow  # a master process per value: seconds each
 @pytest.mark.parametrize("option", ["--heartbeat", "--handshake-timeout",
                                     "--request-timeout"])
 def test_durations_must_be_finite_and_positive(option: str, tmp_path: Path) -> None:
