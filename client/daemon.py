@@ -43,6 +43,7 @@ from common.messages import (
     FailReply,
     GetRequest,
     Message,
+    Ping,
     PutBegin,
     PutChunk,
     PutEnd,
@@ -239,6 +240,7 @@ class _Connection:
         self._calls: dict[int, gevent.queue.Queue[Any]] = {}  # forwarded, by req
         self._queued: list[Message] = []  # for send_soon
         self.last_heard = time.monotonic()
+        self.ping_gap = 0.0  # what the master's last ping said of the next (Ping.next_in)
 
     def run(self) -> bool:
         """Serve until the connection ends; True if the handshake had succeeded."""
@@ -423,7 +425,11 @@ class _Connection:
             elif unacknowledged is None and silent >= silence_limit:
                 why = f"nothing from master {host}:{port} for {silent:.1f} s"
             else:
-                if silent < silence_limit:
+                # A master that sends this client no keep-alives (it watches the link
+                # itself) may be silent until the next ping it announced.
+                quiet_allowed = max(silence_limit,
+                                    self.ping_gap + UNACKNOWLEDGED_INTERVALS * interval)
+                if silent < quiet_allowed:
                     waiting_said = False
                 elif not waiting_said:
                     log.warning("nothing from master %s:%d for %.1f s, but its host "
@@ -444,6 +450,8 @@ class _Connection:
         while True:
             message = decode(self.channel.read())
             self.last_heard = time.monotonic()
+            if isinstance(message, Ping):
+                self.ping_gap = message.next_in
             turns.take()
             if isinstance(message, (PutBegin, PutEntry, PutChunk, PutEnd)):
                 # In order, in this greenlet: a push's frames must not overtake each other.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
-from common import PROTOCOL_VERSION, auth, frame_auth
+from common import PROTOCOL_VERSION, auth, frame_auth, tcp_probe
 from common.errors import AuthError, ErrorCode, ProtocolError, RemoteError
 from common.framing import FrameChannel
 from common.messages import ErrorFrame, Hello, Message, Register, Welcome, decode, error_code
@@ -30,12 +30,15 @@ def send_error_quietly(channel: FrameChannel, code: ErrorCode, text: str) -> Non
         send(channel, ErrorFrame(code=int(code), message=text))
 
 
-def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcome:
+def handshake(channel: FrameChannel, identity: Identity, token: bytes,
+              watches_link: bool | None = None) -> Welcome:
     """Authenticate to the master, prove that it holds the token too, and from then on
     authenticate every frame on ``channel`` both ways.
 
     Raises AuthError, ProtocolError or RemoteError (the master refused us) with a message
     fit for a log line. Nothing is run for a master until this has returned.
+    ``watches_link``: what to tell the master (None: whether this socket's kernel reports
+    acknowledgements, as Linux does).
     """
     hello = decode(channel.read())
     if isinstance(hello, ErrorFrame):
@@ -60,6 +63,8 @@ def handshake(channel: FrameChannel, identity: Identity, token: bytes) -> Welcom
                 PROTOCOL_VERSION, identity.node_id, identity.name, identity.host,
                 identity.pid)),
             pid=identity.pid,
+            watches_link=(tcp_probe.unacknowledged_for(channel.stream) is not None
+                          if watches_link is None else watches_link),
         ),
     )
     answer = decode(channel.read())

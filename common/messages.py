@@ -244,6 +244,10 @@ def _converter_for(hint: Any) -> Converter:
 # --- handshake -----------------------------------------------------------------------------
 
 
+# The longest a master may say it stays silent between pings (a day): past that a client's
+# warning about a silent master would never come.
+MAX_PING_GAP = 86400.0
+
 @register
 @dataclasses.dataclass(frozen=True)
 class Hello(Message):
@@ -269,6 +273,10 @@ class Register(Message):
     nonce: bytes
     mac: bytes
     pid: int = 0
+    # The client's kernel tells it whether the master's host acknowledges what it sends
+    # (Linux TCP_INFO), so it needs no keep-alives between round-trip pings. A hint, not
+    # a claim: flipping it can only cost the client keep-alives.
+    watches_link: bool = False
 
     def problem(self) -> str | None:
         if not _NODE_ID.fullmatch(self.node_id):
@@ -382,11 +390,19 @@ class FailReply(Message):
 @register
 @dataclasses.dataclass(frozen=True)
 class Ping(Message):
-    """master -> client request; the reply measures round-trip time."""
+    """master -> client request; the reply measures round-trip time. ``next_in``: to a
+    client that watches the link itself, the seconds until the next ping at the latest
+    (nothing else may come in between); 0 when keep-alives come every few intervals."""
 
     TAG: ClassVar[str] = "ping"
 
     req: int
+    next_in: float = 0.0
+
+    def problem(self) -> str | None:
+        if not 0.0 <= self.next_in <= MAX_PING_GAP:
+            return f"next_in must be 0 to {MAX_PING_GAP:.0f} seconds"
+        return None
 
 
 @register

@@ -100,6 +100,8 @@ class Session:
         # next is due: one pinger greenlet of the engine serves every session.
         self._ping_sent: tuple[int, float] | None = None
         self._ping_due = 0.0
+        self._keep_alives = True  # False once the client says it watches the link itself
+        self._rtt_every = 0.0
         self._rtt_due = 0.0  # when the next ping measures the round trip, not just keeps alive
         self._pinger: gevent.Greenlet | None = None
 
@@ -249,6 +251,7 @@ class Session:
             raise BadName(problem)
         self._check_certificate_name(first.name)
         node = self.engine.registry.admit(first, self)
+        self._keep_alives = not first.watches_link
         heartbeat = self.engine.config.heartbeat
         welcome = Welcome(mac=auth.master_proof(token, master_nonce, first.nonce,
                                                 auth.welcome_claims(heartbeat)),
@@ -434,6 +437,10 @@ class Session:
         measure = now >= self._rtt_due
         if measure:
             self._rtt_due = now + rtt_every
+            self._rtt_every = rtt_every
+        elif not self._keep_alives:
+            self._ping_due = self._rtt_due  # this client needs nothing until the next ping
+            return
         if self._write_lock.locked() or self.engine.tls_context is not None:
             self._pinger = gevent.spawn(self._send_ping, measure)
             return
@@ -458,7 +465,8 @@ class Session:
             return self._channel.frame(KEEP_ALIVE)
         req = next(self._request_ids)
         self._ping_sent = (req, time.perf_counter())
-        return self._channel.frame(Ping(req=req).to_wire())
+        next_in = 0.0 if self._keep_alives else self._rtt_every
+        return self._channel.frame(Ping(req=req, next_in=next_in).to_wire())
 
     def _send_ping(self, measure: bool) -> None:
         try:

@@ -38,12 +38,14 @@ class ScriptedNode:
     answers each request with ``answer(request)``; Ping is answered properly."""
 
     def __init__(self, address: tuple[str, int], name: str, token: bytes,
-                 answer: Answer | None = None, interval: float = 0.1) -> None:
+                 answer: Answer | None = None, interval: float = 0.1,
+                 watches_link: bool | None = None) -> None:
         self.address = address
         self.identity = Identity(node_id=uuid.uuid4().hex, name=name, host="scripted")
         self.token = token
         self.answer = answer or (lambda request: None)
         self.interval = interval
+        self.watches_link = watches_link  # None: as a real client on this socket would say
         self.requests: list[Message] = []
         self.closed = threading.Event()
         self._lock = threading.Lock()
@@ -54,7 +56,7 @@ class ScriptedNode:
     def start(self) -> ScriptedNode:
         self.sock = socket.create_connection(self.address, timeout=30)
         self.channel = FrameChannel(self.sock)
-        handshake(self.channel, self.identity, self.token)
+        handshake(self.channel, self.identity, self.token, self.watches_link)
         self.sock.settimeout(None)
         threading.Thread(target=self._beat, daemon=True).start()
         threading.Thread(target=self._serve, args=(self.channel,), daemon=True).start()

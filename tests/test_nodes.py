@@ -12,7 +12,7 @@ from common.states import NodeState
 from master import server
 from master.api import MasterAPI
 from master.server import MasterConfig, MasterEngine
-from tests.conftest import TOKEN
+from tests.conftest import FAST_HEARTBEAT, TOKEN
 from tests.harness import wait_until
 from tests.peers import ScriptedNode
 
@@ -122,7 +122,8 @@ def test_between_spaced_out_pings_a_node_gets_keep_alives(master: MasterAPI,
     still hears from the master every 5 intervals (1 s): a keep-alive, an ack of nothing
     that asks no reply, and its RTT is still measured."""
     monkeypatch.setattr(server, "RTT_PINGS_PER_SECOND", 0.5)
-    node = ScriptedNode(master.address, "k1", TOKEN.encode()).start()
+    # A client whose kernel cannot say whether the link lives (not Linux).
+    node = ScriptedNode(master.address, "k1", TOKEN.encode(), watches_link=False).start()
     try:
         def sent(kind: type[Message]) -> list[Message]:
             return [m for m in list(node.requests) if isinstance(m, kind)]
@@ -134,3 +135,46 @@ def test_between_spaced_out_pings_a_node_gets_keep_alives(master: MasterAPI,
                    what="an RTT figure")
     finally:
         node.stop()
+
+
+@pytest.mark.slow
+def test_a_client_that_watches_the_link_gets_no_keep_alives(master: MasterAPI,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A Linux client learns from its kernel whether the master's host acknowledges what it
+    sends, and says so at registration: the master then sends it only the spaced-out pings
+    (each saying when the next comes), no keep-alives in between."""
+    monkeypatch.setattr(server, "RTT_PINGS_PER_SECOND", 0.5)  # one node: a ping every 2 s
+    node = ScriptedNode(master.address, "k1", TOKEN.encode()).start()  # says it, on Linux
+    try:
+        def sent(kind: type[Message]) -> list[Message]:
+            return [m for m in list(node.requests) if isinstance(m, kind)]
+
+        wait_until(lambda: len(sent(Ping)) >= 3, timeout=60, what="three pings")
+        assert sent(Ack) == []  # no keep-alive between them
+        assert all(ping.next_in == pytest.approx(2.0)  # type: ignore[attr-defined]
+                   for ping in sent(Ping)[1:])
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_a_real_client_does_not_call_a_master_that_pings_seldom_silent(
+        master: MasterAPI, spawn_client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pings further apart than the 8 intervals after which a client warns that the master
+    is busy or stopped (as at thousands of nodes), and no keep-alives between them: the
+    client does not warn, because each ping said when the next comes."""
+    gap = 10 * FAST_HEARTBEAT
+    monkeypatch.setattr(server, "RTT_PINGS_PER_SECOND", 1 / gap)
+    client = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    figures: set[float] = set()
+
+    def third_round_trip() -> bool:
+        if (rtt := master.nodes()[0].rtt_ms) is not None:
+            figures.add(rtt)
+        return len(figures) >= 3  # two whole gaps between pings have passed
+
+    wait_until(third_round_trip, timeout=60, what="three round trips")
+    assert "busy or stopped" not in client.log_text(), client.log_text()
+    assert master.nodes()[0].state is NodeState.READY
