@@ -8,7 +8,7 @@ import struct
 import msgpack
 import pytest
 
-from common import auth
+from common import auth, tcp_probe
 from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError, UsageError
 from common.frame_auth import FrameMac
 from common.framing import DEFAULT_MAX_FRAME, FrameReader, FrameWriter, pack_frame, send_parts
@@ -237,3 +237,30 @@ def test_more_parts_than_one_sendmsg_takes_all_arrive_in_order() -> None:
         left.shutdown(socket.SHUT_WR)
         received = b"".join(iter(lambda: right.recv(65536), b""))
     assert received == b"".join(parts)
+
+
+class _TcpInfo:
+    """A socket whose kernel reports ``retransmits``, ``unacked`` and ``last_ack_ms``."""
+
+    def __init__(self, retransmits: int, unacked: int, last_ack_ms: int) -> None:
+        bytes_ = [0] * 8
+        bytes_[2] = retransmits
+        words = [0] * 13
+        words[4], words[12] = unacked, last_ack_ms
+        self.raw = struct.pack("8B13I", *bytes_, *words)
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        return self.raw[:size]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="no TCP_INFO here")
+def test_a_heartbeat_not_yet_acknowledged_is_not_a_silent_peer() -> None:
+    """Right after the client was held up (a loaded machine), the heartbeat it just sent
+    waits for its ACK while the last ACK is long ago: no reason to drop the link. Data
+    the kernel had to send again and that is still unacknowledged is."""
+    assert tcp_probe.unacknowledged_for(_TcpInfo(0, 0, 5_000)) == 0.0  # idle link
+    assert tcp_probe.unacknowledged_for(_TcpInfo(0, 1, 5_000)) == 0.0  # just sent
+    assert tcp_probe.unacknowledged_for(_TcpInfo(2, 3, 5_000)) == 5.0  # resent, unanswered
+    left, right = _pair()
+    with left, right:
+        assert tcp_probe.unacknowledged_for(left) is None  # a UNIX socket: not TCP
