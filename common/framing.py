@@ -25,7 +25,9 @@ DEFAULT_MAX_FRAME = 8 * 1024 * 1024
 # Thousands of idle sessions must stay cheap: a heartbeat frame is about 130 bytes, and a
 # buffer grown for a big frame (a file or log chunk) goes back to this size after it.
 _INITIAL_BUFFER = 512
-_KEEP_GROWN = 64 * 1024  # a grown buffer up to this size is kept for the next frames
+# A buffer grown up to this size is kept for the next frames; a bigger one is given back
+# once the frames are small again (``FrameReader._fill``).
+_KEEP_GROWN = 64 * 1024
 # Before the handshake anyone can connect: its frames (hello, register, welcome, a refusal)
 # are a few hundred bytes, and a peer not yet authenticated must not make us read, hold or
 # decode megabytes per connection.
@@ -100,6 +102,10 @@ class FrameReader:
     when a frame needs it; the length is checked against ``max_frame`` before a single body
     byte is read, so a hostile length prefix costs nothing. Bytes read ahead are only ever
     frames of this connection: the MAC and the size limit apply when each frame is taken.
+
+    A buffer grown past ``_KEEP_GROWN`` for a big frame is given back once a small frame
+    has been taken: at the next read, when the few bytes held fit a small buffer, so a peer
+    that keeps the socket full cannot keep the big one in use by read-ahead alone.
     """
 
     def __init__(self, stream: ByteStream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -108,15 +114,25 @@ class FrameReader:
         self._buffer = bytearray(_INITIAL_BUFFER)
         self._start = 0  # the first byte not yet handed out
         self._end = 0  # the end of the bytes read
+        self._shrink_due = False  # a small frame came out of a buffer grown for a big one
         self._mac: FrameMac | None = None
 
     def authenticate(self, mac: FrameMac) -> None:
         """From the next frame on, every frame must end with a MAC that ``mac`` accepts."""
         self._mac = mac
 
+    @property
+    def buffer_size(self) -> int:
+        """The bytes this reader holds in memory for its connection."""
+        return len(self._buffer)
+
     def _fill(self, needed: int) -> None:
         """Read until at least ``needed`` bytes past ``_start`` are held."""
-        if self._start + needed > len(self._buffer):  # no room after them: move them down
+        if self._shrink_due and needed <= _KEEP_GROWN:
+            # Fewer than ``needed`` bytes are held: the copy is small, and the reads that
+            # follow take at most a small buffer's worth ahead.
+            self._resize(max(needed, _INITIAL_BUFFER))
+        elif self._start + needed > len(self._buffer):  # no room after them: move them down
             held = self._end - self._start
             self._buffer[:held] = self._buffer[self._start:self._end]
             self._start, self._end = 0, held
@@ -137,6 +153,7 @@ class FrameReader:
         self._buffer = bytearray(size)
         self._buffer[:len(held)] = held
         self._start, self._end = 0, len(held)
+        self._shrink_due = False
 
     def read_frame(self) -> dict[str, Any]:
         if self._end - self._start < HEADER.size:
@@ -153,9 +170,8 @@ class FrameReader:
         whole = HEADER.size + length
         if whole > len(self._buffer):
             self._resize(whole)
-        elif whole <= _INITIAL_BUFFER < _KEEP_GROWN < len(self._buffer) and (
-                self._end - self._start <= _INITIAL_BUFFER):
-            self._resize(_INITIAL_BUFFER)  # the big frames are over
+        elif len(self._buffer) > _KEEP_GROWN:
+            self._shrink_due = whole <= _KEEP_GROWN  # the big frames may be over
         if self._end - self._start < whole:
             self._fill(whole)
         begin = self._start + HEADER.size

@@ -99,8 +99,8 @@ class MasterAPI:
     def nodes(self) -> list[NodeView]:
         return self._hub.call(self._engine.registry.views)
 
-    def wait_ready(self, count: int, timeout: float | None) -> WaitOutcome:
-        """Wait until ``count`` nodes are READY or ``timeout`` seconds pass."""
+    def wait_ready(self, count: int, timeout: float | None = None) -> WaitOutcome:
+        """Wait until ``count`` nodes are READY or ``timeout`` seconds pass (None: for ever)."""
         return self._hub.call(wait_ready, self._engine.registry, count, timeout)
 
     # --- processes (NODESET None: every READY node) ---------------------------------------

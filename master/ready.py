@@ -12,8 +12,9 @@ from master.registry import NodeRegistry
 log = logging.getLogger("corral.master")
 
 
-def wait_ready(registry: NodeRegistry, count: int, timeout: float | None) -> WaitOutcome:
-    """Wait until ``count`` nodes are READY or ``timeout`` seconds pass."""
+def wait_ready(registry: NodeRegistry, count: int, timeout: float | None = None
+               ) -> WaitOutcome:
+    """Wait until ``count`` nodes are READY or ``timeout`` seconds pass (None: for ever)."""
     log.info("waiting for %d READY nodes (timeout %s)", count, timeout)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout

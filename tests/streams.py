@@ -26,3 +26,24 @@ class Chunks:
 
     def sendall(self, data: typing.Any, /) -> None:
         raise AssertionError("not used")
+
+
+class Flood:
+    """A peer that keeps the socket full: every read fills all the room it is given, until
+    ``data`` runs out. Records the room of each read."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._at = 0
+        self.rooms: list[int] = []
+
+    def recv_into(self, buffer: typing.Any, nbytes: int = 0, /) -> int:
+        room = nbytes or len(buffer)
+        self.rooms.append(room)
+        piece = self._data[self._at:self._at + room]
+        buffer[: len(piece)] = piece
+        self._at += len(piece)
+        return len(piece)
+
+    def sendall(self, data: typing.Any, /) -> None:
+        raise AssertionError("not used")

@@ -89,3 +89,11 @@ def test_booleans_and_nan_are_refused_on_the_control_socket_and_from_jobs(  # ty
     corral(control, "kill", "-s", "KILL", "-w", "n1", "--all")
     wait_until(lambda: "running" not in corral(control, "pid", "-w", "n1").stdout,
                what="the sleep ended")
+
+
+def test_an_argument_that_may_be_left_out_can_be(spawn_master) -> None:  # type: ignore[no-untyped-def]
+    """``wait_ready``'s timeout may be left out (wait for ever), as declared: not a
+    "bad arguments" refusal from the operation underneath."""
+    control = control_of(spawn_master(extra=["--no-console"]))
+    outcome = SocketBackend(control).call("wait_ready", {"count": 0})
+    assert outcome.reached and outcome.wanted == 0

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
+from pathlib import Path
+from typing import Any
 
+import msgpack
 import psutil
 import pytest
 
+from common.frame_auth import TAG_BYTES
+from common.messages import TYPE_KEY
 from master.api import MasterAPI
+from master.events import Event, ProcessEvent
+from tests.conftest import engine
 from tests.harness import PATIENCE, wait_until
+from tests.relay import FrameRelay
 
 GATE = "while [ ! -e go ]; do sleep 0.05; done; exit 3"
 
@@ -49,6 +58,88 @@ def test_master_killed_while_50_processes_run(spawn_master, spawn_client) -> Non
         expected.update({f"{client.name}:{p}": "exited 3" for p in log_pids(client, "sh")})
     assert len(expected) == 51
     assert states == expected
+
+
+def _body(frame: bytes) -> dict[str, Any]:
+    """The message in an authenticated frame (empty for a handshake frame)."""
+    try:
+        value = msgpack.unpackb(frame[4:-TAG_BYTES], raw=False)
+    except Exception:  # a handshake frame has no MAC: cut there it does not decode
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _exits_in(frames: list[bytes]) -> int:
+    return sum(len(m["procs"]) for m in map(_body, frames) if m.get(TYPE_KEY) == "exited")
+
+
+class AckHold:
+    """A relay rewrite that stops the first ack of an exit event on its way to the client:
+    for the client, the master was killed before it acknowledged. ``release`` then closes
+    that connection, and acks go through from then on."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self._release = threading.Event()
+        self.eseq = 0
+
+    def __call__(self, frame: bytes) -> bytes:
+        message = _body(frame)
+        if message.get(TYPE_KEY) == "ack" and message.get("boot") and not self._release.is_set():
+            self.eseq = int(message["eseq"])
+            self.held.set()
+            self._release.wait(PATIENCE * 4)
+            raise ConnectionResetError("the ack never reached the client")
+        return frame
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def test_master_killed_before_it_acknowledged_exits(spawn_master, spawn_client,
+                                                    tmp_path: Path) -> None:
+    """The master acknowledges exit events a little after they arrive. Killed inside that
+    window and started again, it hears every unacknowledged event once: none lost, none
+    shown twice."""
+    hold = AckHold()
+    first = spawn_master(["list --wait 1 --timeout 30", f"exec -n 3 -- sh -c '{GATE}'",
+                          "exec -n 20 -- true"])
+    relay = FrameRelay(first.address, to_client=hold)
+    try:
+        client = spawn_client("n1", relay.address)
+        assert hold.held.wait(PATIENCE), "no exit event was acknowledged"
+        wait_until(lambda: len(log_pids(client, "true")) == 20, what="20 started")
+        wait_until(lambda: _exits_in(relay.links[0].to_master.frames) == 20,
+                   what="the 20 exits sent to the first master")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        (client.workdir / "go").touch()  # 3 more end while no master is there
+        for pid in log_pids(client, "sh"):
+            wait_until(lambda p=pid: not _alive(p), what=f"pid {pid} ended")
+        heard: list[ProcessEvent] = []
+
+        def hear(event: Event) -> None:
+            if isinstance(event, ProcessEvent) and event.info.ended_state:
+                heard.append(event)
+
+        with engine(tmp_path, tmp_path / "again.log",
+                    state_dir=tmp_path / "master-state") as again:
+            again.subscribe(hear)
+            relay.master = again.address
+            hold.release()  # the client finds the connection closed and comes back
+            assert again.wait_ready(1, timeout=PATIENCE).reached
+            (last,) = again.exec("n1", ["true"]).results["n1"]
+            # Events travel in order: once the last one is heard, any repeat has been too.
+            wait_until(lambda: any(e.info.pid == last.pid for e in heard), what="last exit")
+            table = again.processes("n1").results["n1"]
+    finally:
+        relay.close()
+    assert hold.eseq >= 1
+    ended = [f"n1:{p}" for p in log_pids(client, "true") + log_pids(client, "sh")]
+    assert len(ended) == 24 and f"n1:{last.pid}" in ended
+    assert sorted(e.ref for e in heard) == sorted(ended)  # each once
+    assert sorted(p.describe() for p in table) == ["exited 0"] * 21 + ["exited 3"] * 3
+    assert len({p.pid for p in table}) == 24
 
 
 def test_client_killed_and_restarted_finds_its_processes(master: MasterAPI,

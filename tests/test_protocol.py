@@ -8,13 +8,13 @@ import struct
 import msgpack
 import pytest
 
-from common import auth
+from common import auth, tcp_probe
 from common.errors import ConnectionClosed, FrameTooLarge, ProtocolError, UsageError
 from common.frame_auth import FrameMac
-from common.framing import FrameReader, FrameWriter, pack_frame, send_parts
+from common.framing import DEFAULT_MAX_FRAME, FrameReader, FrameWriter, pack_frame, send_parts
 from common.messages import Heartbeat, Hello, Ping, Reply, decode
 from common.nodeset import fold, select
-from tests.streams import Chunks
+from tests.streams import Chunks, Flood
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -67,6 +67,31 @@ def test_frames_cut_anywhere_come_out_whole(cut: int) -> None:
     data = b"".join(pack_frame(m.to_wire()) for m in [beats[0], big, *beats[1:]])
     reader = FrameReader(Chunks(data, list(range(cut, len(data), cut))))
     assert [decode(reader.read_frame()) for _ in range(6)] == [beats[0], big, *beats[1:]]
+
+
+@pytest.mark.parametrize("small_size", [100, 1_000, 30_000])
+def test_a_buffer_grown_for_one_big_frame_is_given_back(small_size: int) -> None:
+    """One frame at the 8 MiB limit, then small ones from a peer that keeps the socket
+    full: once what was read ahead into the big buffer is taken, the reader holds a small
+    buffer again and reads ahead no more than that."""
+    mac_key = b"k" * 32
+    writer = FrameWriter()
+    writer.authenticate(FrameMac(mac_key))
+    big = writer.frame({"blob": b"b" * (DEFAULT_MAX_FRAME - 100)})
+    count = 3 * DEFAULT_MAX_FRAME // small_size  # three big buffers' worth
+    smalls = [writer.frame({"n": i, "pad": b"s" * small_size}) for i in range(count)]
+    small_buffer = max(512, *(len(frame) for frame in smalls))
+    stream = Flood(big + b"".join(smalls))
+    reader = FrameReader(stream)
+    reader.authenticate(FrameMac(mac_key))
+    assert len(reader.read_frame()["blob"]) == DEFAULT_MAX_FRAME - 100
+    assert reader.buffer_size >= DEFAULT_MAX_FRAME - 100
+    half = count // 2
+    assert [reader.read_frame()["n"] for _ in range(half)] == list(range(half))
+    assert reader.buffer_size <= small_buffer
+    assert max(stream.rooms[-10:]) <= small_buffer
+    assert [reader.read_frame()["n"] for _ in range(half, count)] == list(range(half, count))
+    assert reader.buffer_size <= small_buffer
 
 
 def test_a_plain_frame_and_the_first_authenticated_one_arrive_together() -> None:
@@ -212,3 +237,30 @@ def test_more_parts_than_one_sendmsg_takes_all_arrive_in_order() -> None:
         left.shutdown(socket.SHUT_WR)
         received = b"".join(iter(lambda: right.recv(65536), b""))
     assert received == b"".join(parts)
+
+
+class _TcpInfo:
+    """A socket whose kernel reports ``retransmits``, ``unacked`` and ``last_ack_ms``."""
+
+    def __init__(self, retransmits: int, unacked: int, last_ack_ms: int) -> None:
+        bytes_ = [0] * 8
+        bytes_[2] = retransmits
+        words = [0] * 13
+        words[4], words[12] = unacked, last_ack_ms
+        self.raw = struct.pack("8B13I", *bytes_, *words)
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        return self.raw[:size]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="no TCP_INFO here")
+def test_a_heartbeat_not_yet_acknowledged_is_not_a_silent_peer() -> None:
+    """Right after the client was held up (a loaded machine), the heartbeat it just sent
+    waits for its ACK while the last ACK is long ago: no reason to drop the link. Data
+    the kernel had to send again and that is still unacknowledged is."""
+    assert tcp_probe.unacknowledged_for(_TcpInfo(0, 0, 5_000)) == 0.0  # idle link
+    assert tcp_probe.unacknowledged_for(_TcpInfo(0, 1, 5_000)) == 0.0  # just sent
+    assert tcp_probe.unacknowledged_for(_TcpInfo(2, 3, 5_000)) == 5.0  # resent, unanswered
+    left, right = _pair()
+    with left, right:
+        assert tcp_probe.unacknowledged_for(left) is None  # a UNIX socket: not TCP
