@@ -17,7 +17,7 @@ from typing import Any
 from common import auth
 from common.procs import ProcInfo
 from master import transfers
-from master.bridge import HubThread
+from master.bridge import HubThread, result_heeding_signals
 from master.caller import OPERATOR
 from master.events import Event
 from master.front.results import GroupResult, JobMember, JobView, NodeView, WaitOutcome
@@ -167,7 +167,7 @@ class MasterAPI:
         fetched on the hub while one is shown (``master.logstream``)."""
         fetch: Fetcher[Future[LogChunk]] = Fetcher(
             lambda offset: self._hub.submit(self._ops.log, ref, None, offset),
-            lambda future: future.result(), self._hub.cancel, time.sleep)
+            result_heeding_signals, self._hub.cancel, time.sleep)
         return chunks_ahead(self.log(ref, lines=lines), self._ops.log_chunk_size, follow,
                             fetch)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from typing import Any, TypeVar
 
 import gevent
@@ -20,6 +21,8 @@ import gevent.event
 from common.errors import CorralError, ErrorCode
 
 T = TypeVar("T")
+
+SIGNAL_CHECK_INTERVAL = 0.25  # seconds a waiting main thread may sleep through a signal
 
 
 class Cancelled(CorralError):
@@ -74,7 +77,7 @@ class HubThread:
         """Run ``fn(*args)`` on the hub and wait for it; Ctrl-C cancels it there."""
         future = self.submit(fn, *args)
         try:
-            return future.result()
+            return result_heeding_signals(future)
         except KeyboardInterrupt:
             self.cancel(future)
             raise
@@ -85,10 +88,10 @@ class HubThread:
         became of it. A second Ctrl-C stops waiting."""
         future = self.submit(fn, *args)
         try:
-            return future.result()
+            return result_heeding_signals(future)
         except KeyboardInterrupt:
             self.cancel(future)
-        return future.result()
+        return result_heeding_signals(future)
 
     def cancel(self, future: Future[Any]) -> None:
         def kill() -> None:
@@ -104,6 +107,17 @@ class HubThread:
         stop_event = self._stop
         self._loop.run_callback_threadsafe(stop_event.set)
         self._thread.join(timeout)
+
+
+def result_heeding_signals(future: Future[T]) -> T:
+    """``future.result()``, but a Ctrl-C is seen even when the kernel hands the SIGINT
+    to another thread (the hub, a pool worker, cmd2's alert thread): Python then only sets
+    a flag that the main thread reads when it runs, and a wait without a timeout would
+    sleep through it. Waking every quarter second costs nothing while the future is
+    pending and adds nothing once it resolves."""
+    while not future.done():
+        wait_for_futures((future,), timeout=SIGNAL_CHECK_INTERVAL)
+    return future.result()
 
 
 def _outcome(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:

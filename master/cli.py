@@ -27,6 +27,7 @@ from common.text import EscapingFormatter
 from common.tls import TlsFiles
 from master import certs, hangup
 from master.api import MasterAPI, load_master_token
+from master.bridge import SIGNAL_CHECK_INTERVAL
 from master.console import CorralConsole
 from master.forwarded import JOB_CALLS
 from master.server import MasterConfig
@@ -210,7 +211,7 @@ def serve_until_signalled() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    while not stop.wait(3600):
+    while not stop.wait(SIGNAL_CHECK_INTERVAL):  # short: see result_heeding_signals
         pass
     logging.getLogger("corral.master").info(
         "stopping on %s; the clients keep their processes and report to the next master",
