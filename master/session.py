@@ -55,6 +55,7 @@ from common.messages import (
     decode,
     decode_as,
     error_code,
+    heartbeat_is_well_formed,
 )
 from common.names import MAX_NAME, name_problem, printable_name
 from common.procs import ProcExited
@@ -283,40 +284,50 @@ class Session:
         return decode(self._channel.read())
 
     def _read_loop(self) -> None:
-        assert self.node is not None
-        registry = self.engine.registry
-        # A reply whose request was cancelled or timed out finds no waiter and is dropped.
+        node = self.node
+        assert node is not None
+        heartbeat = self.engine.registry.heartbeat
+        read_frame = self._channel.reader.read_frame  # the channel is settled by now
         turns = Turns(gevent.sleep)  # one busy peer must not starve the others
         while True:
-            message = self._read_message()
+            wire = read_frame()
             turns.take()
-            if isinstance(message, Heartbeat):
-                registry.heartbeat(self.node, message)
-            elif isinstance(message, Reply):
-                if (waiting := self._pending.pop(message.req, None)) is not None:
-                    self._deliver(waiting, message.value)
-                elif self._ping_sent is not None and message.req == self._ping_sent[0]:
-                    self._pong(message)
-            elif isinstance(message, FailReply):
-                if (waiting := self._pending.pop(message.req, None)) is not None:
-                    waiting[0].set_exception(RemoteError(peer_message(message.message),
-                                                         error_code(message.code)))
-            elif isinstance(message, (GetFile, GetChunk, GetFileEnd, PutProgress, LinkLost)):
-                sink = self._sinks.get(message.req)
-                if sink is not None:  # else: the pull was cancelled; drop the rest
-                    sink(message)
-            elif isinstance(message, DataPort):
-                self.node.data_address = (self.peer_host, message.port)
-            elif isinstance(message, ProcExited):
-                self._on_exit(message)
-            elif isinstance(message, ForwardedCall):
-                self.calls.start(self.node, message)
-            elif isinstance(message, CallCancel):
-                self.calls.cancel(message.req)
-            elif isinstance(message, ErrorFrame):
-                raise RemoteError(peer_message(message.message), error_code(message.code))
+            # Nearly every frame a master reads is a heartbeat: those take a straight path,
+            # checked by the same rules as any message and kept as their map.
+            if heartbeat_is_well_formed(wire):
+                heartbeat(node, wire)
             else:
-                raise ProtocolError(f"unexpected {message.TAG} from a client")
+                self._dispatch(node, decode(wire))
+
+    def _dispatch(self, node: Node, message: Message) -> None:
+        # A reply whose request was cancelled or timed out finds no waiter and is dropped.
+        if isinstance(message, Reply):
+            if (waiting := self._pending.pop(message.req, None)) is not None:
+                self._deliver(waiting, message.value)
+            elif self._ping_sent is not None and message.req == self._ping_sent[0]:
+                self._pong(message)
+        elif isinstance(message, Heartbeat):
+            self.engine.registry.heartbeat(node, message.to_wire())
+        elif isinstance(message, FailReply):
+            if (waiting := self._pending.pop(message.req, None)) is not None:
+                waiting[0].set_exception(RemoteError(peer_message(message.message),
+                                                     error_code(message.code)))
+        elif isinstance(message, (GetFile, GetChunk, GetFileEnd, PutProgress, LinkLost)):
+            sink = self._sinks.get(message.req)
+            if sink is not None:  # else: the pull was cancelled; drop the rest
+                sink(message)
+        elif isinstance(message, DataPort):
+            node.data_address = (self.peer_host, message.port)
+        elif isinstance(message, ProcExited):
+            self._on_exit(message)
+        elif isinstance(message, ForwardedCall):
+            self.calls.start(node, message)
+        elif isinstance(message, CallCancel):
+            self.calls.cancel(message.req)
+        elif isinstance(message, ErrorFrame):
+            raise RemoteError(peer_message(message.message), error_code(message.code))
+        else:
+            raise ProtocolError(f"unexpected {message.TAG} from a client")
 
     @staticmethod
     def _deliver(waiting: tuple[gevent.event.AsyncResult, Any], value: Any) -> None:
