@@ -3,8 +3,10 @@
 Simulated clients run in two helper processes, each holding half the connections as
 greenlets; they use the client's own handshake code and send real heartbeat frames, and
 answer the master's round-trip pings. Baseline, in the same run: a bare gevent server that
-only reads and discards frames (no decoding, no registry, no handshake), the floor that
-framing and the event loop cost on this machine. The two alternate (``--rounds``).
+reads every frame with the same ``FrameReader`` (which unpacks each body's msgpack map,
+about 0.7 µs of its 14 µs a frame) and drops it: no MAC (its simulators skip the
+handshake), no message checks, no registry, no pings. That is the floor that framing and
+the event loop cost on this machine. The two alternate (``--rounds``).
 
 The simulators count the heartbeats they send: on two cores shared with other work they
 are slowed too, and then deliver fewer than one per client per second, which makes any

@@ -55,6 +55,7 @@ from common.messages import (
     decode,
     decode_as,
     error_code,
+    heartbeat_is_well_formed,
 )
 from common.names import MAX_NAME, name_problem, printable_name
 from common.procs import ProcExited
@@ -120,7 +121,8 @@ class Session:
                 if self.engine.tls_context is not None:
                     self._start_tls()
                 self.node = self._handshake()
-            self.ping(time.monotonic(), self.engine.rtt_every())  # a first RTT figure at once
+            now = time.monotonic()  # a first RTT figure at once, then when the pinger says
+            self.engine.schedule_ping(self, self.ping(now, self.engine.rtt_every()))
             self._read_loop()
         except _HandshakeTimeout:
             reason = f"handshake timeout after {self.engine.config.handshake_timeout:g} s"
@@ -283,40 +285,50 @@ class Session:
         return decode(self._channel.read())
 
     def _read_loop(self) -> None:
-        assert self.node is not None
-        registry = self.engine.registry
-        # A reply whose request was cancelled or timed out finds no waiter and is dropped.
+        node = self.node
+        assert node is not None
+        heartbeat = self.engine.registry.heartbeat
+        read_frame = self._channel.reader.read_frame  # the channel is settled by now
         turns = Turns(gevent.sleep)  # one busy peer must not starve the others
         while True:
-            message = self._read_message()
+            wire = read_frame()
             turns.take()
-            if isinstance(message, Heartbeat):
-                registry.heartbeat(self.node, message)
-            elif isinstance(message, Reply):
-                if (waiting := self._pending.pop(message.req, None)) is not None:
-                    self._deliver(waiting, message.value)
-                elif self._ping_sent is not None and message.req == self._ping_sent[0]:
-                    self._pong(message)
-            elif isinstance(message, FailReply):
-                if (waiting := self._pending.pop(message.req, None)) is not None:
-                    waiting[0].set_exception(RemoteError(peer_message(message.message),
-                                                         error_code(message.code)))
-            elif isinstance(message, (GetFile, GetChunk, GetFileEnd, PutProgress, LinkLost)):
-                sink = self._sinks.get(message.req)
-                if sink is not None:  # else: the pull was cancelled; drop the rest
-                    sink(message)
-            elif isinstance(message, DataPort):
-                self.node.data_address = (self.peer_host, message.port)
-            elif isinstance(message, ProcExited):
-                self._on_exit(message)
-            elif isinstance(message, ForwardedCall):
-                self.calls.start(self.node, message)
-            elif isinstance(message, CallCancel):
-                self.calls.cancel(message.req)
-            elif isinstance(message, ErrorFrame):
-                raise RemoteError(peer_message(message.message), error_code(message.code))
+            # Nearly every frame a master reads is a heartbeat: those take a straight path,
+            # checked by the same rules as any message and kept as their map.
+            if heartbeat_is_well_formed(wire):
+                heartbeat(node, wire)
             else:
-                raise ProtocolError(f"unexpected {message.TAG} from a client")
+                self._dispatch(node, decode(wire))
+
+    def _dispatch(self, node: Node, message: Message) -> None:
+        # A reply whose request was cancelled or timed out finds no waiter and is dropped.
+        if isinstance(message, Reply):
+            if (waiting := self._pending.pop(message.req, None)) is not None:
+                self._deliver(waiting, message.value)
+            elif self._ping_sent is not None and message.req == self._ping_sent[0]:
+                self._pong(message)
+        elif isinstance(message, Heartbeat):
+            self.engine.registry.heartbeat(node, message.to_wire())
+        elif isinstance(message, FailReply):
+            if (waiting := self._pending.pop(message.req, None)) is not None:
+                waiting[0].set_exception(RemoteError(peer_message(message.message),
+                                                     error_code(message.code)))
+        elif isinstance(message, (GetFile, GetChunk, GetFileEnd, PutProgress, LinkLost)):
+            sink = self._sinks.get(message.req)
+            if sink is not None:  # else: the pull was cancelled; drop the rest
+                sink(message)
+        elif isinstance(message, DataPort):
+            node.data_address = (self.peer_host, message.port)
+        elif isinstance(message, ProcExited):
+            self._on_exit(message)
+        elif isinstance(message, ForwardedCall):
+            self.calls.start(node, message)
+        elif isinstance(message, CallCancel):
+            self.calls.cancel(message.req)
+        elif isinstance(message, ErrorFrame):
+            raise RemoteError(peer_message(message.message), error_code(message.code))
+        else:
+            raise ProtocolError(f"unexpected {message.TAG} from a client")
 
     @staticmethod
     def _deliver(waiting: tuple[gevent.event.AsyncResult, Any], value: Any) -> None:
@@ -415,7 +427,7 @@ class Session:
             with contextlib.suppress(OSError):
                 self.send(Cancel(req=req))
 
-    def ping(self, now: float, rtt_every: float) -> None:
+    def ping(self, now: float, rtt_every: float) -> float | None:
         """Send the round-trip ping if it is due (every ``rtt_every`` seconds), else a
         keep-alive if that is due (every PING_EVERY heartbeat intervals).
 
@@ -425,14 +437,19 @@ class Session:
         is ``KEEP_ALIVE``, which asks no reply: a reply costs the master a wake-up and a
         frame to read, as much as a heartbeat.
 
-        The caller (one pinger for all sessions) never waits. When nothing else is being
-        sent, a frame of a few dozen bytes goes out from here at once; otherwise, or when
-        the socket takes only part of it, a short-lived greenlet sends it (a greenlet per
-        ping cost as much as the rest of the pinging at 10,000 nodes). No new frame while
-        the last is still stuck behind a peer that does not read."""
-        if (self.node is None or self._closed_reason is not None or now < self._ping_due
-                or self._pinger is not None):
-            return
+        Returns when to call again (None: never, the session is over). The caller (one
+        pinger for all sessions, which calls only the sessions due) never waits. When
+        nothing else is being sent, a frame of a few dozen bytes goes out from here at
+        once; otherwise, or when the socket takes only part of it, a short-lived greenlet
+        sends it (a greenlet per ping cost as much as the rest of the pinging at 10,000
+        nodes). No new frame while the last is still stuck behind a peer that does not
+        read."""
+        if self.node is None or self._closed_reason is not None:
+            return None
+        if now < self._ping_due:
+            return self._ping_due
+        if self._pinger is not None:  # the last frame is still on its way
+            return now + self.engine.config.heartbeat
         self._ping_due = now + self.engine.config.heartbeat * PING_EVERY
         measure = now >= self._rtt_due
         if measure:
@@ -440,10 +457,10 @@ class Session:
             self._rtt_every = rtt_every
         elif not self._keep_alives:
             self._ping_due = self._rtt_due  # this client needs nothing until the next ping
-            return
+            return self._ping_due
         if self._write_lock.locked() or self.engine.tls_context is not None:
             self._pinger = gevent.spawn(self._send_ping, measure)
-            return
+            return self._ping_due
         self._write_lock.acquire()  # free: taking it does not wait
         try:
             frame = self._ping_frame(measure)
@@ -452,11 +469,12 @@ class Session:
             sent = 0
         except OSError:
             self._write_lock.release()
-            return
+            return self._ping_due
         if sent == len(frame):
             self._write_lock.release()
         else:  # the rest must follow before any other frame: still under the lock
             self._pinger = gevent.spawn(self._send_rest, frame[sent:])
+        return self._ping_due
 
     def _ping_frame(self, measure: bool) -> bytes:
         """The next frame of the pinger: a ping that measures the round trip, or the

@@ -30,6 +30,7 @@ from common.messages import (
     Register,
     _build,
     decode,
+    heartbeat_is_well_formed,
 )
 from common.procs import ProcInfo  # noqa: F401  (registers the "proc" type)
 from common.replies import REPLY_TYPES  # noqa: F401  (registers the reply types)
@@ -129,6 +130,8 @@ ODD = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats()
 @example("load", [0, 1, True], {}, set())
 @example("seq", 1.0, {}, set())
 @example("extra", 0, {}, {"seq"})
+@example("cpu_percent", math.inf, {}, set())
+@example("disk_free", -1, {}, set())
 def test_heartbeats_are_judged_as_every_other_message(
         field: str, value: typing.Any, changed: dict[str, typing.Any], dropped: set[str]
 ) -> None:
@@ -146,7 +149,14 @@ def test_heartbeats_are_judged_as_every_other_message(
         except ProtocolError as exc:
             return "refused", exc.message
 
-    assert outcome(lambda: decode(wire)) == outcome(lambda: _build(Heartbeat, wire))
+    general = outcome(lambda: _build(Heartbeat, wire))
+    assert outcome(lambda: decode(wire)) == general
+    # The master keeps a heartbeat that passes its straight check as the map it came in:
+    # the check passes exactly what the general decoder accepts, and the map holds the
+    # figures that decoder would give.
+    assert heartbeat_is_well_formed(wire) == (general[0] == "accepted")
+    if general[0] == "accepted":
+        assert Heartbeat(**{k: v for k, v in wire.items() if k != "t"}) == general[1]
 
 
 # --- the storm --------------------------------------------------------------------------------

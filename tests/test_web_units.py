@@ -41,7 +41,7 @@ def admit(registry: NodeRegistry, name: str) -> Node:
 def beat(registry: NodeRegistry, node: Node, seq: int = 1) -> None:
     registry.heartbeat(node, Heartbeat(seq=seq, load=[0.5, 0.4, 0.3], cpu_percent=2.0,
                                        mem_available=1 << 30, mem_total=1 << 31,
-                                       disk_free=1 << 32, processes=seq))
+                                       disk_free=1 << 32, processes=seq).to_wire())
 
 
 def messages(subscriber: Subscriber) -> list[Any]:
