@@ -4,6 +4,7 @@ master, client and CLI processes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -152,6 +153,39 @@ def as_nobody(control: Path) -> str:
         answer = pipe.read().decode()
     os.waitpid(pid, 0)
     return answer
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_a_cli_that_reads_slowly_does_not_pile_the_log_up_in_the_master(service) -> None:
+    """``corral log -f`` behind a fast writer, its output not read until the writer has
+    ended: the master fetches the log only as fast as the CLI takes it (memory flat), and
+    then every byte arrives, in order."""
+    master, _clients = service
+    control = control_of(master)
+    started = corral(control, "--json", "exec", "-w", "n1", "--", "seq", "1", "9000000")
+    (info,) = json.loads(started.stdout.splitlines()[-1])["result"]["results"]["n1"]
+    ref, log_path = f"n1:{info['pid']}", Path(info["log"])  # about 69 MB
+    assert master.proc is not None
+    master_before = peak_rss_kib(master.proc.pid)
+    follow = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                               str(control), "log", ref, "-n", "0", "-f"],
+                              stdout=subprocess.PIPE, env=python_env(), cwd=ROOT)
+    try:
+        assert corral(control, "wait", ref).returncode == 0  # the writer has ended
+        shown, _ = follow.communicate(timeout=PATIENCE * 4)
+    finally:
+        follow.kill()
+        follow.wait()
+    assert follow.returncode == 0
+    assert hashlib.sha256(shown).hexdigest() == hashlib.sha256(log_path.read_bytes()).hexdigest()
+    assert peak_rss_kib(master.proc.pid) - master_before < 32 * 1024
 
 
 @pytest.mark.slow
