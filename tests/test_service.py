@@ -23,7 +23,14 @@ import pytest
 
 from common.errors import CorralError, ErrorCode
 from master.front.control import SocketBackend
-from tests.harness import PATIENCE, ROOT, MasterProcess, python_env, wait_until
+from tests.harness import (
+    PATIENCE,
+    ROOT,
+    MasterProcess,
+    peak_rss_kib,
+    python_env,
+    wait_until,
+)
 
 
 def control_of(master: MasterProcess) -> Path:
@@ -153,13 +160,6 @@ def as_nobody(control: Path) -> str:
         answer = pipe.read().decode()
     os.waitpid(pid, 0)
     return answer
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 @pytest.mark.slow
