@@ -251,8 +251,14 @@ class FrameChannel:
         return self.writer.frame(payload)
 
     def send(self, payload: dict[str, Any]) -> None:
-        """Make and send one frame; only for a connection with a single sender."""
-        self.stream.sendall(self.frame(payload))
+        """Make and send one frame; only for a connection with a single sender. A big byte
+        string in it (a log chunk to the CLI) is sent from where it lies, not copied into
+        the frame (``FrameWriter.frame_parts``)."""
+        parts = self.writer.frame_parts(payload)
+        if len(parts) == 1:
+            self.stream.sendall(parts[0])
+        else:
+            send_parts(self.stream, parts)
 
 
 def send_whole(stream: ByteStream, frame: bytes) -> None:

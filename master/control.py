@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.lock
 import gevent.queue
 import gevent.socket
 from gevent.server import StreamServer
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.master.control")
 
+ITEMS_AHEAD = 2  # log chunks or events made and not yet sent to a front end
 EVENT_QUEUE = 10_000  # events a slow subscriber may fall behind by before losing the oldest
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -98,13 +100,25 @@ class ControlServer:
 
     def _serve(self, channel: FrameChannel, op_name: str, op: Op, args: dict[str, Any]
                ) -> None:
+        # What a log or the events produce waits for the front end to take it: a CLI that
+        # reads slowly (``corral log -f | less``) slows the log's fetching instead of
+        # piling the log up here, and a slow events subscriber loses its oldest events.
         items: gevent.queue.Queue[Any] = gevent.queue.Queue()
-        worker = gevent.spawn(self.perform, op_name, args, items.put)
+        room = gevent.lock.Semaphore(ITEMS_AHEAD) if op_name in ("log", "events") else None
+
+        def emit(item: Any) -> None:
+            if room is not None:
+                room.acquire()
+            items.put(item)
+
+        worker = gevent.spawn(self.perform, op_name, args, emit)
         watcher = gevent.spawn(self._watch, channel, worker, op)
         worker.link(lambda _g: items.put(_DONE))
         try:
             while (item := items.get()) is not _DONE:
                 channel.send({"t": "item", "value": codec.encode(item)})
+                if room is not None:
+                    room.release()
             if worker.successful() and not isinstance(worker.value, gevent.GreenletExit):
                 channel.send({"t": "result", "value": codec.encode(worker.value)})
             else:

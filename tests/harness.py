@@ -160,3 +160,11 @@ class _suppress_lookup:
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
         return kind is ProcessLookupError
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The most memory process ``pid`` has held (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")

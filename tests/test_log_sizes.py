@@ -12,15 +12,9 @@ import pytest
 
 from master.api import MasterAPI
 from master.console import CorralConsole
+from tests.harness import peak_rss_kib
 
 MIB = 1024 * 1024
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 def write_log(master: MasterAPI, lines: int) -> tuple[str, Path]:

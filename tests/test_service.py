@@ -4,6 +4,7 @@ master, client and CLI processes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -22,7 +23,14 @@ import pytest
 
 from common.errors import CorralError, ErrorCode
 from master.front.control import SocketBackend
-from tests.harness import PATIENCE, ROOT, MasterProcess, python_env, wait_until
+from tests.harness import (
+    PATIENCE,
+    ROOT,
+    MasterProcess,
+    peak_rss_kib,
+    python_env,
+    wait_until,
+)
 
 
 def control_of(master: MasterProcess) -> Path:
@@ -152,6 +160,32 @@ def as_nobody(control: Path) -> str:
         answer = pipe.read().decode()
     os.waitpid(pid, 0)
     return answer
+
+
+@pytest.mark.slow
+def test_a_cli_that_reads_slowly_does_not_pile_the_log_up_in_the_master(service) -> None:
+    """``corral log -f`` behind a fast writer, its output not read until the writer has
+    ended: the master fetches the log only as fast as the CLI takes it (memory flat), and
+    then every byte arrives, in order."""
+    master, _clients = service
+    control = control_of(master)
+    started = corral(control, "--json", "exec", "-w", "n1", "--", "seq", "1", "9000000")
+    (info,) = json.loads(started.stdout.splitlines()[-1])["result"]["results"]["n1"]
+    ref, log_path = f"n1:{info['pid']}", Path(info["log"])  # about 69 MB
+    assert master.proc is not None
+    master_before = peak_rss_kib(master.proc.pid)
+    follow = subprocess.Popen([sys.executable, "-m", "master.front.cli", "--control",
+                               str(control), "log", ref, "-n", "0", "-f"],
+                              stdout=subprocess.PIPE, env=python_env(), cwd=ROOT)
+    try:
+        assert corral(control, "wait", ref).returncode == 0  # the writer has ended
+        shown, _ = follow.communicate(timeout=PATIENCE * 4)
+    finally:
+        follow.kill()
+        follow.wait()
+    assert follow.returncode == 0
+    assert hashlib.sha256(shown).hexdigest() == hashlib.sha256(log_path.read_bytes()).hexdigest()
+    assert peak_rss_kib(master.proc.pid) - master_before < 32 * 1024
 
 
 @pytest.mark.slow
