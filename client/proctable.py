@@ -300,7 +300,8 @@ class ProcTable:
         self._record_event(record.ended_event())
         self._ended_order[record.seq] = record
         self._limit_ended()
-        log.debug("pid %d %s", record.pid, record.info().describe())
+        if log.isEnabledFor(logging.DEBUG):  # describing it costs more than the rest
+            log.debug("pid %d %s", record.pid, record.info().describe())
         self._tell(record)
 
     def _tell(self, record: ProcRecord) -> None:

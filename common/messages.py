@@ -31,7 +31,11 @@ class Message:
     TAG: ClassVar[str] = ""
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
+        cls = type(self)
+        if _holds_messages(cls):
+            wire = {name: _plain(getattr(self, name)) for name in _field_names(cls)}
+        else:  # a frozen dataclass's __dict__ holds its fields and nothing else: one copy
+            wire = dict(self.__dict__)
         wire[TYPE_KEY] = self.TAG
         return wire
 
@@ -53,6 +57,26 @@ def _field_names(cls: type) -> tuple[str, ...]:
     if names is None:
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
     return names
+
+
+_HOLDS_MESSAGES: dict[type, bool] = {}
+
+
+def _holds_messages(cls: type) -> bool:
+    """Whether a field of ``cls`` may hold a nested message (or anything at all), which
+    ``to_wire`` must turn into a map; looked up once per type (every frame sent asks)."""
+    holds = _HOLDS_MESSAGES.get(cls)
+    if holds is None:
+        hints = typing.get_type_hints(cls)
+        holds = _HOLDS_MESSAGES[cls] = any(
+            _may_hold_message(hints[name]) for name in _field_names(cls))
+    return holds
+
+
+def _may_hold_message(hint: Any) -> bool:
+    if hint is Any or (isinstance(hint, type) and issubclass(hint, Message)):
+        return True
+    return any(_may_hold_message(arg) for arg in get_args(hint))
 
 
 def _plain(value: Any) -> Any:
