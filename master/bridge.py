@@ -61,11 +61,18 @@ class HubThread:
         self._thread.start()
         return started.result()
 
+    def is_current(self) -> bool:
+        """Whether the calling thread is the hub's."""
+        return threading.current_thread() is self._thread
+
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Run ``fn(*args)`` in a new greenlet on the hub; its outcome resolves the future."""
+        """Run ``fn(*args)`` in a new greenlet on the hub; its outcome resolves the future.
+        A future cancelled (``Future.cancel``) before the hub gets to it never runs."""
         future: Future[T] = Future()
 
         def launch() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
             greenlet = gevent.spawn(_outcome, fn, *args)
             future.greenlet = greenlet  # type: ignore[attr-defined]
             greenlet.link(lambda g: _settle(future, g))
