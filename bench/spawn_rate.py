@@ -114,7 +114,11 @@ class CorralRig:
         self.method = method
         token = folder / "token"
         token.write_text(TOKEN)
-        self.ended = threading.Semaphore(0)
+        # Exits are counted on the hub and the waiting thread woken once, when all are in:
+        # a wake-up per exit would be the bench's cost, counted as the master's.
+        self.exits = 0
+        self._awaited = 0
+        self._all_ended = threading.Event()
         self.control = folder / "control.sock"
         self.api = MasterAPI.start(MasterConfig(port=0, log_dir=folder, control=self.control),
                                    TOKEN.encode(), listeners=[self._on_event])
@@ -127,7 +131,16 @@ class CorralRig:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ProcessEvent):
-            self.ended.release()
+            self.exits += 1
+            if self.exits == self._awaited:
+                self._all_ended.set()
+
+    def _expect_exits(self, count: int) -> None:
+        """Before starting ``count`` processes (none is running now)."""
+        self._all_ended.clear()
+        self._awaited = self.exits + count
+        if count == 0:
+            self._all_ended.set()
 
     def rate(self, count: int, batch: int, in_flight: int, forget: bool = True,
              label: str = "", way: str = "threads") -> float:
@@ -183,6 +196,7 @@ class CorralRig:
         client_usage = psutil.Process(self.client.pid)
         master_before, client_before = os.times(), client_usage.cpu_times()
         switches_before = context_switches(os.getpid()), context_switches(self.client.pid)
+        self._expect_exits(done)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -190,8 +204,7 @@ class CorralRig:
             thread.join()
         if failures:  # their processes will never end: waiting for them would hang
             raise SystemExit(f"--spawn {self.method}: exec failed: {failures[0]}")
-        for _ in range(done):
-            self.ended.acquire()
+        self._all_ended.wait()
         elapsed = time.perf_counter() - started
         master_after, client_after = os.times(), client_usage.cpu_times()
         cost = self.costs[label]
@@ -209,12 +222,12 @@ class CorralRig:
 
     def fill(self, count: int) -> None:
         """Leave ``count`` ended processes in the client's table."""
+        self._expect_exits(count // 100 * 100)
         for _ in range(count // 100):
             group = self.api.exec("n1", ["true"], count=100)
             if not group.ok:
                 raise SystemExit(f"--spawn {self.method}: exec failed: {group.errors}")
-        for _ in range(count // 100 * 100):
-            self.ended.acquire()
+        self._all_ended.wait()
 
     def close(self) -> None:
         self.client.terminate()

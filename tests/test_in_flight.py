@@ -31,7 +31,7 @@ def test_one_thread_keeps_many_execs_in_flight(master: MasterAPI, ready_client) 
         assert not any(future.done() for future in pending)
     finally:
         client.signal(signal.SIGCONT)
-    done, not_done = futures.wait(pending, timeout=PATIENCE)
+    _done, not_done = futures.wait(pending, timeout=PATIENCE)
     assert not not_done
     groups = [future.result() for future in pending]
     assert all(group.ok for group in groups), [group.errors for group in groups]
