@@ -39,6 +39,9 @@ class HubThread:
     def start(self, setup: Callable[[], T]) -> T:
         """Start the hub thread, run ``setup`` on it, and return what it returned."""
         started: Future[T] = Future()
+        # Greenlets per request: not recording where each was spawned makes one in 0.7 µs,
+        # not 1.8 (a debugging aid nothing here reads).
+        gevent.config.track_greenlet_tree = False
 
         def main() -> None:
             self._loop = gevent.get_hub().loop
