@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from common.errors import CorralError, ErrorCode, UsageError
 from common.framing import FrameChannel
 from master.api import MasterAPI
+from master.control import MAX_CALLS_IN_FLIGHT
 from master.front.control import Pipeline, SocketBackend
 from tests.harness import PATIENCE, MasterProcess
 from tests.test_service import control_of, corral
@@ -133,3 +135,59 @@ def test_a_frame_without_an_id_ends_a_connection_of_calls_with_ids(pipelined) ->
         assert answer["t"] == "error" and "without a call id" in answer["message"]
         assert sock.recv(1) == b""  # closed
     assert corral(control, "list").returncode == 0  # the master serves on
+
+
+def test_submissions_beyond_the_bound_wait_for_an_answer(master: MasterAPI, ready_client,
+                                                          monkeypatch) -> None:
+    client = ready_client("n1")
+    monkeypatch.setattr(master, "_outstanding", threading.BoundedSemaphore(4))
+    client.signal(signal.SIGSTOP)
+    try:
+        pending = [master.submit_exec("n1", ["true"]) for _ in range(4)]
+        fifth: futures.Future[futures.Future[Any]] = futures.Future()
+        submitter = threading.Thread(
+            target=lambda: fifth.set_result(master.submit_exec("n1", ["true"])))
+        submitter.start()
+        submitter.join(0.5)
+        assert submitter.is_alive() and not fifth.done()  # waits while none is answered
+    finally:
+        client.signal(signal.SIGCONT)
+    submitter.join(PATIENCE)
+    assert all(future.result(PATIENCE).ok for future in [*pending, fifth.result(PATIENCE)])
+
+
+@pytest.mark.slow
+def test_calls_in_flight_on_one_connection_are_bounded(pipelined) -> None:
+    _master, control = pipelined
+    waiting_args = {"count": 5, "timeout": None}  # only one node: waits until cancelled
+    with Pipeline(SocketBackend(control)) as pipeline:
+        waiting = [pipeline.submit("wait_ready", waiting_args)
+                   for _ in range(MAX_CALLS_IN_FLIGHT)]
+        with pytest.raises(CorralError) as refused:
+            pipeline.submit("wait_ready", waiting_args).result(PATIENCE)
+        assert f"more than {MAX_CALLS_IN_FLIGHT} calls in flight" in refused.value.message
+        pipeline.cancel(waiting[0])
+        with pytest.raises(CorralError):
+            waiting[0].result(PATIENCE)
+        assert pipeline.submit("nodes", {}).result(PATIENCE)[0].name == "n1"
+    assert not any(future.done() and not future.exception() for future in waiting)
+
+
+@pytest.mark.slow
+def test_an_id_in_flight_is_not_taken_twice(pipelined) -> None:
+    _master, control = pipelined
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(PATIENCE)
+        sock.connect(str(control))
+        channel = FrameChannel(sock)
+        waiting = {"t": "call", "id": 5, "op": "wait_ready",
+                   "args": {"count": 5, "timeout": None}}
+        channel.send(waiting)
+        channel.send(waiting)
+        answer = channel.read()
+        assert (answer["t"], answer["id"]) == ("error", 5)
+        assert "call id 5 is already in flight" in answer["message"]
+        channel.send({"t": "cancel", "id": 5})
+        answer = channel.read()
+        assert (answer["t"], answer["id"], answer["code"]) == ("error", 5,
+                                                                ErrorCode.CANCELLED)
