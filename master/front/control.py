@@ -160,17 +160,20 @@ class Pipeline:
         returns, or raises what it raises (the master's one-line error for a bad call)."""
         future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
+        wire_args = codec.encode(args)
         with self._lock:
             if self._closed is not None:
                 raise self._closed
             call_id = next(self._ids)
             self._calls[call_id] = (future, op, on_item)
             try:
-                self._channel.send({"t": "call", "id": call_id, "op": op,
-                                    "args": codec.encode(args)})
+                self._channel.send({"t": "call", "id": call_id, "op": op, "args": wire_args})
             except OSError as exc:
                 self._calls.pop(call_id)
                 raise self._backend._gone(exc) from None
+            except BaseException:  # not sent (too big a frame, Ctrl-C): no answer will come
+                self._calls.pop(call_id)
+                raise
         return future
 
     def cancel(self, future: Future[Any]) -> None:
