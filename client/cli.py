@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(build_parser(), argv, "client")
     absolute_path_options(args)  # before any chdir: relative paths are the operator's
     keep_big_buffers()  # chunks of logs and files reuse freed buffers
+    # A greenlet per request: not recording where each was spawned makes one in 0.7 µs,
+    # not 1.8 (a debugging aid nothing here reads).
+    gevent.config.track_greenlet_tree = False
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
     if args.log_file is not None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from common import auth
+from common.errors import UsageError
 from common.procs import ProcInfo
 from master import transfers
 from master.bridge import HubThread, result_heeding_signals
@@ -37,6 +39,9 @@ from master.transfers import ProgressCallback, RemoveOutcome, TransferResult
 log = logging.getLogger("corral.master")
 
 SHARED_POLL = 0.05  # seconds between looks at whether a shared operation has ended
+# Requests submitted without waiting (``submit_exec``) and not yet answered: beyond this a
+# caller waits, so a loop that submits faster than the nodes answer stays in bounded memory.
+MAX_OUTSTANDING = 1_000
 
 
 class MasterAPI:
@@ -44,6 +49,7 @@ class MasterAPI:
         self._engine = engine
         self._hub = hub
         self._ops = Operations(engine)
+        self._outstanding = threading.BoundedSemaphore(MAX_OUTSTANDING)
 
     @classmethod
     def start(cls, config: MasterConfig, token: bytes,
@@ -110,6 +116,28 @@ class MasterAPI:
              ) -> GroupResult[list[ProcInfo]]:
         """Start ``count`` copies of ``argv`` on each target node."""
         return self._hub.call(self._ops.exec, nodeset, argv, cwd, env or {}, stdin, count)
+
+    def submit_exec(self, nodeset: str | None, argv: list[str], cwd: str | None = None,
+                    env: dict[str, str] | None = None, stdin: bytes | None = None,
+                    count: int = 1) -> Future[GroupResult[list[ProcInfo]]]:
+        """``exec`` without waiting for it: the future resolves to what ``exec`` returns
+        (each node's processes or error), or raises what ``exec`` raises (a bad COUNT, no
+        READY node). One thread can so keep many requests in flight, e.g. with
+        ``concurrent.futures.wait(..., return_when=FIRST_COMPLETED)``. ``Future.cancel``
+        stops a request only before it is sent. Past MAX_OUTSTANDING unanswered
+        submissions this call waits for an answer. Callbacks added with
+        ``add_done_callback`` run on the hub thread: they must be quick, and must not call
+        this API (call it from threads of your own)."""
+        if self._hub.is_current():  # it would wait for the thread it holds up
+            raise UsageError("submit_exec called on the hub thread (from a done callback "
+                             "or a listener): call it from a thread of your own")
+        self._outstanding.acquire()
+        future = self._hub.submit(self._ops.exec, nodeset, argv, cwd, env or {}, stdin, count)
+        future.add_done_callback(self._answered)
+        return future
+
+    def _answered(self, _future: Future[Any]) -> None:
+        self._outstanding.release()
 
     def processes(self, nodeset: str | None = None, job: str | None = None
                   ) -> GroupResult[list[ProcInfo]]:

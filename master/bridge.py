@@ -39,6 +39,9 @@ class HubThread:
     def start(self, setup: Callable[[], T]) -> T:
         """Start the hub thread, run ``setup`` on it, and return what it returned."""
         started: Future[T] = Future()
+        # Greenlets per request: not recording where each was spawned makes one in 0.7 µs,
+        # not 1.8 (a debugging aid nothing here reads).
+        gevent.config.track_greenlet_tree = False
 
         def main() -> None:
             self._loop = gevent.get_hub().loop
@@ -61,11 +64,18 @@ class HubThread:
         self._thread.start()
         return started.result()
 
+    def is_current(self) -> bool:
+        """Whether the calling thread is the hub's."""
+        return threading.current_thread() is self._thread
+
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Run ``fn(*args)`` in a new greenlet on the hub; its outcome resolves the future."""
+        """Run ``fn(*args)`` in a new greenlet on the hub; its outcome resolves the future.
+        A future cancelled (``Future.cancel``) before the hub gets to it never runs."""
         future: Future[T] = Future()
 
         def launch() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
             greenlet = gevent.spawn(_outcome, fn, *args)
             future.greenlet = greenlet  # type: ignore[attr-defined]
             greenlet.link(lambda g: _settle(future, g))

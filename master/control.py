@@ -3,7 +3,9 @@ attached consoles call the master's operations (``master.front.ops``).
 
 One call per connection: ``call`` in; ``item`` frames for what streams (log chunks,
 progress, events); then ``result`` or ``error``. A ``cancel`` frame, or the connection
-closing, cancels the call as Ctrl-C does at the console. Frames are the node protocol's
+closing, cancels the call as Ctrl-C does at the console. A connection whose first call
+carries an ``id`` carries many calls at once instead (``master.front.control.Pipeline``):
+every frame either way then carries its call's id. Frames are the node protocol's
 (length + msgpack) without the per-frame MAC: the socket is mode 0600 in a 0700 folder and
 each peer's uid is checked with SO_PEERCRED, so only this user (or root) can write to it.
 """
@@ -32,7 +34,7 @@ from master import transfers
 from master.caller import OPERATOR, Caller
 from master.events import Event
 from master.front import codec
-from master.front.ops import OPS, Op, args_problem
+from master.front.ops import OPS, args_problem
 from master.logstream import Fetcher, chunks_ahead
 from master.operations import Operations
 from master.ready import wait_ready
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.master.control")
 
 ITEMS_AHEAD = 2  # log chunks or events made and not yet sent to a front end
+MAX_CALLS_IN_FLIGHT = 1_000  # on one connection: beyond it a call is refused, not queued
 EVENT_QUEUE = 10_000  # events a slow subscriber may fall behind by before losing the oldest
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -51,6 +54,32 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     return int(_PEERCRED.unpack(creds)[1])
+
+
+class _Items:
+    """What a call streams, waiting to be sent to its front end. A log or the events wait
+    for the front end to take them (at most ``ITEMS_AHEAD`` made and not sent): a CLI that
+    reads slowly (``corral log -f | less``) slows the log's fetching instead of piling the
+    log up here, and a slow events subscriber loses its oldest events."""
+
+    def __init__(self, bounded: bool) -> None:
+        self._queue: gevent.queue.Queue[Any] = gevent.queue.Queue()
+        self._room = gevent.lock.Semaphore(ITEMS_AHEAD) if bounded else None
+
+    def put(self, item: Any) -> None:
+        if self._room is not None:
+            self._room.acquire()
+        self._queue.put(item)
+
+    def end(self) -> None:
+        self._queue.put(_DONE)
+
+    def take(self) -> Any:
+        return self._queue.get()
+
+    def sent(self) -> None:
+        if self._room is not None:
+            self._room.release()
 
 
 class ControlServer:
@@ -90,53 +119,102 @@ class ControlServer:
         channel.reader.max_frame = self.engine.config.max_frame
         try:
             call = channel.read()
-            op_name, args = call.get("op"), call.get("args")
-            if call.get("t") != "call" or op_name not in OPS or not isinstance(args, dict):
-                raise ProtocolError(f"not a call of a known operation: {op_name!r}")
+            if "id" in call:
+                self._serve_many(channel, call)
+                return
+            op_name, args = _checked_call(call)
         except CorralError as exc:
-            self._send_error(channel, exc.code, exc.message)
+            self._send_error(channel.send, {}, exc.code, exc.message)
             return
-        self._serve(channel, op_name, OPS[op_name], args)
-
-    def _serve(self, channel: FrameChannel, op_name: str, op: Op, args: dict[str, Any]
-               ) -> None:
-        # What a log or the events produce waits for the front end to take it: a CLI that
-        # reads slowly (``corral log -f | less``) slows the log's fetching instead of
-        # piling the log up here, and a slow events subscriber loses its oldest events.
-        items: gevent.queue.Queue[Any] = gevent.queue.Queue()
-        room = gevent.lock.Semaphore(ITEMS_AHEAD) if op_name in ("log", "events") else None
-
-        def emit(item: Any) -> None:
-            if room is not None:
-                room.acquire()
-            items.put(item)
-
-        worker = gevent.spawn(self.perform, op_name, args, emit)
-        watcher = gevent.spawn(self._watch, channel, worker, op)
-        worker.link(lambda _g: items.put(_DONE))
+        worker, items = self._start(op_name, args)
+        watcher = gevent.spawn(self._watch, channel, worker)
         try:
-            while (item := items.get()) is not _DONE:
-                channel.send({"t": "item", "value": codec.encode(item)})
-                if room is not None:
-                    room.release()
-            if worker.successful() and not isinstance(worker.value, gevent.GreenletExit):
-                channel.send({"t": "result", "value": codec.encode(worker.value)})
-            else:
-                exc = worker.exception
-                if isinstance(exc, CorralError):
-                    self._send_error(channel, exc.code, exc.message)
-                elif exc is None:
-                    self._send_error(channel, ErrorCode.CANCELLED, "cancelled")
-                else:
-                    log.error("control: %s failed: %r", op_name, exc)
-                    self._send_error(channel, ErrorCode.INTERNAL, f"{op_name}: {exc!r}")
-        except OSError:
-            worker.kill(block=False)  # the front end went away: nobody waits for it
+            self._answer(channel.send, {}, op_name, worker, items)
         finally:
             watcher.kill(block=False)
 
+    def _serve_many(self, channel: FrameChannel, first: dict[str, Any]) -> None:
+        """A connection whose calls carry ids: they run side by side, each frame of an
+        answer carries its call's id, ``cancel`` with an id stops that call, and the
+        connection closing stops them all."""
+        write_lock = gevent.lock.Semaphore()
+        workers: dict[int, gevent.Greenlet] = {}
+
+        def send(frame: dict[str, Any]) -> None:
+            with write_lock:  # several calls answer at once: one frame at a time
+                channel.send(frame)
+
+        def take(frame: dict[str, Any]) -> None:
+            call_id = frame.get("id")
+            if type(call_id) is not int:
+                raise ProtocolError(f"a frame without a call id on a connection of calls "
+                                    f"with ids: {frame.get('t')!r}")
+            tag = {"id": call_id}
+            if frame.get("t") == "cancel":
+                if (worker := workers.get(call_id)) is not None:
+                    worker.kill(block=False)
+                return
+            try:
+                op_name, args = _checked_call(frame)
+                if call_id in workers:
+                    raise CorralError(f"call id {call_id} is already in flight",
+                                      ErrorCode.BAD_REQUEST)
+                if len(workers) >= MAX_CALLS_IN_FLIGHT:
+                    raise CorralError(f"more than {MAX_CALLS_IN_FLIGHT} calls in flight on "
+                                      "one connection: wait for an answer first",
+                                      ErrorCode.BAD_REQUEST)
+            except CorralError as exc:
+                self._send_error(send, tag, exc.code, exc.message)
+                return
+
+            worker, items = self._start(op_name, args)  # now: a cancel may follow at once
+            workers[call_id] = worker
+            # Linked before ``_answer`` links the end of its answer: the id is free again
+            # before the front end hears the result and may reuse it.
+            worker.link(lambda _g: workers.pop(call_id, None))
+            gevent.spawn(self._answer, send, tag, op_name, worker, items)
+
+        try:
+            take(first)
+            while True:
+                take(channel.read())
+        except ProtocolError as exc:
+            self._send_error(send, {}, exc.code, exc.message)
+        except (CorralError, OSError):
+            pass  # the front end closed the connection
+        finally:
+            for worker in list(workers.values()):
+                worker.kill(block=False)  # nobody is left to hear their answers
+
+    def _start(self, op_name: str, args: dict[str, Any]) -> tuple[gevent.Greenlet, _Items]:
+        """The greenlet doing the call's work, and what it streams."""
+        items = _Items(bounded=op_name in ("log", "events"))
+        return gevent.spawn(self.perform, op_name, args, items.put), items
+
+    def _answer(self, send: Callable[[dict[str, Any]], None], tag: dict[str, Any],
+                op_name: str, worker: gevent.Greenlet, items: _Items) -> None:
+        """Send what the call streams, then its result or error, each frame with ``tag``."""
+        worker.link(lambda _g: items.end())
+        try:
+            while (item := items.take()) is not _DONE:
+                send({"t": "item", **tag, "value": codec.encode(item)})
+                items.sent()
+            if worker.successful() and not isinstance(worker.value, gevent.GreenletExit):
+                send({"t": "result", **tag, "value": codec.encode(worker.value)})
+            else:
+                exc = worker.exception
+                if isinstance(exc, CorralError):
+                    self._send_error(send, tag, exc.code, exc.message)
+                elif exc is None:
+                    self._send_error(send, tag, ErrorCode.CANCELLED, "cancelled")
+                else:
+                    log.error("control: %s failed: %r", op_name, exc)
+                    self._send_error(send, tag, ErrorCode.INTERNAL, f"{op_name}: {exc!r}")
+        except OSError:
+            worker.kill(block=False)  # the front end went away: nobody waits for it
+
     @staticmethod
-    def _watch(channel: FrameChannel, worker: gevent.Greenlet, op: Op) -> None:
+    def _watch(channel: FrameChannel, worker: gevent.Greenlet) -> None:
         """A ``cancel`` frame or the connection closing stops the call."""
         try:
             while channel.read().get("t") != "cancel":
@@ -147,9 +225,10 @@ class ControlServer:
         worker.kill(block=False)
 
     @staticmethod
-    def _send_error(channel: FrameChannel, code: int, message: str) -> None:
+    def _send_error(send: Callable[[dict[str, Any]], None], tag: dict[str, Any], code: int,
+                    message: str) -> None:
         with contextlib.suppress(OSError):
-            channel.send({"t": "error", "code": int(code), "message": message})
+            send({"t": "error", **tag, "code": int(code), "message": message})
 
     # --- the operations on the hub ----------------------------------------------------------
 
@@ -255,4 +334,12 @@ class ControlServer:
 
 
 _DONE = object()
+
+
+def _checked_call(frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The operation and arguments of a ``call`` frame, or ProtocolError."""
+    op_name, args = frame.get("op"), frame.get("args")
+    if frame.get("t") != "call" or op_name not in OPS or not isinstance(args, dict):
+        raise ProtocolError(f"not a call of a known operation: {op_name!r}")
+    return op_name, args
 

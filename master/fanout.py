@@ -74,6 +74,9 @@ def fan_out(nodes: list[Node], make: Callable[[Node], Callable[[int], Message]],
         except CorralError as exc:
             failures[node.name] = exc
 
+    if len(nodes) == 1:  # no pool and greenlet for one node: asked from this greenlet,
+        ask(nodes[0])  # whose cancelling stops the request as killing the pool would
+        return gathered(results, failures, nodes)
     group = gevent.pool.Group()
     for node in nodes:
         group.spawn(ask, node)

@@ -154,7 +154,9 @@ class JobStore:
             if error.code not in NO_ANSWER:
                 job.pids.update(dict.fromkeys(job.ranks(node), 0))
         if job.number in self._jobs:
-            self._save(job)
+            self._save(job, {"seq": job.number,
+                             "pids": {str(rank): pid for rank, pid in job.pids.items()},
+                             "errors": job.errors})
 
     def get(self, word: str) -> tuple[Job, int | None]:
         """The job ``J12`` (and None) or ``J12.3`` (and its rank 3); UsageError for a word
@@ -175,9 +177,10 @@ class JobStore:
     def jobs(self) -> list[Job]:
         return list(self._jobs.values())
 
-    def _save(self, job: Job) -> None:
-        # The whole record each time: a replay merges lines field by field.
-        self._write(lambda: self._journal.append(job.to_journal()))
+    def _save(self, job: Job, changed: dict[str, Any] | None = None) -> None:
+        """Append the whole record, or only its ``changed`` fields (with its ``seq``): a
+        replay merges a record's lines field by field."""
+        self._write(lambda: self._journal.append(changed or job.to_journal()))
         if self._journal.appended > COMPACT_SLACK + len(self._jobs):
             self._write(lambda: self._journal.rewrite(
                 [j.to_journal() for j in self._jobs.values()]))

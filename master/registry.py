@@ -98,7 +98,8 @@ class NodeRegistry:
             self._listeners.remove(listener)
 
     def publish(self, event: Event) -> None:
-        log.info("%s", event.describe())
+        if log.isEnabledFor(logging.INFO):  # (described only to be logged)
+            log.info("%s", event.describe())
         for listener in list(self._listeners):
             listener(event)
         changed, self._changed = self._changed, gevent.event.Event()

@@ -6,9 +6,12 @@ default state folder (``$XDG_STATE_HOME/corral/master/control.sock``).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import socket
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,122 @@ class SocketBackend:
             except CorralError:
                 return  # the master went: the console's next command says so
         threading.Thread(target=listen, name="corral-events", daemon=True).start()
+
+
+class Pipeline:
+    """Many calls at once on one connection to the master's control socket: ``submit``
+    returns a future at once, so one thread keeps many requests in flight without a
+    connection (or a thread) each. A reader thread matches the answers to the calls by
+    id; ``on_item`` callbacks run on it. Close it (or use it as a context manager) when
+    done: the calls still in flight are cancelled and their futures fail."""
+
+    def __init__(self, backend: SocketBackend) -> None:
+        self._backend = backend
+        self._sock = backend.connect()
+        self._channel = FrameChannel(self._sock, MAX_RESULT_FRAME)
+        self._channel.reader.max_frame = MAX_RESULT_FRAME
+        self._lock = threading.Lock()  # for the writes, the ids and the table of calls
+        self._ids = itertools.count(1)
+        self._calls: dict[int, tuple[Future[Any], str, ItemCallback | None]] = {}
+        self._closed: CorralError | None = None
+        self._reader = threading.Thread(target=self._read, name="corral-pipeline",
+                                        daemon=True)
+        self._reader.start()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def submit(self, op: str, args: dict[str, Any], on_item: ItemCallback | None = None
+               ) -> Future[Any]:
+        """Send a call of ``op``; its future resolves to what ``SocketBackend.call``
+        returns, or raises what it raises (the master's one-line error for a bad call)."""
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        wire_args = codec.encode(args)
+        with self._lock:
+            if self._closed is not None:
+                raise self._closed
+            call_id = next(self._ids)
+            self._calls[call_id] = (future, op, on_item)
+            try:
+                self._channel.send({"t": "call", "id": call_id, "op": op, "args": wire_args})
+            except OSError as exc:
+                self._calls.pop(call_id)
+                raise self._backend._gone(exc) from None
+            except BaseException:  # not sent (too big a frame, Ctrl-C): no answer will come
+                self._calls.pop(call_id)
+                raise
+        return future
+
+    def cancel(self, future: Future[Any]) -> None:
+        """Ask the master to stop the call of ``future`` (as Ctrl-C does for ``call``)."""
+        with self._lock:
+            for call_id, (waiting, _op, _on_item) in self._calls.items():
+                if waiting is future:
+                    with contextlib.suppress(OSError):
+                        self._channel.send({"t": "cancel", "id": call_id})
+                    return
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed is None:
+                self._closed = CorralError("the pipeline was closed", ErrorCode.CANCELLED)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._reader.join()
+        self._sock.close()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self._take(self._channel.read())
+        except (CorralError, OSError) as exc:
+            with self._lock:
+                if self._closed is None:
+                    self._closed = (exc if isinstance(exc, ProtocolError)
+                                    else self._backend._gone(exc))
+                gone, self._calls = self._calls, {}
+            for future, _op, _on_item in gone.values():
+                future.set_exception(self._closed)
+
+    def _take(self, frame: dict[str, Any]) -> None:
+        kind, call_id = frame.get("t"), frame.get("id")
+        if kind == "refused":
+            raise NoMaster(f"refused: {frame.get('message')}")
+        if call_id is None and kind == "error":  # about the connection, not one call
+            raise CorralError(str(frame.get("message")), _code(frame.get("code")))
+        with self._lock:
+            entry = self._calls.get(call_id) if type(call_id) is int else None
+            if entry is not None and kind != "item":
+                self._calls.pop(call_id)  # type: ignore[arg-type]
+        if entry is None:
+            raise ProtocolError(f"an answer to no call in flight from the {self._backend.peer}"
+                                f" ({kind!r}, id {call_id!r}): does it take calls with ids?")
+        future, op, on_item = entry
+        spec = OPS.get(op)  # None: an operation the master refuses by name
+        try:
+            if spec is None and kind in ("item", "result"):
+                raise ProtocolError(f"an answer to {op!r}, which is no operation")
+            if spec is None or kind == "error":
+                raise CorralError(str(frame.get("message")), _code(frame.get("code")))
+            if kind == "item":
+                if on_item is not None and not future.done():
+                    on_item(codec.decode(spec.item, frame.get("value")))
+            elif kind == "result":
+                value = codec.decode(spec.result, frame.get("value"))
+                if not future.done():
+                    future.set_result(value)
+            else:
+                raise ProtocolError(f"unexpected frame {kind!r} from the "
+                                    f"{self._backend.peer}")
+        except CorralError as exc:  # this call's, not the connection's
+            if kind == "item":  # its end (an error: cancelled) comes later
+                self.cancel(future)
+            if not future.done():
+                future.set_exception(exc)
 
 
 def _code(value: Any) -> ErrorCode:
