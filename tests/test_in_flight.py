@@ -4,9 +4,11 @@ request) and calls with ids on one connection to the control socket
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -124,10 +126,7 @@ def test_a_cancelled_call_ends_alone(pipelined) -> None:
 @pytest.mark.slow
 def test_a_frame_without_an_id_ends_a_connection_of_calls_with_ids(pipelined) -> None:
     _master, control = pipelined
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(PATIENCE)
-        sock.connect(str(control))
-        channel = FrameChannel(sock)
+    with _frames_to(control) as (sock, channel):
         channel.send({"t": "call", "id": 1, "op": "nodes", "args": {}})
         assert channel.read()["id"] == 1
         channel.send({"t": "call", "op": "nodes", "args": {}})
@@ -176,10 +175,7 @@ def test_calls_in_flight_on_one_connection_are_bounded(pipelined) -> None:
 @pytest.mark.slow
 def test_an_id_in_flight_is_not_taken_twice(pipelined) -> None:
     _master, control = pipelined
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(PATIENCE)
-        sock.connect(str(control))
-        channel = FrameChannel(sock)
+    with _frames_to(control) as (_sock, channel):
         waiting = {"t": "call", "id": 5, "op": "wait_ready",
                    "args": {"count": 5, "timeout": None}}
         channel.send(waiting)
@@ -191,3 +187,12 @@ def test_an_id_in_flight_is_not_taken_twice(pipelined) -> None:
         answer = channel.read()
         assert (answer["t"], answer["id"], answer["code"]) == ("error", 5,
                                                                 ErrorCode.CANCELLED)
+
+
+@contextlib.contextmanager
+def _frames_to(control: Path) -> Iterator[tuple[socket.socket, FrameChannel]]:
+    """A bare connection to the control socket, to send it frames no front end would."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(PATIENCE)
+        sock.connect(str(control))
+        yield sock, FrameChannel(sock)
