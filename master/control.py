@@ -139,6 +139,10 @@ class ControlServer:
         connection closing stops them all."""
         write_lock = gevent.lock.Semaphore()
         workers: dict[int, gevent.Greenlet] = {}
+        # A call counts against the bound until its answer is sent, not only while it
+        # works: a front end that sends calls and never reads would otherwise have the
+        # master hold every answer it cannot send.
+        answering: set[gevent.Greenlet] = set()
 
         def send(frame: dict[str, Any]) -> None:
             with write_lock:  # several calls answer at once: one frame at a time
@@ -159,7 +163,7 @@ class ControlServer:
                 if call_id in workers:
                     raise CorralError(f"call id {call_id} is already in flight",
                                       ErrorCode.BAD_REQUEST)
-                if len(workers) >= MAX_CALLS_IN_FLIGHT:
+                if len(answering) >= MAX_CALLS_IN_FLIGHT:
                     raise CorralError(f"more than {MAX_CALLS_IN_FLIGHT} calls in flight on "
                                       "one connection: wait for an answer first",
                                       ErrorCode.BAD_REQUEST)
@@ -172,7 +176,9 @@ class ControlServer:
             # Linked before ``_answer`` links the end of its answer: the id is free again
             # before the front end hears the result and may reuse it.
             worker.link(lambda _g: workers.pop(call_id, None))
-            gevent.spawn(self._answer, send, tag, op_name, worker, items)
+            answerer = gevent.spawn(self._answer, send, tag, op_name, worker, items)
+            answering.add(answerer)
+            answerer.link(answering.discard)
 
         try:
             take(first)

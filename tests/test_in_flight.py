@@ -20,7 +20,7 @@ from common.framing import FrameChannel
 from master.api import MasterAPI
 from master.control import MAX_CALLS_IN_FLIGHT
 from master.front.control import Pipeline, SocketBackend
-from tests.harness import PATIENCE, MasterProcess
+from tests.harness import PATIENCE, MasterProcess, peak_rss_kib
 from tests.test_service import control_of, corral
 
 EXEC_ARGS = {"nodeset": "n1", "argv": ["true"], "cwd": None, "env": None, "stdin": None,
@@ -196,3 +196,28 @@ def _frames_to(control: Path) -> Iterator[tuple[socket.socket, FrameChannel]]:
         sock.settimeout(PATIENCE)
         sock.connect(str(control))
         yield sock, FrameChannel(sock)
+
+
+@pytest.mark.slow
+def test_a_front_end_that_does_not_read_cannot_pile_answers_up(pipelined) -> None:
+    """Calls whose answers wait to be sent count as in flight: a front end that sends
+    calls and never reads is stopped (the master stops reading it), not served into the
+    master's memory, even when it sends them slower than the master answers."""
+    master, control = pipelined
+    assert master.proc is not None
+    before = peak_rss_kib(master.proc.pid)
+    calls = 20_000
+    frame = FrameChannel(socket.socket()).frame
+    with _frames_to(control) as (sock, _channel), _frames_to(control) as (_, other):
+        sock.settimeout(10)  # the master has stopped reading: this ends the sending
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            for call_id in range(1, calls + 1):
+                sock.sendall(frame({"t": "call", "id": call_id, "op": "nodes", "args": {}}))
+                sent = call_id
+                if call_id % 100 == 0:  # the master has answered these before more come
+                    other.send({"t": "call", "id": call_id, "op": "nodes", "args": {}})
+                    assert other.read()["t"] == "result"
+    grown = peak_rss_kib(master.proc.pid) - before
+    assert sent < calls and grown < 64 * 1024, (sent, grown)
+    assert corral(control, "list").returncode == 0  # the master serves on
