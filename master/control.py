@@ -150,9 +150,12 @@ class ControlServer:
 
         def take(frame: dict[str, Any]) -> None:
             call_id = frame.get("id")
-            if type(call_id) is not int:
+            if call_id is None:
                 raise ProtocolError(f"a frame without a call id on a connection of calls "
                                     f"with ids: {frame.get('t')!r}")
+            if type(call_id) is not int:  # bool too: True is no call's id
+                raise ProtocolError(f"a call id must be an integer, not {call_id!r} "
+                                    f"({type(call_id).__name__})")
             tag = {"id": call_id}
             if frame.get("t") == "cancel":
                 if (worker := workers.get(call_id)) is not None:
@@ -344,8 +347,13 @@ _DONE = object()
 
 def _checked_call(frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The operation and arguments of a ``call`` frame, or ProtocolError."""
-    op_name, args = frame.get("op"), frame.get("args")
-    if frame.get("t") != "call" or op_name not in OPS or not isinstance(args, dict):
+    kind, op_name, args = frame.get("t"), frame.get("op"), frame.get("args")
+    if kind != "call":
+        raise ProtocolError(f"a front end sends call and cancel frames, not {kind!r}")
+    if op_name not in OPS:
         raise ProtocolError(f"not a call of a known operation: {op_name!r}")
+    if not isinstance(args, dict):
+        raise ProtocolError(f"{op_name}: the call's args must be a map, not "
+                            f"{type(args).__name__}")
     return op_name, args
 

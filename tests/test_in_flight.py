@@ -136,6 +136,37 @@ def test_a_frame_without_an_id_ends_a_connection_of_calls_with_ids(pipelined) ->
     assert corral(control, "list").returncode == 0  # the master serves on
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("call_id", "words"), [
+    ("7", "a call id must be an integer, not '7' (str)"),
+    (True, "a call id must be an integer, not True (bool)"),
+    (1.5, "a call id must be an integer, not 1.5 (float)"),
+    (None, "a frame without a call id")])
+def test_a_call_id_not_an_integer_is_named(pipelined, call_id: Any, words: str) -> None:
+    _master, control = pipelined
+    with _frames_to(control) as (sock, channel):
+        channel.send({"t": "call", "id": call_id, "op": "nodes", "args": {}})
+        answer = channel.read()
+        assert answer["t"] == "error" and words in answer["message"], answer
+        assert sock.recv(1) == b""  # closed
+    assert corral(control, "list").returncode == 0  # the master serves on
+
+
+@pytest.mark.slow
+def test_a_bad_call_is_told_what_is_wrong_with_it(pipelined) -> None:
+    _master, control = pipelined
+    with _frames_to(control) as (_sock, channel):
+        channel.send({"t": "call", "id": 1, "op": "nodes"})
+        channel.send({"t": "result", "id": 2, "op": "nodes", "args": {}})
+        channel.send({"t": "call", "id": 3, "op": "nodes", "args": [1]})
+        channel.send({"t": "call", "id": 4, "op": "nodes", "args": {}})
+        answers = {answer["id"]: answer for answer in (channel.read() for _ in range(4))}
+    assert answers[1]["message"] == "nodes: the call's args must be a map, not NoneType"
+    assert answers[2]["message"] == "a front end sends call and cancel frames, not 'result'"
+    assert answers[3]["message"] == "nodes: the call's args must be a map, not list"
+    assert answers[4]["t"] == "result"
+
+
 def test_submissions_beyond_the_bound_wait_for_an_answer(master: MasterAPI, ready_client,
                                                           monkeypatch) -> None:
     client = ready_client("n1")
