@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -20,7 +21,7 @@ from common.framing import FrameChannel
 from master.api import MasterAPI
 from master.control import MAX_CALLS_IN_FLIGHT
 from master.front.control import Pipeline, SocketBackend
-from tests.harness import PATIENCE, MasterProcess, peak_rss_kib
+from tests.harness import PATIENCE, MasterProcess, peak_rss_kib, wait_until
 from tests.test_service import control_of, corral
 
 EXEC_ARGS = {"nodeset": "n1", "argv": ["true"], "cwd": None, "env": None, "stdin": None,
@@ -73,6 +74,38 @@ def test_submit_exec_refuses_the_hub_thread(master: MasterAPI, ready_client) -> 
     master.submit_exec("n1", ["true"]).add_done_callback(submit_again)
     assert "from a thread of your own" in refusals.result(PATIENCE)
     assert master.exec("n1", ["true"]).ok  # the hub is unharmed
+
+
+def test_a_submission_waiting_for_room_sees_ctrl_c(master: MasterAPI, monkeypatch) -> None:
+    """Ctrl-C stops a submission waiting past the bound even when the kernel hands the
+    SIGINT to the hub thread (Python then only sets a flag for the main thread)."""
+    room = threading.BoundedSemaphore(1)
+    room.acquire()  # as if one submission were unanswered
+    monkeypatch.setattr(master, "_outstanding", room)
+    interrupted, gave_up = threading.Event(), threading.Event()
+    main = threading.get_ident()
+
+    def interrupt_once_waiting() -> None:
+        wait_until(lambda: "acquire" in _functions_running(main), what="waiting for room")
+        signal.pthread_kill(master._hub._thread.ident, signal.SIGINT)  # type: ignore[union-attr]
+        if not interrupted.wait(PATIENCE):  # it slept through it: let it go on, to fail
+            gave_up.set()
+            room.release()
+
+    threading.Thread(target=interrupt_once_waiting, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        master.submit_exec("n1", ["true"])
+    interrupted.set()
+    assert not gave_up.is_set()
+
+
+def _functions_running(thread_id: int) -> list[str]:
+    frame: Any = sys._current_frames().get(thread_id)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
 
 
 @pytest.fixture
