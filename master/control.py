@@ -349,7 +349,7 @@ def _checked_call(frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The operation and arguments of a ``call`` frame, or ProtocolError."""
     kind, op_name, args = frame.get("t"), frame.get("op"), frame.get("args")
     if kind != "call":
-        raise ProtocolError(f"a front end sends call and cancel frames, not {kind!r}")
+        raise ProtocolError(f"expected a call, not a {kind!r} frame")
     if op_name not in OPS:
         raise ProtocolError(f"not a call of a known operation: {op_name!r}")
     if not isinstance(args, dict):

@@ -195,7 +195,7 @@ def test_a_bad_call_is_told_what_is_wrong_with_it(pipelined) -> None:
         channel.send({"t": "call", "id": 4, "op": "nodes", "args": {}})
         answers = {answer["id"]: answer for answer in (channel.read() for _ in range(4))}
     assert answers[1]["message"] == "nodes: the call's args must be a map, not NoneType"
-    assert answers[2]["message"] == "a front end sends call and cancel frames, not 'result'"
+    assert answers[2]["message"] == "expected a call, not a 'result' frame"
     assert answers[3]["message"] == "nodes: the call's args must be a map, not list"
     assert answers[4]["t"] == "result"
 
