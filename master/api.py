@@ -19,7 +19,7 @@ from common import auth
 from common.errors import UsageError
 from common.procs import ProcInfo
 from master import transfers
-from master.bridge import HubThread, result_heeding_signals
+from master.bridge import SIGNAL_CHECK_INTERVAL, HubThread, result_heeding_signals
 from master.caller import OPERATOR
 from master.events import Event
 from master.front.results import GroupResult, JobMember, JobView, NodeView, WaitOutcome
@@ -131,7 +131,10 @@ class MasterAPI:
         if self._hub.is_current():  # it would wait for the thread it holds up
             raise UsageError("submit_exec called on the hub thread (from a done callback "
                              "or a listener): call it from a thread of your own")
-        self._outstanding.acquire()
+        # A wait for room that still sees a Ctrl-C the kernel handed to another thread
+        # (see ``result_heeding_signals``).
+        while not self._outstanding.acquire(timeout=SIGNAL_CHECK_INTERVAL):
+            pass
         future = self._hub.submit(self._ops.exec, nodeset, argv, cwd, env or {}, stdin, count)
         future.add_done_callback(self._answered)
         return future

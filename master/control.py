@@ -139,6 +139,10 @@ class ControlServer:
         connection closing stops them all."""
         write_lock = gevent.lock.Semaphore()
         workers: dict[int, gevent.Greenlet] = {}
+        # A call counts against the bound until its answer is sent, not only while it
+        # works: a front end that sends calls and never reads would otherwise have the
+        # master hold every answer it cannot send.
+        answering: set[gevent.Greenlet] = set()
 
         def send(frame: dict[str, Any]) -> None:
             with write_lock:  # several calls answer at once: one frame at a time
@@ -146,9 +150,12 @@ class ControlServer:
 
         def take(frame: dict[str, Any]) -> None:
             call_id = frame.get("id")
-            if type(call_id) is not int:
+            if call_id is None:
                 raise ProtocolError(f"a frame without a call id on a connection of calls "
                                     f"with ids: {frame.get('t')!r}")
+            if type(call_id) is not int:  # bool too: True is no call's id
+                raise ProtocolError(f"a call id must be an integer, not {call_id!r} "
+                                    f"({type(call_id).__name__})")
             tag = {"id": call_id}
             if frame.get("t") == "cancel":
                 if (worker := workers.get(call_id)) is not None:
@@ -159,7 +166,7 @@ class ControlServer:
                 if call_id in workers:
                     raise CorralError(f"call id {call_id} is already in flight",
                                       ErrorCode.BAD_REQUEST)
-                if len(workers) >= MAX_CALLS_IN_FLIGHT:
+                if len(answering) >= MAX_CALLS_IN_FLIGHT:
                     raise CorralError(f"more than {MAX_CALLS_IN_FLIGHT} calls in flight on "
                                       "one connection: wait for an answer first",
                                       ErrorCode.BAD_REQUEST)
@@ -172,7 +179,9 @@ class ControlServer:
             # Linked before ``_answer`` links the end of its answer: the id is free again
             # before the front end hears the result and may reuse it.
             worker.link(lambda _g: workers.pop(call_id, None))
-            gevent.spawn(self._answer, send, tag, op_name, worker, items)
+            answerer = gevent.spawn(self._answer, send, tag, op_name, worker, items)
+            answering.add(answerer)
+            answerer.link(answering.discard)
 
         try:
             take(first)
@@ -338,8 +347,13 @@ _DONE = object()
 
 def _checked_call(frame: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The operation and arguments of a ``call`` frame, or ProtocolError."""
-    op_name, args = frame.get("op"), frame.get("args")
-    if frame.get("t") != "call" or op_name not in OPS or not isinstance(args, dict):
+    kind, op_name, args = frame.get("t"), frame.get("op"), frame.get("args")
+    if kind != "call":
+        raise ProtocolError(f"expected a call, not a {kind!r} frame")
+    if op_name not in OPS:
         raise ProtocolError(f"not a call of a known operation: {op_name!r}")
+    if not isinstance(args, dict):
+        raise ProtocolError(f"{op_name}: the call's args must be a map, not "
+                            f"{type(args).__name__}")
     return op_name, args
 

@@ -159,6 +159,9 @@ class Session:
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def _finish(self, reason: str) -> None:
+        # Ended from the read loop too, not only by ``close``: the pinger (which may still
+        # hold this session, weakly) and late requests then see it is over.
+        self._closed_reason = reason
         if self._pinger is not None:
             self._pinger.kill(block=False)
         for result, _reply_type in self._pending.values():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -20,7 +21,7 @@ from common.framing import FrameChannel
 from master.api import MasterAPI
 from master.control import MAX_CALLS_IN_FLIGHT
 from master.front.control import Pipeline, SocketBackend
-from tests.harness import PATIENCE, MasterProcess
+from tests.harness import PATIENCE, MasterProcess, peak_rss_kib, wait_until
 from tests.test_service import control_of, corral
 
 EXEC_ARGS = {"nodeset": "n1", "argv": ["true"], "cwd": None, "env": None, "stdin": None,
@@ -73,6 +74,38 @@ def test_submit_exec_refuses_the_hub_thread(master: MasterAPI, ready_client) -> 
     master.submit_exec("n1", ["true"]).add_done_callback(submit_again)
     assert "from a thread of your own" in refusals.result(PATIENCE)
     assert master.exec("n1", ["true"]).ok  # the hub is unharmed
+
+
+def test_a_submission_waiting_for_room_sees_ctrl_c(master: MasterAPI, monkeypatch) -> None:
+    """Ctrl-C stops a submission waiting past the bound even when the kernel hands the
+    SIGINT to the hub thread (Python then only sets a flag for the main thread)."""
+    room = threading.BoundedSemaphore(1)
+    room.acquire()  # as if one submission were unanswered
+    monkeypatch.setattr(master, "_outstanding", room)
+    interrupted, gave_up = threading.Event(), threading.Event()
+    main = threading.get_ident()
+
+    def interrupt_once_waiting() -> None:
+        wait_until(lambda: "acquire" in _functions_running(main), what="waiting for room")
+        signal.pthread_kill(master._hub._thread.ident, signal.SIGINT)  # type: ignore[union-attr]
+        if not interrupted.wait(PATIENCE):  # it slept through it: let it go on, to fail
+            gave_up.set()
+            room.release()
+
+    threading.Thread(target=interrupt_once_waiting, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        master.submit_exec("n1", ["true"])
+    interrupted.set()
+    assert not gave_up.is_set()
+
+
+def _functions_running(thread_id: int) -> list[str]:
+    frame: Any = sys._current_frames().get(thread_id)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
 
 
 @pytest.fixture
@@ -136,6 +169,37 @@ def test_a_frame_without_an_id_ends_a_connection_of_calls_with_ids(pipelined) ->
     assert corral(control, "list").returncode == 0  # the master serves on
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("call_id", "words"), [
+    ("7", "a call id must be an integer, not '7' (str)"),
+    (True, "a call id must be an integer, not True (bool)"),
+    (1.5, "a call id must be an integer, not 1.5 (float)"),
+    (None, "a frame without a call id")])
+def test_a_call_id_not_an_integer_is_named(pipelined, call_id: Any, words: str) -> None:
+    _master, control = pipelined
+    with _frames_to(control) as (sock, channel):
+        channel.send({"t": "call", "id": call_id, "op": "nodes", "args": {}})
+        answer = channel.read()
+        assert answer["t"] == "error" and words in answer["message"], answer
+        assert sock.recv(1) == b""  # closed
+    assert corral(control, "list").returncode == 0  # the master serves on
+
+
+@pytest.mark.slow
+def test_a_bad_call_is_told_what_is_wrong_with_it(pipelined) -> None:
+    _master, control = pipelined
+    with _frames_to(control) as (_sock, channel):
+        channel.send({"t": "call", "id": 1, "op": "nodes"})
+        channel.send({"t": "result", "id": 2, "op": "nodes", "args": {}})
+        channel.send({"t": "call", "id": 3, "op": "nodes", "args": [1]})
+        channel.send({"t": "call", "id": 4, "op": "nodes", "args": {}})
+        answers = {answer["id"]: answer for answer in (channel.read() for _ in range(4))}
+    assert answers[1]["message"] == "nodes: the call's args must be a map, not NoneType"
+    assert answers[2]["message"] == "expected a call, not a 'result' frame"
+    assert answers[3]["message"] == "nodes: the call's args must be a map, not list"
+    assert answers[4]["t"] == "result"
+
+
 def test_submissions_beyond_the_bound_wait_for_an_answer(master: MasterAPI, ready_client,
                                                           monkeypatch) -> None:
     client = ready_client("n1")
@@ -196,3 +260,28 @@ def _frames_to(control: Path) -> Iterator[tuple[socket.socket, FrameChannel]]:
         sock.settimeout(PATIENCE)
         sock.connect(str(control))
         yield sock, FrameChannel(sock)
+
+
+@pytest.mark.slow
+def test_a_front_end_that_does_not_read_cannot_pile_answers_up(pipelined) -> None:
+    """Calls whose answers wait to be sent count as in flight: a front end that sends
+    calls and never reads is stopped (the master stops reading it), not served into the
+    master's memory, even when it sends them slower than the master answers."""
+    master, control = pipelined
+    assert master.proc is not None
+    before = peak_rss_kib(master.proc.pid)
+    calls = 20_000
+    frame = FrameChannel(socket.socket()).frame
+    with _frames_to(control) as (sock, _channel), _frames_to(control) as (_, other):
+        sock.settimeout(10)  # the master has stopped reading: this ends the sending
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            for call_id in range(1, calls + 1):
+                sock.sendall(frame({"t": "call", "id": call_id, "op": "nodes", "args": {}}))
+                sent = call_id
+                if call_id % 100 == 0:  # the master has answered these before more come
+                    other.send({"t": "call", "id": call_id, "op": "nodes", "args": {}})
+                    assert other.read()["t"] == "result"
+    grown = peak_rss_kib(master.proc.pid) - before
+    assert sent < calls and grown < 64 * 1024, (sent, grown)
+    assert corral(control, "list").returncode == 0  # the master serves on

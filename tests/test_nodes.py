@@ -178,3 +178,21 @@ def test_a_real_client_does_not_call_a_master_that_pings_seldom_silent(
     wait_until(third_round_trip, timeout=60, what="three round trips")
     assert "busy or stopped" not in client.log_text(), client.log_text()
     assert master.nodes()[0].state is NodeState.READY
+
+
+def test_an_ended_session_is_no_longer_pinged(master: MasterAPI, spawn_client) -> None:
+    """A session that ended (its client gone) falls out of the pinger's heap at its next
+    turn, whether or not something still holds the session object."""
+    victim = spawn_client("n1", master.address)
+    assert master.wait_ready(1, timeout=30).reached
+    engine, hub = master._engine, master._hub  # the pinger's own heap, read on the hub
+    victim.signal(signal.SIGKILL)
+    wait_until(lambda: states(master)["n1"] is NodeState.GONE, what="n1 GONE")
+
+    def sessions_due() -> list[object]:
+        return [session for _due, _order, ref in engine._pings_due
+                if (session := ref()) is not None]
+
+    held = hub.call(sessions_due)  # a session still alive (some cycle holds it) ...
+    far = 1e12  # ... is told, even when everything is overdue, that it is over
+    assert all(hub.call(session.ping, far, 1.0) is None for session in held)  # type: ignore[attr-defined]
