@@ -19,6 +19,7 @@ import gevent
 import gevent.event
 
 from common.errors import CorralError, ErrorCode
+from common.quiet_threads import quiet_thread
 
 T = TypeVar("T")
 
@@ -60,7 +61,7 @@ class HubThread:
             finally:
                 keepalive.close()
 
-        self._thread = threading.Thread(target=main, name=self._name, daemon=True)
+        self._thread = quiet_thread(main, self._name)
         self._thread.start()
         return started.result()
 

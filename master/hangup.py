@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from common import auth
 from common.errors import CorralError
 from common.logfiles import reopen_log_files
+from common.quiet_threads import quiet_thread
 from master.api import MasterAPI
 
 log = logging.getLogger("corral.master")
@@ -25,8 +25,7 @@ def install(api: MasterAPI, token_path: Path) -> Callable[[], None]:
     """Handle SIGHUP from now on; returns what a handler should call, for the console,
     whose prompt loop installs a SIGHUP handler of its own."""
     def on_hangup() -> None:
-        threading.Thread(target=reload, args=(api, token_path), name="sighup",
-                         daemon=True).start()
+        quiet_thread(reload, "sighup", (api, token_path)).start()
 
     signal.signal(signal.SIGHUP, lambda _signum, _frame: on_hangup())
     return on_hangup

@@ -17,6 +17,7 @@ from typing import Any
 
 from common.errors import ConnectionClosed, CorralError, ErrorCode, ProtocolError
 from common.framing import FrameChannel
+from common.quiet_threads import quiet_thread
 from master.front import codec
 from master.front.ops import OPS, ItemCallback
 
@@ -125,7 +126,7 @@ class SocketBackend:
                 self.call("events", {}, listener)
             except CorralError:
                 return  # the master went: the console's next command says so
-        threading.Thread(target=listen, name="corral-events", daemon=True).start()
+        quiet_thread(listen, "corral-events").start()
 
 
 class Pipeline:
@@ -144,8 +145,7 @@ class Pipeline:
         self._ids = itertools.count(1)
         self._calls: dict[int, tuple[Future[Any], str, ItemCallback | None]] = {}
         self._closed: CorralError | None = None
-        self._reader = threading.Thread(target=self._read, name="corral-pipeline",
-                                        daemon=True)
+        self._reader = quiet_thread(self._read, "corral-pipeline")
         self._reader.start()
 
     def __enter__(self) -> Pipeline:
